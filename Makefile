@@ -1,0 +1,42 @@
+# Two commands: `make run` (install + quickstart) and `make test` (install + tests).
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+STAMP  := $(VENV)/.ftlang-installed
+TORCH_VERSION ?= 2.13.0
+export HF_HUB_OFFLINE ?= 1
+export HF_HOME ?= $(CURDIR)/.ft-hf-home
+
+.PHONY: install run test lint bench clean
+
+install: $(STAMP)
+
+# Reinstalls only when the dependency list changes. Torch goes first, pinned:
+# without CUDA we take the CPU build so pip never pulls a multi-GB CUDA wheel.
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade "pip>=24" "setuptools>=69" wheel
+	@if command -v nvidia-smi >/dev/null 2>&1; then \
+	  $(PIP) install -q "torch==$(TORCH_VERSION)"; \
+	else \
+	  $(PIP) install -q "torch==$(TORCH_VERSION)+cpu" 2>/dev/null || \
+	  $(PIP) install -q "torch==$(TORCH_VERSION)" --index-url https://download.pytorch.org/whl/cpu; \
+	fi
+	$(PIP) install -q -c constraints.txt -e ".[dev]"
+	@touch $(STAMP)
+
+run: install
+	$(VENV)/bin/ft run examples/quickstart.ft
+
+test: install
+	$(VENV)/bin/python -m pytest -q -m "not slow and not gpu"
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+bench: install
+	$(VENV)/bin/python bench/run_all.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .ft examples/.ft

@@ -1,0 +1,53 @@
+"""ftlang.compiler: AST -> checked IR -> networkx graph.
+
+`compile_file(path)` runs PASSES in order and raises FtError with every error found.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ftlang.compiler.ir import Node, Program
+
+
+def compile_source(text: str, file: str | Path, project: Path | None = None) -> Program:
+    from ftlang.compiler import check, graph, symbols, types
+    from ftlang.lang.diagnostics import FtError
+    from ftlang.lang.parser import parse
+
+    file = str(file)
+    project = project or Path(file).resolve().parent
+    module = parse(text, file)
+    syms = symbols.collect(module)
+    ctx = types.Ctx(syms, project, text, list(syms.diagnostics))
+    nodes = check.check_blocks(ctx)
+    g, cycle_diags = graph.build(nodes)
+    ctx.diagnostics += cycle_diags
+    errors = [d for d in ctx.diagnostics if d.level == "error"]
+    if errors:
+        raise FtError(sorted(ctx.diagnostics, key=_order))
+    warnings = sorted((d for d in ctx.diagnostics if d.level != "error"), key=_order)
+    return Program(Path(file), project, {file: text}, nodes, g, warnings)
+
+
+def compile_file(path: str | Path) -> Program:
+    p = Path(path)
+    return compile_source(p.read_text(encoding="utf-8"), _display(p), p.resolve().parent)
+
+
+def _display(p: Path) -> str:
+    try:
+        return str(p.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(p)
+
+
+def _order(d: object) -> tuple[int, int]:
+    span = getattr(d, "span", None)
+    return (span.line, span.col) if span else (0, 0)
+
+
+# The passes, in order (documented in compiler/README.md).
+PASSES = ("lang.parser.parse", "symbols.collect", "check.check_blocks", "graph.build")
+
+__all__ = ["Node", "Program", "compile_file", "compile_source", "PASSES"]

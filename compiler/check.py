@@ -1,0 +1,225 @@
+"""Pass 2: every block against its step's signature -> IR nodes. All errors at once."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ftlang.compiler import types as T
+from ftlang.compiler.ir import AssertIR, Node, RefValue
+from ftlang.lang import ast
+from ftlang.lang.diagnostics import Diagnostic, Label, did_you_mean
+from ftlang.stdlib import registry
+from ftlang.stdlib.spec import Attr, StepSpec
+
+SCHEMA_TYPES = ("str", "int", "float", "bool")
+
+
+def check_blocks(ctx: T.Ctx) -> dict[str, Node]:
+    nodes: dict[str, Node] = {}
+    for name, block in ctx.symbols.blocks.items():
+        node = check_block(block, ctx)
+        if node is not None:
+            nodes[node.id] = node
+    return nodes
+
+
+def check_block(block: ast.Block, ctx: T.Ctx) -> Node | None:
+    kind = block.kind.name
+    spec = registry.STEPS[kind]
+    sig = spec.signature
+    before = len(ctx.diagnostics)
+    seen: dict[str, ast.Span] = {}
+    params: dict[str, Any] = {}
+    spans: dict[str, ast.Span] = {}
+    asserts: list[AssertIR] = []
+
+    for stmt in block.body:
+        key = getattr(stmt, "name", None) or type(stmt).__name__.lower()
+        stmt_span = getattr(stmt, "name_span", stmt.span)
+        if key in seen and not isinstance(stmt, ast.Assert):
+            ctx.error("FT0108", f"`{key}` is set twice in {kind} `{block.name.name}`", stmt_span, "set again here",
+                      help="each attribute appears at most once per block; keep one",
+                      extra=[Label(seen[key], "first set here", False)])
+            continue
+        seen[key] = stmt_span
+        if isinstance(stmt, ast.Attr):
+            attr = sig.attr(stmt.name)
+            if attr is None:
+                _unknown_attr(stmt, spec, ctx)
+                continue
+            value = T.check(stmt.value, attr, ctx)
+            if value is not T.INVALID:
+                params[stmt.name] = value
+            spans[stmt.name] = stmt.span
+        elif isinstance(stmt, ast.Sql):
+            if "sql" not in spec.statements:
+                ctx.error("FT0115", f"`sql` is not allowed in a {kind} block", stmt.span, "sql here",
+                          help="SQL belongs in a `curate` block")
+                continue
+            params["sql"] = stmt.text.value
+            spans["sql"] = stmt.text.span
+        elif isinstance(stmt, ast.Assert):
+            if "assert" not in spec.statements:
+                ctx.error("FT0115", f"`assert` is not allowed in a {kind} block", stmt.span, "assert here",
+                          help="assertions belong in an `eval` block")
+                continue
+            asserts.append(AssertIR(stmt.expr, _source_text(ctx, stmt.expr.span), stmt.span))
+        elif isinstance(stmt, ast.SubBlock):
+            sub = spec.subblocks.get(stmt.name)
+            if sub is None:
+                if sig.attr(stmt.name) is not None:
+                    ctx.error("FT0106", f"`{stmt.name}` is an attribute, not a sub-block", stmt.name_span,
+                              "written as a block", help=f"write `{stmt.name} = ...`")
+                else:
+                    guess = did_you_mean(stmt.name, list(spec.subblocks))
+                    ctx.error("FT0119", f"{kind} has no sub-block `{stmt.name}`", stmt.name_span,
+                              "unknown sub-block",
+                              help=(f"did you mean `{guess}`?" if guess else
+                                    f"{kind} sub-blocks: {', '.join(spec.subblocks) or 'none'}"))
+                continue
+            value = _check_subblock(kind, stmt, ctx)
+            if value is not T.INVALID:
+                params[stmt.name] = value
+            spans[stmt.name] = stmt.span
+        elif isinstance(stmt, ast.Typed):
+            ctx.error("FT0005", "`:` declares a type; attributes are set with `=`", stmt.span,
+                      "written like YAML", help=f"write `{stmt.name} = {stmt.type}`")
+
+    for attr in sig.attrs:
+        if attr.name not in params and attr.name not in seen:
+            if attr.required:
+                ctx.error("FT0105", f"{kind} `{block.name.name}` needs `{attr.name}`", block.name.span,
+                          f"`{attr.name}` missing", help=f"add `{attr.name} = ...`: {attr.doc}")
+            else:
+                params[attr.name] = T.default_value(attr)
+    for sub in spec.subblocks:
+        params.setdefault(sub, None)
+    if "sql" in spec.statements and "sql" not in seen:
+        ctx.error("FT0105", f"{kind} `{block.name.name}` needs a `sql` statement", block.name.span,
+                  "no query", help='add sql """SELECT ... FROM <dataset>"""')
+    _block_rules(kind, block, params, spans, asserts, ctx)
+    if len(ctx.diagnostics) > before and any(d.level == "error" for d in ctx.diagnostics[before:]):
+        return None
+    return Node(f"{kind}.{block.name.name}", kind, block.name.name, spec, params, block.span, spans, asserts)
+
+
+def _unknown_attr(stmt: ast.Attr, spec: StepSpec, ctx: T.Ctx) -> None:
+    names = spec.signature.names
+    guess = did_you_mean(stmt.name, names)
+    if stmt.name in spec.subblocks:
+        help_ = f"`{stmt.name}` is a sub-block: write `{stmt.name} {{ ... }}`"
+    elif stmt.name == "sql" or stmt.name in spec.statements:
+        help_ = f'write `{stmt.name} """..."""` without `=`'
+    else:
+        help_ = (f"did you mean `{guess}`? " if guess else "") + f"{spec.kind} takes: {', '.join(names)}"
+    ctx.error("FT0104", f"{spec.kind} has no attribute `{stmt.name}`", stmt.name_span, "unknown attribute",
+              help=help_)
+
+
+def _source_text(ctx: T.Ctx, span: ast.Span) -> str:
+    lines = ctx.source.splitlines()
+    if span.line != span.end_line or span.line > len(lines):
+        return " ".join(lines[span.line - 1:span.end_line]).strip()
+    return lines[span.line - 1][span.col - 1:span.end_col - 1]
+
+
+def _check_subblock(kind: str, stmt: ast.SubBlock, ctx: T.Ctx) -> Any:
+    if stmt.name == "schema":
+        cols: dict[str, str] = {}
+        for s in stmt.body:
+            if not isinstance(s, ast.Typed):
+                ctx.error("FT0106", "schema entries are `column: type`", s.span, "not a column declaration",
+                          help="write e.g. `prompt: str`")
+                continue
+            if s.type not in SCHEMA_TYPES:
+                guess = did_you_mean(s.type, SCHEMA_TYPES)
+                ctx.error("FT0106", f"unknown column type `{s.type}`", s.span, "unknown type",
+                          help=(f"did you mean `{guess}`? " if guess else "") + f"types: {', '.join(SCHEMA_TYPES)}")
+                continue
+            cols[s.name] = s.type
+        return cols
+    if stmt.name == "split":
+        sig = registry.STEPS[kind].subblocks["split"]
+        parts: dict[str, float] = {}
+        out: dict[str, Any] = {"parts": parts, "by": None, "seed": 0}
+        ok = True
+        for s in stmt.body:
+            if not isinstance(s, ast.Attr):
+                ctx.error("FT0113", "split entries are `part = fraction`, `by = column`, `seed = n`", s.span,
+                          "not an entry")
+                ok = False
+                continue
+            attr = sig.attr(s.name) or Attr(s.name, "float", None, gt=0, le=1)
+            v = T.check(s.value, attr, ctx)
+            if v is T.INVALID:
+                ok = False
+            elif s.name in ("by", "seed"):
+                out[s.name] = v
+            else:
+                parts[s.name] = v
+        if out["by"] is None and ok:
+            ctx.error("FT0113", "split needs `by = column`", stmt.name_span, "no `by`",
+                      help="the column whose hash assigns a row to a part, e.g. `by = prompt`")
+            ok = False
+        total = sum(parts.values())
+        if ok and abs(total - 1.0) > 1e-6:
+            ctx.error("FT0113", f"split fractions sum to {total:g}, not 1", stmt.span, "fractions",
+                      help="make the parts add up to 1, e.g. train = 0.9, heldout = 0.1")
+            ok = False
+        if ok and len(parts) < 1:
+            ctx.error("FT0113", "split needs at least one part", stmt.span, "no parts")
+            ok = False
+        return out if ok else T.INVALID
+    raise AssertionError(stmt.name)
+
+
+def _block_rules(kind: str, block: ast.Block, params: dict[str, Any], spans: dict[str, ast.Span],
+                 asserts: list[AssertIR], ctx: T.Ctx) -> None:
+    """Rules across attributes of one block."""
+    if kind == "model":
+        given = [k for k in ("path", "hub", "init") if k in spans]
+        if len(given) != 1:
+            where = [Label(spans[k], f"`{k}`", False) for k in given[1:]]
+            ctx.diagnostics.append(Diagnostic(
+                "FT0114", f"model `{block.name.name}` needs exactly one of path, hub or init"
+                + (f" (found {', '.join(given)})" if given else ""),
+                [Label(block.name.span, "this model"), *where],
+                help="path = \"models/x\" (a local folder), hub = \"org/name\" with revision, or init = tiny(...)"))
+        elif params.get("hub") is not None and params.get("revision") is None:
+            ctx.diagnostics.append(Diagnostic(
+                "FT0114", f"model `{block.name.name}` is not pinned to a revision", [Label(spans["hub"], "unpinned")],
+                level="warning", help="add `revision = \"<commit>\"`: cache keys need a fixed revision"))
+    if kind == "train" and params.get("objective") == "clm" and params.get("template") is not None:
+        ctx.diagnostics.append(Diagnostic(
+            "FT0114", "a template has no effect with objective = clm", [Label(spans["template"], "ignored")],
+            level="warning", help="remove `template`, or use objective = sft"))
+    if kind == "eval":
+        models = {r.node.split(".", 1)[1] for r in params.get("models") or [] if isinstance(r, RefValue)}
+        metrics = {c.name for c in params.get("metrics") or [] if hasattr(c, "name")}
+        for a in asserts:
+            _check_assert(a.expr, models, metrics, ctx)
+
+
+def _check_assert(expr: ast.Expr, models: set[str], metrics: set[str], ctx: T.Ctx) -> None:
+    if isinstance(expr, ast.BinOp):
+        _check_assert(expr.left, models, metrics, ctx)
+        _check_assert(expr.right, models, metrics, ctx)
+    elif isinstance(expr, ast.Neg):
+        _check_assert(expr.operand, models, metrics, ctx)
+    elif isinstance(expr, ast.Ref):
+        if len(expr.parts) != 2:
+            ctx.error("FT0118", f"`{expr.dotted}`: assertions compare `model.metric` values", expr.span,
+                      "not model.metric", help="e.g. assert sft.exact_match >= base.exact_match")
+            return
+        model, metric = expr.parts
+        if model not in models:
+            guess = did_you_mean(model, models)
+            ctx.error("FT0118", f"`{model}` is not one of this eval's models", expr.span, "not evaluated here",
+                      help=(f"did you mean `{guess}`? " if guess else "") + f"models: {', '.join(sorted(models))}")
+        elif metric not in metrics:
+            guess = did_you_mean(metric, metrics)
+            ctx.error("FT0118", f"`{metric}` is not measured by this eval", expr.span, "unknown metric",
+                      help=(f"did you mean `{guess}`? " if guess else "") + f"metrics: {', '.join(sorted(metrics))}")
+    elif not isinstance(expr, (ast.Num,)):
+        ctx.error("FT0118", f"assertions use numbers and model.metric values, found {T.describe(expr)}",
+                  expr.span, "not allowed here")

@@ -1,0 +1,98 @@
+"""The typed IR: checked nodes with resolved values. networkx only links them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ftlang.lang.ast import Expr, Span
+from ftlang.lang.diagnostics import Diagnostic
+from ftlang.stdlib.spec import Call, StepSpec
+
+
+@dataclass(frozen=True)
+class RefValue:
+    """A reference to another node's output; `port` names a part (clean.train)."""
+
+    node: str
+    port: str | None = None
+    span: Span | None = field(default=None, compare=False)
+
+    @property
+    def label(self) -> str:
+        name = self.node.split(".", 1)[1]
+        return f"{name}.{self.port}" if self.port else name
+
+
+@dataclass(frozen=True)
+class FileValue:
+    """An input file: its content digest, never its path, enters cache keys."""
+
+    rel: str
+    abs: str
+    span: Span | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class OutPath:
+    """An output location: not semantic."""
+
+    rel: str
+    abs: str
+
+
+@dataclass(frozen=True)
+class AssertIR:
+    expr: Expr
+    text: str  # the assertion as written
+    span: Span
+
+
+@dataclass
+class Node:
+    id: str  # "train.sft"
+    kind: str
+    name: str
+    spec: StepSpec
+    params: dict[str, Any]  # complete; RefValue / FileValue / OutPath / Call / plain values
+    span: Span
+    attr_spans: dict[str, Span] = field(default_factory=dict)
+    asserts: list[AssertIR] = field(default_factory=list)
+
+    def refs(self) -> list[RefValue]:
+        out: list[RefValue] = []
+        _collect_refs(self.params, out)
+        return out
+
+    @property
+    def line(self) -> str:
+        return f"{self.span.file}:{self.span.line}"
+
+
+def _collect_refs(value: Any, out: list[RefValue]) -> None:
+    if isinstance(value, RefValue):
+        out.append(value)
+    elif isinstance(value, Call):
+        _collect_refs(value.args, out)
+    elif isinstance(value, dict):
+        for v in value.values():
+            _collect_refs(v, out)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            _collect_refs(v, out)
+
+
+@dataclass
+class Program:
+    file: Path
+    project: Path  # folder of the .ft file: relative paths and .ft/ live there
+    sources: dict[str, str]
+    nodes: dict[str, Node]
+    graph: Any  # networkx.DiGraph over node ids
+    warnings: list[Diagnostic] = field(default_factory=list)
+
+    def order(self) -> list[str]:
+        import networkx as nx
+
+        return list(nx.lexicographical_topological_sort(self.graph))

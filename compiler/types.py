@@ -1,0 +1,338 @@
+"""Values against declared types: AST expressions -> resolved IR values.
+
+Resolution is type-directed: `by = prompt` is a column name because `by` is an
+`ident`; `data = clean.train` is a reference because `data` is a `dataset`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ftlang.compiler.ir import FileValue, OutPath, RefValue
+from ftlang.compiler.symbols import Symbols
+from ftlang.lang import ast
+from ftlang.lang.diagnostics import Diagnostic, Label, did_you_mean
+from ftlang.stdlib import registry
+from ftlang.stdlib.spec import Attr, Call, Signature
+
+YAML_BOOLS = {"yes": True, "no": False, "on": True, "off": False, "True": True, "False": False,
+              "TRUE": True, "FALSE": False, "y": True, "n": False}
+REF_KINDS = ("dataset", "model", "template")
+INVALID = object()  # a value that already produced a diagnostic
+
+
+@dataclass
+class Ctx:
+    symbols: Symbols
+    project: Path
+    source: str = ""
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+
+    def error(self, code: str, message: str, span: ast.Span, label: str = "",
+              help: str | None = None, extra: list[Label] | None = None) -> Any:
+        self.diagnostics.append(Diagnostic(code, message, [Label(span, label), *(extra or [])], help=help))
+        return INVALID
+
+
+def describe(expr: ast.Expr) -> str:
+    return {ast.Str: "a string", ast.Num: "a number", ast.Bool: "a boolean", ast.ListExpr: "a list",
+            ast.Ref: "a name", ast.CallExpr: "a call", ast.BinOp: "an expression", ast.Neg: "a number",
+            ast.Sweep: "a sweep", ast.Select: "a selection"}.get(type(expr), "a value")
+
+
+def const_number(expr: ast.Expr) -> int | float | None:
+    """Folds constant arithmetic (2 * 16, -1e-3); None when it is not constant."""
+    if isinstance(expr, ast.Num):
+        return expr.value
+    if isinstance(expr, ast.Neg):
+        v = const_number(expr.operand)
+        return -v if v is not None else None
+    if isinstance(expr, ast.BinOp) and expr.op in "+-*/":
+        a, b = const_number(expr.left), const_number(expr.right)
+        if a is None or b is None:
+            return None
+        if expr.op == "/":
+            return a / b if b else None
+        return {"+": a + b, "-": a - b, "*": a * b}[expr.op]
+    return None
+
+
+def _unquoted_path(expr: ast.Expr) -> str | None:
+    """`org/name` parsed as a division of names: what the user meant to quote."""
+    if isinstance(expr, ast.BinOp) and expr.op in ("/", "-"):
+        left, right = _unquoted_path(expr.left), _unquoted_path(expr.right)
+        if left is not None and right is not None:
+            return f"{left}{expr.op}{right}"
+    if isinstance(expr, ast.Ref):
+        return expr.dotted
+    return None
+
+
+def check(expr: ast.Expr, attr: Attr, ctx: Ctx) -> Any:
+    """The resolved value of `expr` for `attr`, or INVALID after reporting why."""
+    t = attr.type
+    if isinstance(expr, ast.Sweep):
+        return ctx.error("FT0115", "`sweep` is not supported yet", expr.span, "sweep",
+                         help="write one value; sweeps arrive with the language issue")
+    if isinstance(expr, ast.Select):
+        return ctx.error("FT0115", "`select` is not supported yet", expr.span, "select")
+    if t.startswith("list[") and t.endswith("]"):
+        inner = Attr(attr.name, t[5:-1], None, ge=attr.ge, gt=attr.gt, le=attr.le, choices=attr.choices)
+        items = expr.items if isinstance(expr, ast.ListExpr) else (expr,)
+        values = [check(e, inner, ctx) for e in items]
+        return INVALID if any(v is INVALID for v in values) else values
+    if t.startswith("call[") and t.endswith("]"):
+        return _check_call(expr, t[5:-1], ctx)
+    if t in REF_KINDS:
+        return _check_ref(expr, t, ctx)
+    if t in ("str", "path", "outpath"):
+        if isinstance(expr, ast.Str):
+            return _path_value(expr, t, ctx)
+        path = _unquoted_path(expr)
+        if path is not None and ("/" in path or t != "str"):
+            return ctx.error("FT0116", f"`{attr.name}` takes a string: quote it", expr.span, "unquoted",
+                             help=f'write `{attr.name} = "{path}"`')
+        return _wrong(expr, "a string", attr, ctx)
+    if t == "bool":
+        if isinstance(expr, ast.Bool):
+            return expr.value
+        if isinstance(expr, ast.Ref) and expr.dotted in YAML_BOOLS:
+            word = "true" if YAML_BOOLS[expr.dotted] else "false"
+            return ctx.error("FT0116", f"`{expr.dotted}` is not a boolean in ftlang", expr.span,
+                             "YAML-style boolean", help=f"write `{word}`: only true and false are booleans")
+        return _wrong(expr, "true or false", attr, ctx)
+    if t in ("int", "float"):
+        value = const_number(expr)
+        if value is None or isinstance(expr, ast.Bool):
+            if isinstance(expr, ast.Str):
+                try:
+                    float(expr.value)
+                    return ctx.error("FT0106", f"`{attr.name}` takes a number, not a string", expr.span,
+                                     "quoted number", help=f"write `{attr.name} = {expr.value}` without quotes")
+                except ValueError:
+                    pass
+            return _wrong(expr, "an integer" if t == "int" else "a number", attr, ctx)
+        if t == "int":
+            if isinstance(value, float):
+                if not value.is_integer():
+                    return _wrong(expr, "an integer", attr, ctx)
+                value = int(value)
+        else:
+            value = float(value)
+        return _range(value, expr, attr, ctx)
+    if t in ("enum", "ident"):
+        word = expr.dotted if isinstance(expr, ast.Ref) and len(expr.parts) == 1 else (
+            expr.value if isinstance(expr, ast.Str) else None)
+        if word is None:
+            return _wrong(expr, "a name", attr, ctx)
+        if t == "enum" and attr.choices and word not in attr.choices:
+            guess = did_you_mean(word, attr.choices)
+            return ctx.error("FT0106", f"`{word}` is not a valid `{attr.name}`", expr.span, "unknown choice",
+                             help=(f"did you mean `{guess}`? " if guess else "")
+                             + f"choices: {', '.join(attr.choices)}")
+        return word
+    if t == "any":
+        return _literal(expr, attr, ctx)
+    raise AssertionError(f"unknown type {t}")
+
+
+def _wrong(expr: ast.Expr, want: str, attr: Attr, ctx: Ctx) -> Any:
+    return ctx.error("FT0106", f"`{attr.name}` expects {want}, found {describe(expr)}", expr.span,
+                     f"expected {want}")
+
+
+def _range(value: float, expr: ast.Expr, attr: Attr, ctx: Ctx) -> Any:
+    bad = ((attr.ge is not None and value < attr.ge) or (attr.gt is not None and value <= attr.gt)
+           or (attr.le is not None and value > attr.le))
+    if not bad:
+        return value
+    parts = []
+    if attr.gt is not None:
+        parts.append(f"> {attr.gt:g}")
+    if attr.ge is not None:
+        parts.append(f">= {attr.ge:g}")
+    if attr.le is not None:
+        parts.append(f"<= {attr.le:g}")
+    return ctx.error("FT0107", f"`{attr.name}` must be {' and '.join(parts)}, found {value:g}", expr.span,
+                     "out of range")
+
+
+def _literal(expr: ast.Expr, attr: Attr, ctx: Ctx) -> Any:
+    if isinstance(expr, ast.Str):
+        return expr.value
+    if isinstance(expr, ast.Bool):
+        return expr.value
+    n = const_number(expr)
+    if n is not None:
+        return n
+    if isinstance(expr, ast.ListExpr):
+        vals = [_literal(e, attr, ctx) for e in expr.items]
+        return INVALID if any(v is INVALID for v in vals) else vals
+    return _wrong(expr, "a string, number, boolean or list", attr, ctx)
+
+
+def _path_value(expr: ast.Str, t: str, ctx: Ctx) -> Any:
+    if "${" in expr.value:
+        import re
+
+        m = re.search(r"\$\{([^}]*)\}", expr.value)
+        var = m.group(1) if m else "NAME"
+        return ctx.error("FT0007", "`${...}` is not expanded inside ftlang strings", expr.span, "interpolation",
+                         help=f'read the variable with env("{var}") and write the rest as its own string')
+    if t == "str":
+        return expr.value
+    raw = os.path.expanduser(expr.value)
+    full = (ctx.project / raw).resolve() if not os.path.isabs(raw) else Path(raw)
+    if t == "outpath":
+        return OutPath(expr.value, str(full))
+    if not full.exists():
+        near = _near_file(full)
+        return ctx.error("FT0111", f"file not found: {expr.value}", expr.span, "no such file",
+                         help=f"did you mean \"{near}\"?" if near else
+                         f"paths are relative to the .ft file's folder ({ctx.project})")
+    return FileValue(expr.value, str(full), expr.span)
+
+
+def _near_file(full: Path) -> str | None:
+    if not full.parent.is_dir():
+        return None
+    guess = did_you_mean(full.name, [p.name for p in full.parent.iterdir()])
+    return guess
+
+
+def _check_ref(expr: ast.Expr, want: str, ctx: Ctx) -> Any:
+    if isinstance(expr, ast.Str):
+        if expr.value.split(".")[0] in ctx.symbols.blocks:
+            return ctx.error("FT0106", f"expected a reference to a {want}, found a string", expr.span,
+                             "quoted", help=f"references are bare names: write `{expr.value}` without quotes")
+        return ctx.error("FT0106", f"expected a reference to a {want}, found a string", expr.span, "a string",
+                         help=f"name a {want} block defined in this file")
+    if isinstance(expr, ast.CallExpr) and want == "template" and expr.dotted in registry.TEMPLATES:
+        return ctx.error("FT0106", "templates are defined as their own block", expr.span, "inline template",
+                         help=f"add `template chat = {expr.dotted}(...)` at the top level and write `template = chat`")
+    if not isinstance(expr, ast.Ref):
+        return ctx.error("FT0106", f"expected a reference to a {want}, found {describe(expr)}", expr.span,
+                         f"expected a {want}")
+    name, *rest = expr.parts
+    block = ctx.symbols.blocks.get(name)
+    if block is None:
+        guess = did_you_mean(name, list(ctx.symbols.blocks))
+        hint = f"did you mean `{guess}`?" if guess else f"define a {want} block named `{name}`"
+        return ctx.error("FT0102", f"unknown reference `{name}`", expr.span, "not defined", help=hint)
+    kind = block.kind.name
+    produces = registry.STEPS[kind].output
+    if produces != want:
+        what = kind if kind == produces else f"{kind} (it produces a {produces})"
+        return ctx.error("FT0109", f"expected a {want}, but `{name}` is a {what}",
+                         expr.span, f"a {kind}", extra=[Label(block.name.span, f"`{name}` is defined here", False)])
+    node = f"{kind}.{name}"
+    parts = _split_parts(block)
+    if len(rest) > 1:
+        return ctx.error("FT0102", f"`{expr.dotted}` has too many parts", expr.span, "unknown reference")
+    if rest:
+        port = rest[0]
+        if not parts or port not in parts:
+            if parts:
+                guess = did_you_mean(port, parts)
+                hint = (f"did you mean `{name}.{guess}`? " if guess else "") + f"parts: {', '.join(parts)}"
+            else:
+                hint = f"`{name}` has no split; refer to it as `{name}`"
+            return ctx.error("FT0102", f"`{name}` has no part `{port}`", expr.span, "unknown part", help=hint)
+        return RefValue(node, port, expr.span)
+    if parts and want == "dataset":
+        return ctx.error("FT0102", f"`{name}` is split into {', '.join(parts)}: say which part", expr.span,
+                         "which part?", help=f"write `{name}.{parts[0]}`")
+    return RefValue(node, None, expr.span)
+
+
+def _split_parts(block: ast.Block) -> list[str]:
+    for stmt in block.body:
+        if isinstance(stmt, ast.SubBlock) and stmt.name == "split":
+            return [s.name for s in stmt.body if isinstance(s, ast.Attr) and s.name not in ("by", "seed")]
+    return []
+
+
+def _check_call(expr: ast.Expr, family: str, ctx: Ctx) -> Any:
+    table = registry.CALLS[family]
+    if isinstance(expr, ast.Ref) and len(expr.parts) == 1:
+        name, args, kwargs, span = expr.parts[0], (), (), expr.span
+    elif isinstance(expr, ast.CallExpr):
+        name, args, kwargs, span = expr.dotted, expr.args, expr.kwargs, expr.name_span
+    elif isinstance(expr, ast.Str) and expr.value in table:
+        return ctx.error("FT0106", f"`{expr.value}` is a name, not a string", expr.span, "quoted",
+                         help=f"write `{expr.value}` without quotes")
+    else:
+        return ctx.error("FT0106", f"expected a {family} such as {_examples(table)}, found {describe(expr)}",
+                         expr.span, f"expected a {family}")
+    sig = table.get(name)
+    if sig is None:
+        guess = did_you_mean(name, list(table))
+        return ctx.error("FT0112", f"unknown {family} `{name}`", span, f"not a {family}",
+                         help=(f"did you mean `{guess}`? " if guess else "") + f"{family}s: {', '.join(table)}")
+    return check_args(sig, list(args), list(kwargs), span, ctx)
+
+
+def _examples(table: dict[str, Signature]) -> str:
+    names = list(table)[:3]
+    return ", ".join(f"{n}(...)" for n in names)
+
+
+def check_args(sig: Signature, args: list[ast.Expr], kwargs: list[ast.Kwarg], span: ast.Span,
+               ctx: Ctx) -> Any:
+    """Arguments of a call against its signature; every mistake is reported."""
+    given: dict[str, tuple[ast.Expr, ast.Span]] = {}
+    ok = True
+    if len(args) > len(sig.positional):
+        extra = args[len(sig.positional)]
+        ctx.error("FT0106", f"`{sig.name}` takes {len(sig.positional) or 'no'} positional argument"
+                  f"{'s' if len(sig.positional) != 1 else ''}", extra.span, "extra argument",
+                  help=f"name the arguments: {', '.join(a.name + ' = ...' for a in sig.attrs[:3])}")
+        ok = False
+    for pname, e in zip(sig.positional, args):
+        given[pname] = (e, e.span)
+    for kw in kwargs:
+        if kw.name in given:
+            ctx.error("FT0108", f"argument `{kw.name}` is given twice", kw.span, "again here",
+                      extra=[Label(given[kw.name][1], "first here", False)])
+            ok = False
+            continue
+        if sig.attr(kw.name) is None:
+            guess = did_you_mean(kw.name, sig.names)
+            ctx.error("FT0104", f"`{sig.name}` has no argument `{kw.name}`", kw.span, "unknown argument",
+                      help=(f"did you mean `{guess}`? " if guess else "")
+                      + (f"arguments: {', '.join(sig.names)}" if sig.names else f"`{sig.name}` takes no arguments"))
+            ok = False
+            continue
+        given[kw.name] = (kw.value, kw.span)
+    values: dict[str, Any] = {}
+    for a in sig.attrs:
+        if a.name in given:
+            v = check(given[a.name][0], a, ctx)
+            ok = ok and v is not INVALID
+            values[a.name] = v
+        elif a.required:
+            ctx.error("FT0105", f"`{sig.name}` needs the argument `{a.name}`", span, f"`{a.name}` missing",
+                      help=f"{a.name}: {a.doc}")
+            ok = False
+        else:
+            values[a.name] = _default(a.type, a.default)
+    return Call(sig.name, values) if ok else INVALID
+
+
+def default_value(attr: Attr) -> Any:
+    """A declared default in IR form: call names become full Calls."""
+    return _default(attr.type, attr.default)
+
+
+def _default(t: str, value: Any) -> Any:
+    if value is None:
+        return None
+    if t.startswith("list[") and isinstance(value, list):
+        return [_default(t[5:-1], v) for v in value]
+    if t.startswith("call[") and isinstance(value, str):
+        sig = registry.CALLS[t[5:-1]][value]
+        return Call(value, {a.name: _default(a.type, a.default) for a in sig.attrs})
+    return value

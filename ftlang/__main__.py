@@ -1,0 +1,5 @@
+import sys
+
+from ftlang.runtime.cli import main
+
+sys.exit(main())

@@ -1,0 +1,232 @@
+"""The AST of a `.ft` file. Every node carries the span it was parsed from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Union
+
+
+@dataclass(frozen=True)
+class Span:
+    file: str
+    line: int
+    col: int
+    end_line: int
+    end_col: int  # exclusive, like Lark's end_column
+
+    def to(self, other: Span) -> Span:
+        return Span(self.file, self.line, self.col, other.end_line, other.end_col)
+
+
+# ---- expressions ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Str:
+    value: str
+    span: Span
+    long: bool = False  # written as """..."""
+
+
+@dataclass(frozen=True)
+class Num:
+    value: int | float
+    text: str  # as written: 1e-4 stays 1e-4 in `ft fmt`
+    span: Span
+
+
+@dataclass(frozen=True)
+class Bool:
+    value: bool
+    span: Span
+
+
+@dataclass(frozen=True)
+class ListExpr:
+    items: tuple[Expr, ...]
+    span: Span
+
+
+@dataclass(frozen=True)
+class Ref:
+    parts: tuple[str, ...]  # clean.train -> ("clean", "train")
+    span: Span
+
+    @property
+    def dotted(self) -> str:
+        return ".".join(self.parts)
+
+
+@dataclass(frozen=True)
+class Kwarg:
+    name: str
+    value: Expr
+    span: Span  # of the name
+
+
+@dataclass(frozen=True)
+class CallExpr:
+    name: tuple[str, ...]
+    args: tuple[Expr, ...]
+    kwargs: tuple[Kwarg, ...]
+    span: Span
+    name_span: Span
+
+    @property
+    def dotted(self) -> str:
+        return ".".join(self.name)
+
+
+@dataclass(frozen=True)
+class BinOp:
+    op: str
+    left: Expr
+    right: Expr
+    span: Span
+
+
+@dataclass(frozen=True)
+class Neg:
+    operand: Expr
+    span: Span
+
+
+@dataclass(frozen=True)
+class Sweep:
+    items: ListExpr
+    span: Span
+
+
+@dataclass(frozen=True)
+class Select:
+    mode: str  # min | max
+    metric: str
+    data: Ref
+    span: Span
+
+
+Expr = Union[Str, Num, Bool, ListExpr, Ref, CallExpr, BinOp, Neg, Sweep, Select]
+
+
+# ---- statements inside a block ----------------------------------------------
+
+
+@dataclass(frozen=True)
+class Attr:
+    name: str
+    value: Expr
+    span: Span  # the whole `name = value`
+    name_span: Span
+
+
+@dataclass(frozen=True)
+class Typed:
+    """`name: type`, as in schema { prompt: str }."""
+
+    name: str
+    type: str
+    span: Span
+    name_span: Span
+
+
+@dataclass(frozen=True)
+class SubBlock:
+    name: str
+    body: tuple[Stmt, ...]
+    span: Span
+    name_span: Span
+
+
+@dataclass(frozen=True)
+class Sql:
+    text: Str
+    span: Span
+
+
+@dataclass(frozen=True)
+class Assert:
+    expr: Expr
+    span: Span
+
+
+Stmt = Union[Attr, Typed, SubBlock, Sql, Assert]
+
+
+# ---- top-level items --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Version:
+    text: str
+    span: Span
+
+
+@dataclass(frozen=True)
+class Name:
+    name: str
+    span: Span
+
+
+@dataclass(frozen=True)
+class Use:
+    module: str  # stdlib.methods, or a file path for `use "./x.ft"`
+    is_file: bool
+    names: tuple[Name, ...]
+    span: Span
+
+
+@dataclass(frozen=True)
+class Block:
+    kind: Name
+    name: Name
+    body: tuple[Stmt, ...]
+    span: Span
+
+
+@dataclass(frozen=True)
+class Definition:
+    """`kind name = expr`, e.g. template chat = chatml(system = "...")."""
+
+    kind: Name
+    name: Name
+    value: Expr
+    span: Span
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    type: str
+    default: Expr | None
+    span: Span
+
+
+@dataclass(frozen=True)
+class Preset:
+    """`kind name(params) { body }`: a typed function written in .ft."""
+
+    kind: Name
+    name: Name
+    params: tuple[Param, ...]
+    body: tuple[Stmt, ...]
+    span: Span
+
+
+Item = Union[Use, Block, Definition, Preset]
+
+
+@dataclass(frozen=True)
+class Comment:
+    text: str  # including the leading '#'
+    line: int
+    col: int
+    own_line: bool  # nothing but whitespace before it on its line
+
+
+@dataclass
+class Module:
+    file: str
+    source: str
+    version: Version | None
+    items: list[Item]
+    comments: list[Comment] = field(default_factory=list)

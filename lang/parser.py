@@ -1,0 +1,383 @@
+"""Text -> AST. One Lark LALR parser (built once, cached), one error converter."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from functools import lru_cache
+from importlib import resources
+from typing import Any
+
+from ftlang.lang import ast
+from ftlang.lang.diagnostics import Diagnostic, FtError, Label
+
+SUPPORTED_VERSIONS = ("0.1",)
+
+# English names for terminals, for "expected ..." lists.
+TERMINAL_NAMES: dict[str, str] = {
+    "NAME": "a name", "STRING": "a string", "LONG_STRING": "a string", "NUMBER": "a number",
+    "VERSION": "a version such as 0.1", "_NL": "a new line", "$END": "the end of the file",
+    "LBRACE": "`{`", "RBRACE": "`}`", "LPAR": "`(`", "RPAR": "`)`", "LSQB": "`[`",
+    "RSQB": "`]`", "COMMA": "`,`", "EQUAL": "`=`", "COLON": "`:`", "DOT": "`.`",
+    "MINUS": "`-`", "PLUS": "`+`", "STAR": "`*`", "SLASH": "`/`", "MORETHAN": "`>`",
+    "LESSTHAN": "`<`", "__ANON_0": "an operator",
+}
+
+
+class BracketNewlines:
+    """Drops newlines inside ( ) and [ ]; inside { } they end statements."""
+
+    always_accept = ("_NL",)
+
+    def process(self, stream: Iterator[Any]) -> Iterator[Any]:
+        depth = 0
+        for tok in stream:
+            if tok.type in ("LPAR", "LSQB"):
+                depth += 1
+            elif tok.type in ("RPAR", "RSQB"):
+                depth = max(0, depth - 1)
+            elif tok.type == "_NL" and depth:
+                continue
+            yield tok
+
+
+@lru_cache(maxsize=2)
+def _parser(strict: bool = False) -> Any:
+    from lark import Lark
+
+    grammar = resources.files("ftlang.lang").joinpath("ft.lark").read_text()
+    return Lark(grammar, parser="lalr", lexer="contextual", postlex=BracketNewlines(),
+                propagate_positions=True, maybe_placeholders=True, strict=strict,
+                cache=not strict)
+
+
+def parse(text: str, file: str = "<input>") -> ast.Module:
+    """Parse a whole file; raises FtError with one diagnostic on a syntax error."""
+    from lark.exceptions import UnexpectedInput
+
+    try:
+        tree = _parser().parse(text + "\n")
+    except UnexpectedInput as exc:
+        raise FtError([convert_error(exc, text, file)]) from None
+    module = _Builder(file).module(tree)
+    module.source = text
+    module.comments = collect_comments(text)
+    if module.version is not None and module.version.text not in SUPPORTED_VERSIONS:
+        raise FtError([Diagnostic(
+            "FT0008", f"unsupported language version `ft {module.version.text}`",
+            [Label(module.version.span, "this version is not known")],
+            help=f"this ftlang understands: {', '.join('ft ' + v for v in SUPPORTED_VERSIONS)}")])
+    return module
+
+
+# ---- tree -> AST ------------------------------------------------------------
+
+
+def _tok_span(file: str, tok: Any) -> ast.Span:
+    return ast.Span(file, tok.line, tok.column, tok.end_line, tok.end_column)
+
+
+class _Builder:
+    """Turns the Lark tree into AST dataclasses with spans."""
+
+    def __init__(self, file: str) -> None:
+        self.file = file
+
+    def span(self, node: Any) -> ast.Span:
+        if hasattr(node, "type"):  # a Token
+            return _tok_span(self.file, node)
+        m = node.meta
+        return ast.Span(self.file, m.line, m.column, m.end_line, m.end_column)
+
+    def module(self, tree: Any) -> ast.Module:
+        version = None
+        items: list[ast.Item] = []
+        for child in tree.children:
+            if child is None:
+                continue
+            if child.data == "version":
+                tok = child.children[0]
+                version = ast.Version(str(tok), self.span(child))
+            else:
+                items.append(self.item(child))
+        return ast.Module(self.file, "", version, items)
+
+    def name(self, tok: Any) -> ast.Name:
+        return ast.Name(str(tok), self.span(tok))
+
+    def item(self, t: Any) -> ast.Item:
+        kind = t.data
+        if kind == "use":
+            mod, names = t.children
+            target = mod.children[0]
+            if hasattr(target, "type"):
+                module, is_file = _unquote(str(target)), True
+            else:
+                module, is_file = ".".join(str(x) for x in target.children), False
+            return ast.Use(module, is_file, tuple(self.name(n) for n in names.children), self.span(t))
+        if kind == "block":
+            k, n, body = t.children
+            kn, nn = self.name(k), self.name(n)
+            return ast.Block(kn, nn, self.body(body), kn.span.to(nn.span))
+        if kind == "definition":
+            k, n, value = t.children
+            kn, val = self.name(k), self.expr(value)
+            return ast.Definition(kn, self.name(n), val, kn.span.to(val.span))
+        if kind == "preset":
+            k, n, *params, body = t.children
+            ps = tuple(self.param(p) for p in params if p is not None)
+            kn, nn = self.name(k), self.name(n)
+            return ast.Preset(kn, nn, ps, self.body(body), kn.span.to(nn.span))
+        raise AssertionError(kind)
+
+    def param(self, t: Any) -> ast.Param:
+        name, typ, default = t.children
+        return ast.Param(str(name), str(typ), self.expr(default) if default is not None else None,
+                         self.span(t))
+
+    def body(self, t: Any) -> tuple[ast.Stmt, ...]:
+        return tuple(self.stmt(c) for c in t.children if c is not None)
+
+    def stmt(self, t: Any) -> ast.Stmt:
+        kind = t.data
+        if kind == "attr":
+            name, value = t.children
+            return ast.Attr(str(name), self.expr(value), self.span(t), self.span(name))
+        if kind == "subblock":
+            name, body = t.children
+            return ast.SubBlock(str(name), self.body(body), self.span(t), self.span(name))
+        if kind == "typed":
+            name, typ = t.children
+            return ast.Typed(str(name), _type_text(typ), self.span(t), self.span(name))
+        if kind == "sql":
+            return ast.Sql(self.string(t.children[0]), self.span(t))
+        if kind == "assert_":
+            return ast.Assert(self.expr(t.children[0]), self.span(t))
+        raise AssertionError(kind)
+
+    def string(self, t: Any) -> ast.Str:
+        tok = t.children[0]
+        raw = str(tok)
+        if tok.type == "LONG_STRING":
+            return ast.Str(_dedent(raw[3:-3]), self.span(tok), long=True)
+        return ast.Str(_unquote(raw), self.span(tok))
+
+    def expr(self, t: Any) -> ast.Expr:
+        kind = getattr(t, "data", None)
+        if kind == "number":
+            tok = t.children[0]
+            text = str(tok)
+            is_float = any(ch in text for ch in ".eE")
+            return ast.Num(float(text) if is_float else int(text), text, self.span(tok))
+        if kind == "string":
+            return self.string(t)
+        if kind in ("true", "false"):
+            return ast.Bool(kind == "true", self.span(t))
+        if kind == "list":
+            items = tuple(self.expr(c) for c in t.children if c is not None)
+            return ast.ListExpr(items, self.span(t))
+        if kind == "ref":
+            dotted = t.children[0]
+            return ast.Ref(tuple(str(x) for x in dotted.children), self.span(t))
+        if kind == "call":
+            dotted, args = t.children
+            pos: list[ast.Expr] = []
+            kws: list[ast.Kwarg] = []
+            for a in (args.children if args is not None else []):
+                if getattr(a, "data", None) == "kwarg":
+                    kws.append(ast.Kwarg(str(a.children[0]), self.expr(a.children[1]),
+                                         self.span(a.children[0])))
+                else:
+                    pos.append(self.expr(a))
+            return ast.CallExpr(tuple(str(x) for x in dotted.children), tuple(pos), tuple(kws),
+                                self.span(t), self.span(dotted))
+        if kind in ("comparison", "sum", "product"):
+            left = self.expr(t.children[0])
+            rest = t.children[1:]
+            for i in range(0, len(rest), 2):
+                op = str(rest[i].children[0])
+                right = self.expr(rest[i + 1])
+                left = ast.BinOp(op, left, right, left.span.to(right.span))
+            return left
+        if kind == "neg":
+            return ast.Neg(self.expr(t.children[0]), self.span(t))
+        if kind == "sweep":
+            lst = self.expr(t.children[0])
+            assert isinstance(lst, ast.ListExpr)
+            return ast.Sweep(lst, self.span(t))
+        if kind == "select":
+            op, metric, dotted = t.children
+            ref = ast.Ref(tuple(str(x) for x in dotted.children), self.span(dotted))
+            return ast.Select(str(op.children[0]), str(metric), ref, self.span(t))
+        raise AssertionError(f"unexpected tree {t!r}")
+
+
+def _type_text(t: Any) -> str:
+    if hasattr(t, "type"):
+        return str(t)
+    head, *args = t.children
+    return f"{head}[{', '.join(_type_text(a) for a in args)}]"
+
+
+_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", '"': '"', "\\": "\\", "0": "\0"}
+
+
+def _unquote(raw: str) -> str:
+    body = raw[1:-1]
+    return re.sub(r"\\(.)", lambda m: _ESCAPES.get(m.group(1), "\\" + m.group(1)), body)
+
+
+def _dedent(text: str) -> str:
+    import textwrap
+
+    return textwrap.dedent(text.strip("\n")).strip()
+
+
+def collect_comments(text: str) -> list[ast.Comment]:
+    """Comments with their positions, for `ft fmt` (the grammar drops them)."""
+    out: list[ast.Comment] = []
+    in_long = False
+    for lineno, line in enumerate(text.splitlines(), 1):
+        i, n, in_str = 0, len(line), False
+        while i < n:
+            if in_long:
+                j = line.find('"""', i)
+                if j < 0:
+                    break
+                in_long, i = False, j + 3
+                continue
+            ch = line[i]
+            if in_str:
+                if ch == "\\":
+                    i += 2
+                    continue
+                if ch == '"':
+                    in_str = False
+            elif line.startswith('"""', i):
+                in_long, i = True, i + 3
+                continue
+            elif ch == '"':
+                in_str = True
+            elif ch == "#":
+                out.append(ast.Comment(line[i:].rstrip(), lineno, i + 1, not line[:i].strip()))
+                break
+            i += 1
+    return out
+
+
+# ---- Lark exceptions -> one Diagnostic --------------------------------------
+
+
+_OPERATORS = {"MINUS", "PLUS", "STAR", "SLASH", "MORETHAN", "LESSTHAN"}
+
+
+def _expected(names: set[str]) -> str:
+    if names & _OPERATORS or any(n.startswith("__ANON") for n in names):
+        names = {n for n in names if n not in _OPERATORS and not n.startswith("__ANON")} | {"__OP"}
+    words = sorted({TERMINAL_NAMES.get(n, "an operator" if n == "__OP" else f"`{n.lower()}`")
+                    for n in names})
+    if not words:
+        return ""
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " or " + words[-1]
+
+
+def convert_error(exc: Any, text: str, file: str) -> Diagnostic:
+    """Every Lark exception becomes one Diagnostic, with a targeted hint where we know one."""
+    from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedToken
+
+    lines = text.splitlines() or [""]
+    line = max(1, min(getattr(exc, "line", 1) or 1, len(lines) + 1))
+    col = max(1, getattr(exc, "column", 1) or 1)
+    src = lines[line - 1] if line <= len(lines) else ""
+    before = src[: col - 1]
+
+    def at(width: int = 1, msg: str = "") -> list[Label]:
+        return [Label(ast.Span(file, line, col, line, col + max(1, width)), msg)]
+
+    if isinstance(exc, UnexpectedCharacters):
+        ch = src[col - 1] if col - 1 < len(src) else ""
+        if src[col - 1:col + 1] == "${":
+            m = re.match(r"\$\{([^}]*)\}?", src[col - 1:])
+            inner = m.group(1) if m else "x"
+            return Diagnostic("FT0007", "`${...}` interpolation is not part of ftlang",
+                              at(len(m.group(0)) if m else 2, "interpolation"),
+                              help=f"refer to a block by name (`{inner}`), or read an environment "
+                                   f'variable with env("{inner.upper()}")')
+        if ch == '"':
+            return Diagnostic("FT0004", "unterminated string", at(len(src) - col + 1, "this string never ends"),
+                              help='close it with `"` on the same line, or use """...""" for text over several lines')
+        if ch == "'":
+            return Diagnostic("FT0009", "strings use double quotes", at(1, "single quote"),
+                              help="write \"...\" instead of '...'")
+        return Diagnostic("FT0003", f"unexpected character `{ch}`" if ch else "unexpected character",
+                          at(1, "not valid here"),
+                          help=_char_help(ch, exc))
+    if isinstance(exc, UnexpectedToken) and exc.token.type == "$END" or isinstance(exc, UnexpectedEOF):
+        last = len(lines)
+        end_col = len(lines[-1]) + 1 if lines else 1
+        opened = _unclosed(text)
+        return Diagnostic("FT0002", "unexpected end of file",
+                          [Label(ast.Span(file, last, max(1, end_col), last, end_col + 1), "the file ends here")],
+                          help=f"a `{opened}` is not closed" if opened else
+                          f"expected {_expected(getattr(exc, 'expected', set()))}")
+    assert isinstance(exc, UnexpectedToken)
+    tok = exc.token
+    width = max(1, (tok.end_column or col + 1) - col) if tok.end_line == tok.line else 1
+    expected = set(exc.expected)
+    # YAML habit: `lr: 2e-4`
+    m = re.match(r"^(\s*)([A-Za-z_]\w*)\s*:\s*(.*)$", src)
+    if m and (tok.type == "COLON" or before.rstrip().endswith(":")):
+        name, value = m.group(2), m.group(3).strip()
+        return Diagnostic("FT0005", "`:` declares a type; attributes are set with `=`",
+                          [Label(ast.Span(file, line, len(m.group(1)) + 1, line, len(src) + 1),
+                                 "written like YAML")],
+                          help=f"write `{name} = {value or '...'}`")
+    if before.rstrip().endswith("=") and tok.type in ("_NL", "RBRACE", "COMMA", "$END"):
+        eq = before.rstrip()
+        return Diagnostic("FT0006", "missing value after `=`",
+                          [Label(ast.Span(file, line, len(eq), line, len(eq) + 1), "a value must follow")],
+                          help="write a value (a string, number, list, name or call), or delete the line")
+    unquoted = re.match(r"^\s*([A-Za-z_]\w*)\s*=\s*([\w.-]+/[\w./-]+)\s*$", src)
+    if unquoted:
+        value = unquoted.group(2)
+        return Diagnostic("FT0116", "a path or hub id must be quoted",
+                          [Label(ast.Span(file, line, src.index(value) + 1, line,
+                                          src.index(value) + len(value) + 1), "unquoted")],
+                          help=f'write `{unquoted.group(1)} = "{value}"`')
+    if tok.type == "LBRACE" and re.match(r"^\s*[A-Za-z_]\w*\s*\{", src):
+        return Diagnostic("FT0001", "a block needs a name", at(1, "name missing before `{`"),
+                          help=f"write `{src.split()[0]} NAME {{ ... }}`")
+    if tok.type == "_NL":
+        what = "a new line"
+        lab = [Label(ast.Span(file, line, col, line, col + 1), "the line ends here")]
+    else:
+        what = f"`{tok}`"
+        lab = at(width, "unexpected here")
+    hint = f"expected {_expected(expected)}" if expected else None
+    if tok.type == "NAME" and "EQUAL" in expected:
+        hint = f"attributes are written `name = value`; expected {_expected(expected)}"
+    elif tok.type == "NAME" and "_NL" in expected and ("COMMA" in expected or "RBRACE" in expected):
+        hint = "put each statement on its own line, or separate them with `,`"
+    return Diagnostic("FT0001", f"syntax error: unexpected {what}", lab, help=hint)
+
+
+def _char_help(ch: str, exc: Any) -> str | None:
+    if ch == ";":
+        return "statements end at the end of the line; no `;` is needed"
+    if ch in "@&|!%^~`":
+        return None
+    allowed = getattr(exc, "allowed", None)
+    return f"expected {_expected(set(allowed))}" if allowed else None
+
+
+def _unclosed(text: str) -> str | None:
+    """The innermost bracket still open at the end of the file, ignoring strings and comments."""
+    stripped = re.sub(r'"""(.|\n)*?"""|"(\\.|[^"\\\n])*"|#[^\n]*', "", text)
+    stack: list[str] = []
+    pairs = {"}": "{", ")": "(", "]": "["}
+    for ch in stripped:
+        if ch in "{([":
+            stack.append(ch)
+        elif ch in pairs and stack and stack[-1] == pairs[ch]:
+            stack.pop()
+    return stack[-1] if stack else None

@@ -1,0 +1,271 @@
+"""The `ft` command. Commands that do not train never import torch, peft or trl."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from ftlang import __version__
+
+EXIT_OK, EXIT_FAILED, EXIT_ERRORS = 0, 1, 2
+
+
+def _color(args: argparse.Namespace, stream: Any) -> bool:
+    mode = getattr(args, "color", "auto")
+    if mode == "always":
+        return True
+    if mode == "never" or os.environ.get("NO_COLOR"):
+        return False
+    return stream.isatty()
+
+
+def _compile(args: argparse.Namespace) -> Any:
+    """The checked program, or None after printing every diagnostic."""
+    from ftlang.compiler import compile_file
+    from ftlang.lang.diagnostics import FtError, render_all, to_json
+
+    path = Path(args.file)
+    if not path.is_file():
+        print(f"error: no such file: {args.file}", file=sys.stderr)
+        return None
+    try:
+        program = compile_file(path)
+    except FtError as exc:
+        text = path.read_text(encoding="utf-8")
+        sources = {d.span.file: text for d in exc.diagnostics if d.span} | {str(args.file): text}
+        if getattr(args, "format", "text") == "json":
+            print(to_json(exc.diagnostics))
+        else:
+            print(render_all(exc.diagnostics, sources, _color(args, sys.stderr)), file=sys.stderr)
+        return None
+    except UnicodeDecodeError as exc:
+        print(f"error: {args.file} is not UTF-8 text ({exc.reason})", file=sys.stderr)
+        return None
+    if program.warnings and getattr(args, "format", "text") != "json":
+        from ftlang.lang.diagnostics import render
+
+        for w in program.warnings:
+            print(render(w, program.sources, _color(args, sys.stderr)) + "\n", file=sys.stderr)
+    return program
+
+
+def _store(program: Any) -> Any:
+    from ftlang.runtime.store import Store
+
+    return Store(program.project / ".ft")
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    program = _compile(args)
+    if program is None:
+        return EXIT_ERRORS
+    if args.format == "json":
+        from ftlang.lang.diagnostics import to_json
+
+        print(to_json(program.warnings))
+    else:
+        print(f"{args.file}: ok, {len(program.nodes)} steps")
+    return EXIT_OK
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from ftlang.runtime.hashing import StatCache
+    from ftlang.runtime.planner import plan, select
+
+    program = _compile(args)
+    if program is None:
+        return EXIT_ERRORS
+    store = _store(program)
+    stat = StatCache(store.root / "stat.json")
+    try:
+        order = select(program, args.select)
+    except KeyError as exc:
+        print(f"error: --select: no node named {exc}", file=sys.stderr)
+        return EXIT_ERRORS
+    items = plan(program, store, stat, order, set(_force(args, program)))
+    if args.json:
+        print(json.dumps([i.to_json() for i in items], indent=1))
+        return EXIT_OK
+    width = max(len(i.node) for i in items) if items else 10
+    for i in items:
+        why = "; ".join(i.reasons)
+        print(f"  {i.status:<8}{i.node:<{width}}  {why}".rstrip())
+    counts = {s: sum(1 for i in items if i.status == s) for s in ("cached", "run", "pending")}
+    print(f"\n{counts['run']} to run, {counts['pending']} pending on upstream changes, "
+          f"{counts['cached']} cached")
+    return EXIT_OK
+
+
+def _force(args: argparse.Namespace, program: Any) -> list[str]:
+    out = []
+    for name in getattr(args, "force", None) or []:
+        out += [n for n in program.nodes if n == name or n.split(".", 1)[1] == name]
+    return out
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from ftlang.lang.diagnostics import render_all
+    from ftlang.runtime.display import Display, fmt_seconds
+    from ftlang.runtime.executor import execute
+    from ftlang.runtime.hashing import StatCache
+    from ftlang.runtime.planner import select
+    from ftlang.runtime.store import ProjectLock
+
+    program = _compile(args)
+    if program is None:
+        return EXIT_ERRORS
+    store = _store(program)
+    store.ensure()
+    lock = ProjectLock(store.root)
+    display = Display(color=_color(args, sys.stderr), quiet=args.quiet)
+
+    def waiting(holder: str) -> None:
+        display.text(f"waiting for another ft run on this project (pid {holder}) to finish...")
+
+    if not lock.acquire(wait=not args.no_wait, on_wait=waiting):
+        print(f"error: another ft run holds {store.root / 'lock'} (pid {lock.holder()}); "
+              "run again when it finishes, or drop --no-wait to wait", file=sys.stderr)
+        return EXIT_FAILED
+    try:
+        store.clean_tmp()
+        try:
+            order = select(program, args.select)
+        except KeyError as exc:
+            print(f"error: --select: no node named {exc}", file=sys.stderr)
+            return EXIT_ERRORS
+        import time
+
+        t0 = time.monotonic()
+        result = execute(program, store, StatCache(store.root / "stat.json"), order, display,
+                         force=set(_force(args, program)), keep_going=args.keep_going)
+    finally:
+        lock.release()
+    if result.diagnostics:
+        print("\n" + render_all(result.diagnostics, program.sources, _color(args, sys.stderr)), file=sys.stderr)
+    ran, cached = result.count("ran"), result.count("cached")
+    took = fmt_seconds(time.monotonic() - t0)
+    if result.interrupted:
+        return 130
+    if ran == 0 and result.ok:
+        display.text(f"nothing to do: {cached} steps cached ({took})")
+    else:
+        display.text(f"{ran} ran, {cached} cached, {result.count('failed')} failed, "
+                     f"{result.count('skipped')} skipped in {took} (run {result.run_id})")
+    return EXIT_OK if result.ok else EXIT_FAILED
+
+
+def cmd_graph(args: argparse.Namespace) -> int:
+    program = _compile(args)
+    if program is None:
+        return EXIT_ERRORS
+    g = program.graph
+    order = program.order()
+    if args.format == "dot":
+        print("digraph ft {\n  rankdir=LR;\n  node [shape=box, style=rounded];")
+        for n in order:
+            print(f'  "{n}";')
+        for u, v, d in g.edges(data=True):
+            label = f' [label="{d["port"]}"]' if d.get("port") else ""
+            print(f'  "{u}" -> "{v}"{label};')
+        print("}")
+    else:
+        ids = {n: f"n{i}" for i, n in enumerate(order)}
+        print("flowchart LR")
+        for n in order:
+            print(f'  {ids[n]}["{n}"]')
+        for u, v, d in g.edges(data=True):
+            label = f'|{d["port"]}|' if d.get("port") else ""
+            print(f"  {ids[u]} -->{label} {ids[v]}")
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from ftlang.runtime import ledger
+
+    args.select, args.json, args.force = None, False, None
+    code = cmd_plan(args)
+    if code != EXIT_OK:
+        return code
+    program = _compile(argparse.Namespace(file=args.file, format="json", color="never"))
+    runs = ledger.runs(program.project / ".ft", limit=1)
+    if runs:
+        r = runs[0]
+        print(f"last run {r['run_id']}: {r['status']} ({r['ran']} ran, {r['cached']} cached, {r['failed']} failed)")
+    else:
+        print("no runs yet")
+    return EXIT_OK
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from ftlang.runtime import ledger
+    from ftlang.runtime.display import table
+
+    root = Path(args.file).resolve().parent / ".ft"
+    rows = ledger.runs(root, limit=args.limit)
+    if args.json:
+        print(json.dumps(rows, indent=1, default=str))
+        return EXIT_OK
+    if not rows:
+        print("no runs yet")
+        return EXIT_OK
+    print(table(["run", "started", "status", "ran", "cached", "failed"],
+                [[r["run_id"], str(r["started"])[:19], r["status"], r["ran"], r["cached"], r["failed"]]
+                 for r in rows]))
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ft", description="ftlang: declarative, incremental LLM fine-tuning pipelines.")
+    p.add_argument("--version", action="version", version=f"ftlang {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    def add(name: str, func: Any, help: str) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help, description=help)
+        sp.add_argument("file", help="the .ft file")
+        sp.add_argument("--color", choices=("auto", "always", "never"), default="auto")
+        sp.set_defaults(func=func)
+        return sp
+
+    r = add("run", cmd_run, "run the pipeline; cached steps are reused")
+    r.add_argument("--select", "-s", action="append", metavar="NODE",
+                   help="run NODE and its ancestors; NODE+ adds its descendants")
+    r.add_argument("--force", action="append", metavar="NODE", help="rerun NODE even if cached")
+    r.add_argument("--keep-going", "-k", action="store_true", help="after a failure, run independent steps")
+    r.add_argument("--no-wait", action="store_true", help="fail instead of waiting for another run's lock")
+    r.add_argument("--quiet", "-q", action="store_true", help="no step logs or progress")
+    pl = add("plan", cmd_plan, "show what a run would do, and why")
+    pl.add_argument("--json", action="store_true")
+    pl.add_argument("--select", "-s", action="append", metavar="NODE")
+    pl.add_argument("--force", action="append", metavar="NODE")
+    c = add("check", cmd_check, "compile only: report every error")
+    c.add_argument("--format", choices=("text", "json"), default="text")
+    g = add("graph", cmd_graph, "print the dependency graph")
+    g.add_argument("--format", choices=("mermaid", "dot"), default="mermaid")
+    add("status", cmd_status, "what is cached, what is stale, and the last run")
+    rn = add("runs", cmd_runs, "list recorded runs")
+    rn.add_argument("--limit", type=int, default=20)
+    rn.add_argument("--json", action="store_true")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return EXIT_OK
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

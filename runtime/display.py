@@ -1,0 +1,89 @@
+"""What `ft run` prints: one line per node, a live progress line on a TTY."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any, TextIO
+
+_STYLE = {"cached": "\033[2m", "done": "\033[32m", "run": "\033[36m", "failed": "\033[1;31m",
+          "skipped": "\033[33m", "pending": "\033[36m", "reset": "\033[0m"}
+
+
+class Display:
+    def __init__(self, stream: TextIO | None = None, color: bool | None = None, quiet: bool = False) -> None:
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
+        self.color = self.tty if color is None else color
+        self.quiet = quiet
+        self.width = 24
+        self._live = False
+        self._last_draw = 0.0
+
+    def _paint(self, style: str, text: str) -> str:
+        return f"{_STYLE[style]}{text}{_STYLE['reset']}" if self.color else text
+
+    def _clear(self) -> None:
+        if self._live:
+            self.stream.write("\r\033[K")
+            self._live = False
+
+    def line(self, status: str, node: str, detail: str = "") -> None:
+        self._clear()
+        tag = self._paint(status, f"{status:<8}")
+        self.stream.write(f"  {tag}{node:<{self.width}} {detail}".rstrip() + "\n")
+        self.stream.flush()
+
+    def text(self, text: str) -> None:
+        self._clear()
+        self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def log(self, node: str) -> Any:
+        def _log(msg: str) -> None:
+            if not self.quiet:
+                self.text(f"            {node}: {msg}")
+        return _log
+
+    def progress(self, node: str) -> Any:
+        start = time.monotonic()
+
+        def _progress(done: int, total: int | None = None, msg: str = "") -> None:
+            if not self.tty or self.quiet:
+                return
+            now = time.monotonic()
+            if now - self._last_draw < 0.1 and (total is None or done < total):
+                return
+            self._last_draw = now
+            elapsed = now - start
+            frac = f"{done}/{total}" if total else str(done)
+            eta = ""
+            if total and done:
+                eta = f" eta {max(0.0, elapsed / done * (total - done)):.0f}s"
+            bar = ""
+            if total:
+                n = int(20 * done / total)
+                bar = "[" + "#" * n + "." * (20 - n) + "] "
+            self.stream.write(f"\r\033[K  {self._paint('run', 'running ')}{node:<{self.width}} {bar}{frac} {msg}{eta}")
+            self.stream.flush()
+            self._live = True
+        return _progress
+
+
+def fmt_seconds(s: float) -> str:
+    return f"{s:.1f}s" if s < 60 else f"{int(s // 60)}m{s % 60:04.1f}s"
+
+
+def table(headers: list[str], rows: list[list[Any]]) -> str:
+    def cell(v: Any) -> str:
+        if isinstance(v, float):
+            return f"{v:.4g}" if abs(v) >= 1e-3 or v == 0 else f"{v:.2e}"
+        return "" if v is None else str(v)
+
+    body = [[cell(v) for v in r] for r in rows]
+    widths = [max(len(h), *(len(r[i]) for r in body)) if body else len(h) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip(),
+             "  ".join("-" * w for w in widths)]
+    lines += ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip()
+              for r in body]
+    return "\n".join(lines)

@@ -1,0 +1,267 @@
+"""Runs a compiled program node by node in topological order, reusing the cache.
+
+A node's key is computed once its inputs are committed, so early cutoff falls out:
+a node that reruns and yields the same bytes leaves its dependants' keys unchanged.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import shutil
+import time
+import traceback
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ftlang.compiler.ir import AssertIR, FileValue, Node, OutPath, Program, RefValue
+from ftlang.lang import ast
+from ftlang.lang.diagnostics import Diagnostic, Label
+from ftlang.runtime import ledger
+from ftlang.runtime.display import Display, fmt_seconds, table
+from ftlang.runtime.hashing import StatCache
+from ftlang.runtime.keys import components, node_key
+from ftlang.runtime.planner import explain
+from ftlang.runtime.store import Entry, Store
+from ftlang.stdlib.spec import Artifact, Call, StepContext, StepError
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    records: list[ledger.NodeRecord] = field(default_factory=list)
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+    interrupted: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return not self.interrupted and not any(d.level == "error" for d in self.diagnostics)
+
+    def count(self, status: str) -> int:
+        return sum(1 for r in self.records if r.status == status)
+
+
+def materialize(value: Any, entries: dict[str, Entry], store: Store) -> Any:
+    """IR values -> what a step sees: Artifacts, Paths, Calls."""
+    if isinstance(value, RefValue):
+        e = entries[value.node]
+        return Artifact(value.node, e.digest, store.object_path(e.digest), value.port, e.meta)
+    if isinstance(value, (FileValue, OutPath)):
+        return Path(value.abs)
+    if isinstance(value, Call):
+        return Call(value.name, {k: materialize(v, entries, store) for k, v in value.args.items()})
+    if isinstance(value, dict):
+        return {k: materialize(v, entries, store) for k, v in value.items()}
+    if isinstance(value, list):
+        return [materialize(v, entries, store) for v in value]
+    return value
+
+
+def load_step(spec_run: str) -> Any:
+    module, _, func = spec_run.partition(":")
+    return getattr(importlib.import_module(module), func)
+
+
+def execute(program: Program, store: Store, stat: StatCache, order: list[str], display: Display,
+            *, force: set[str] | None = None, keep_going: bool = False, command: str = "run") -> RunResult:
+    force = force or set()
+    run_id = time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
+    result = RunResult(run_id)
+    entries: dict[str, Entry] = {}
+    broken: dict[str, str] = {}  # node -> why it produced nothing
+    started = time.time()
+    display.width = max([len(n) for n in order] + [16])
+    stop = False
+    try:
+        for nid in order:
+            node = program.nodes[nid]
+            ups = sorted({r.node for r in node.refs()})
+            bad = [u for u in ups if u in broken]
+            if stop or bad:
+                why = f"upstream {bad[0]} {broken[bad[0]]}" if bad else "an earlier step failed"
+                broken[nid] = "was skipped"
+                display.line("skipped", nid, why)
+                result.records.append(ledger.NodeRecord(nid, node.kind, "skipped", reasons=[why]))
+                continue
+            comp = components(node, {u: entries[u] for u in ups}, stat)
+            key = node_key(comp)
+            entry = None if nid in force else store.lookup(key)
+            if entry is not None:
+                display.line("cached", nid)
+                result.records.append(ledger.NodeRecord(nid, node.kind, "cached", key, entry.digest,
+                                                        meta=entry.meta))
+            else:
+                reasons = ["forced"] if nid in force else explain(node, comp, store.read_state(nid), key)
+                entry, seconds, diag = _run_node(node, key, entries, store, program, display, reasons)
+                if entry is None:
+                    assert diag is not None
+                    result.diagnostics.append(diag)
+                    broken[nid] = "failed"
+                    result.records.append(ledger.NodeRecord(nid, node.kind, "failed", key, None, seconds,
+                                                            reasons, {"error": diag.notes}))
+                    stop = not keep_going
+                    continue
+                display.line("done", nid, f"{fmt_seconds(seconds)}{_summary(entry.meta)}")
+                result.records.append(ledger.NodeRecord(nid, node.kind, "ran", key, entry.digest, seconds,
+                                                        reasons, entry.meta))
+                _show_metrics(node, entry, store, display)
+            store.write_state(nid, {"key": key, "components": comp, "digest": entry.digest})
+            entries[nid] = entry
+            _after(node, entry, store, display, result)
+    except KeyboardInterrupt:
+        result.interrupted = True
+        display.text("interrupted: committed results are kept; run again to resume")
+    finally:
+        stat.save()
+        status = "interrupted" if result.interrupted else ("ok" if result.ok else "failed")
+        try:
+            ledger.record(store.root, run_id, str(program.file), command, started, time.time(), status,
+                          result.records)
+        except Exception as exc:  # the ledger must never turn a good run into a crash
+            display.text(f"warning: could not write the run ledger: {exc}")
+    return result
+
+
+def _run_node(node: Node, key: str, entries: dict[str, Entry], store: Store, program: Program,
+              display: Display, reasons: list[str]) -> tuple[Entry | None, float, Diagnostic | None]:
+    display.line("run", node.id, "; ".join(reasons))
+    tmp = store.new_tmp(node.id)
+    t0 = time.monotonic()
+    try:
+        ctx = StepContext(node=node.id, name=node.name, params=materialize(node.params, entries, store),
+                          out=tmp / "out", project=program.project, cache=store.cache,
+                          log=display.log(node.id), progress=display.progress(node.id))
+        meta = load_step(node.spec.run)(ctx) or {}
+        meta = json.loads(json.dumps(meta, default=str))
+        entry = store.commit(key, node.id, tmp / "out", meta)
+        return entry, time.monotonic() - t0, None
+    except StepError as exc:
+        diag = _failure(node, str(exc), exc.hint)
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:
+        log = store.root / "logs" / f"{node.id}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text(traceback.format_exc())
+        diag = _failure(node, f"{type(exc).__name__}: {exc}",
+                        f"the full traceback is in {_rel(log, program.project)}")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    display.line("failed", node.id, f"{fmt_seconds(time.monotonic() - t0)}")
+    return None, time.monotonic() - t0, diag
+
+
+def _rel(p: Path, base: Path) -> str:
+    try:
+        return str(p.relative_to(base))
+    except ValueError:
+        return str(p)
+
+
+def _failure(node: Node, message: str, hint: str | None) -> Diagnostic:
+    return Diagnostic("FT0201", f"step {node.id} failed: {message.splitlines()[0] if message else ''}",
+                      [Label(node.span, "this step")], help=hint,
+                      notes=message.splitlines()[1:6])
+
+
+def _summary(meta: dict[str, Any]) -> str:
+    bits = []
+    if "rows" in meta and isinstance(meta["rows"], int):
+        bits.append(f"{meta['rows']} rows")
+    if "rows_out" in meta:
+        bits.append(f"{meta['rows_out']} rows")
+    if "parts" in meta and isinstance(meta["parts"], dict):
+        bits.append(", ".join(f"{k} {v}" for k, v in meta["parts"].items()))
+    if "final_loss" in meta and isinstance(meta["final_loss"], (int, float)):
+        bits.append(f"loss {meta['final_loss']:.3f}")
+    if "steps" in meta:
+        bits.append(f"{meta['steps']} steps")
+    return ("  " + ", ".join(bits)) if bits else ""
+
+
+def read_metrics(entry: Entry, store: Store) -> dict[str, dict[str, float]]:
+    path = store.object_path(entry.digest) / "metrics.json"
+    if not path.exists():
+        return {}
+    return json.loads(path.read_text()).get("models", {})
+
+
+def _show_metrics(node: Node, entry: Entry, store: Store, display: Display) -> None:
+    if node.spec.output != "metrics":
+        return
+    metrics = read_metrics(entry, store)
+    if not metrics:
+        return
+    names = [c.name for c in node.params.get("metrics") or []]
+    rows = [[model] + [vals.get(m) for m in names] for model, vals in metrics.items()]
+    display.text("\n" + table(["model", *names], rows) + "\n")
+
+
+def _after(node: Node, entry: Entry, store: Store, display: Display, result: RunResult) -> None:
+    """Work after a node is committed or found cached: assertions, publishing exports."""
+    if node.asserts:
+        metrics = read_metrics(entry, store)
+        for a in node.asserts:
+            diag = check_assert(a, metrics)
+            if diag is not None:
+                result.diagnostics.append(diag)
+                display.line("failed", node.id, f"assert {a.text}")
+    to = node.params.get("to")
+    if node.kind == "export" and isinstance(to, OutPath):
+        publish(store.object_path(entry.digest), Path(to.abs), entry.digest, display, node.id)
+
+
+def publish(src: Path, dest: Path, digest: str, display: Display, nid: str) -> None:
+    """Copies an artifact to a user-visible folder unless it already holds this digest."""
+    marker = dest / ".ftlang-export"
+    if marker.exists() and marker.read_text().strip() == digest:
+        return
+    tmp = dest.with_name(f".{dest.name}.tmp-{uuid.uuid4().hex[:6]}")
+    shutil.copytree(src, tmp)
+    (tmp / ".ftlang-export").write_text(digest + "\n")
+    if dest.exists():
+        old = dest.with_name(f".{dest.name}.old-{uuid.uuid4().hex[:6]}")
+        dest.rename(old)
+        tmp.rename(dest)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp.rename(dest)
+    display.line("export", nid, f"-> {dest}")
+
+
+def _eval_expr(expr: ast.Expr, metrics: dict[str, dict[str, float]]) -> float:
+    if isinstance(expr, ast.Num):
+        return float(expr.value)
+    if isinstance(expr, ast.Ref):
+        model, metric = expr.parts
+        return float(metrics[model][metric])
+    if isinstance(expr, ast.Neg):
+        return -_eval_expr(expr.operand, metrics)
+    if isinstance(expr, ast.BinOp):
+        a, b = _eval_expr(expr.left, metrics), _eval_expr(expr.right, metrics)
+        ops = {"+": a + b, "-": a - b, "*": a * b, "/": a / b if b else float("inf"),
+               ">=": float(a >= b), "<=": float(a <= b), ">": float(a > b), "<": float(a < b),
+               "==": float(a == b), "!=": float(a != b)}
+        return ops[expr.op]
+    raise ValueError(f"cannot evaluate {expr!r}")
+
+
+def check_assert(a: AssertIR, metrics: dict[str, dict[str, float]]) -> Diagnostic | None:
+    expr = a.expr
+    try:
+        if isinstance(expr, ast.BinOp) and expr.op in (">=", "<=", ">", "<", "==", "!="):
+            left, right = _eval_expr(expr.left, metrics), _eval_expr(expr.right, metrics)
+            ok = bool(_eval_expr(expr, metrics))
+            detail = f"{left:.4g} {expr.op} {right:.4g} is false"
+        else:
+            value = _eval_expr(expr, metrics)
+            ok, detail = bool(value), f"the value is {value:.4g}"
+    except (KeyError, ValueError, ZeroDivisionError) as exc:
+        return Diagnostic("FT0202", f"assertion could not be evaluated: {a.text}", [Label(a.span, str(exc))])
+    if ok:
+        return None
+    return Diagnostic("FT0202", f"assertion failed: {a.text}", [Label(a.span, detail)],
+                      help="the trained artifacts are kept in the cache; fix the data or the settings and run again")

@@ -1,0 +1,191 @@
+"""The plan: each node cached, run, pending (runs if an upstream output changes) or
+skipped, with the reason. Honest about early cutoff: below a node that reruns,
+nothing is called cached."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ftlang.compiler.ir import FileValue, Node, Program, RefValue
+from ftlang.runtime.hashing import StatCache
+from ftlang.runtime.keys import components, node_key
+from ftlang.runtime.store import Entry, Store
+
+
+@dataclass
+class PlanItem:
+    node: str
+    status: str  # cached | run | pending | skipped
+    reasons: list[str] = field(default_factory=list)
+    key: str | None = None
+    entry: Entry | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"node": self.node, "status": self.status, "reasons": self.reasons, "key": self.key,
+                "digest": self.entry.digest if self.entry else None}
+
+
+def select(program: Program, patterns: list[str] | None) -> list[str]:
+    """Node ids to consider, in order. `x` and `+x`: x and its ancestors; `x+`: also descendants."""
+    import networkx as nx
+
+    order = program.order()
+    if not patterns:
+        return order
+    g = program.graph
+    chosen: set[str] = set()
+    for pat in patterns:
+        down = pat.endswith("+")
+        name = pat.strip("+")
+        ids = [n for n in order if n == name or n.split(".", 1)[1] == name]
+        if not ids:
+            raise KeyError(name)
+        for nid in ids:
+            targets = {nid} | (nx.descendants(g, nid) if down else set())
+            for t in targets:
+                chosen |= {t} | nx.ancestors(g, t)
+    return [n for n in order if n in chosen]
+
+
+def plan(program: Program, store: Store, stat: StatCache, nodes: list[str] | None = None,
+         force: set[str] | None = None) -> list[PlanItem]:
+    items: dict[str, PlanItem] = {}
+    force = force or set()
+    for nid in nodes or program.order():
+        node = program.nodes[nid]
+        ups = sorted({r.node for r in node.refs()})
+        unknown = [u for u in ups if items[u].entry is None]
+        if unknown:
+            item = PlanItem(nid, "pending", [f"runs if {u} changes" for u in unknown])
+            own = _own_changes(node, store)
+            if own == ["new"]:
+                item.status, item.reasons = "run", own
+            elif own or nid in force:
+                item.status = "run"
+                item.reasons = (own or ["forced"]) + item.reasons
+            items[nid] = item
+            continue
+        inputs = {u: items[u].entry for u in ups}
+        comp = components(node, inputs, stat)  # type: ignore[arg-type]
+        key = node_key(comp)
+        entry = store.lookup(key)
+        if entry is not None and nid not in force:
+            items[nid] = PlanItem(nid, "cached", [], key, entry)
+            continue
+        reasons = ["forced"] if nid in force else explain(node, comp, store.read_state(nid), key)
+        items[nid] = PlanItem(nid, "run", reasons, key, None)
+    return list(items.values())
+
+
+def _own_changes(node: Node, store: Store) -> list[str]:
+    """Changes we can name before upstream outputs are known: params and version."""
+    state = store.read_state(node.id)
+    if state is None:
+        return ["new"]
+    old = state.get("components", {})
+    out = []
+    if old.get("version") != node.spec.version:
+        out.append(f"step version changed ({old.get('version')} -> {node.spec.version})")
+    old_params = old.get("params", {})
+    for name, value in node.params.items():
+        attr = node.spec.signature.attr(name)
+        if attr is not None and not attr.semantic:
+            continue
+        if _has_inputs(value):
+            continue
+        if name in old_params and old_params[name] != _plain(value):
+            out.append(f"{name} {_fmt(old_params[name])} -> {_fmt(_plain(value))}")
+        elif name not in old_params and value is not None:
+            out.append(f"{name} set to {_fmt(_plain(value))}")
+    return out
+
+
+def _has_inputs(value: Any) -> bool:
+    from ftlang.stdlib.spec import Call
+
+    if isinstance(value, (RefValue, FileValue)):
+        return True
+    if isinstance(value, Call):
+        return _has_inputs(list(value.args.values()))
+    if isinstance(value, dict):
+        return _has_inputs(list(value.values()))
+    if isinstance(value, (list, tuple)):
+        return any(_has_inputs(v) for v in value)
+    return False
+
+
+def _plain(value: Any) -> Any:
+    from ftlang.stdlib.spec import Call
+
+    if isinstance(value, Call):
+        return {"call": value.name, "args": {k: _plain(v) for k, v in value.args.items()}}
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, dict) and "call" in v:
+        args = ", ".join(f"{k}={_fmt(x)}" for k, x in v["args"].items() if x is not None)
+        return f"{v['call']}({args})"
+    if isinstance(v, float):
+        return f"{v:g}"
+    if isinstance(v, str):
+        return f'"{v}"' if len(v) < 40 else f'"{v[:37]}..."'
+    return str(v)
+
+
+def explain(node: Node, comp: dict[str, Any], state: dict[str, Any] | None, key: str) -> list[str]:
+    """Why a node's key differs from what it resolved to last time."""
+    if state is None:
+        return ["new"]
+    if state.get("key") == key:
+        return ["artifact missing from the cache"]
+    old = state.get("components", {})
+    out: list[str] = []
+    if old.get("version") != comp["version"]:
+        out.append(f"step version changed ({old.get('version')} -> {comp['version']})")
+    if old.get("env") != comp.get("env") and comp.get("env"):
+        diffs = [f"{k} {old.get('env', {}).get(k)} -> {v}" for k, v in comp["env"].items()
+                 if old.get("env", {}).get(k) != v]
+        out.append("environment changed: " + ", ".join(diffs))
+    old_params, new_params = old.get("params", {}), comp["params"]
+    for name in sorted(set(old_params) | set(new_params)):
+        a, b = old_params.get(name), new_params.get(name)
+        if a == b:
+            continue
+        raw = node.params.get(name)
+        files = _files(raw)
+        refs = _refs(raw)
+        if files:
+            out += [f"{f.rel} changed" for f in files]
+        elif refs:
+            out += [f"upstream {r.label} changed" for r in refs]
+        else:
+            out.append(f"{name} {_fmt(a)} -> {_fmt(b)}")
+    return out or ["inputs changed"]
+
+
+def _refs(value: Any) -> list[RefValue]:
+    from ftlang.compiler.ir import _collect_refs
+
+    out: list[RefValue] = []
+    _collect_refs(value, out)
+    return out
+
+
+def _files(value: Any) -> list[FileValue]:
+    from ftlang.stdlib.spec import Call
+
+    if isinstance(value, FileValue):
+        return [value]
+    if isinstance(value, Call):
+        return _files(list(value.args.values()))
+    if isinstance(value, dict):
+        return _files(list(value.values()))
+    if isinstance(value, (list, tuple)):
+        return [f for v in value for f in _files(v)]
+    return []

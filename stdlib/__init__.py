@@ -1,0 +1,1 @@
+"""ftlang.stdlib."""
