@@ -326,7 +326,7 @@ def convert_error(exc: Any, text: str, file: str) -> Diagnostic:
     expected = set(exc.expected)
     # YAML habit: `lr: 2e-4`
     m = re.match(r"^(\s*)([A-Za-z_]\w*)\s*:\s*(.*)$", src)
-    if m and (tok.type == "COLON" or before.rstrip().endswith(":")):
+    if m and tok.line == line:
         name, value = m.group(2), m.group(3).strip()
         return Diagnostic("FT0005", "`:` declares a type; attributes are set with `=`",
                           [Label(ast.Span(file, line, len(m.group(1)) + 1, line, len(src) + 1),

@@ -121,7 +121,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     store = _store(program)
     store.ensure()
     lock = ProjectLock(store.root)
-    display = Display(color=_color(args, sys.stderr), quiet=args.quiet)
+    display = Display(color=_color(args, sys.stderr), quiet=args.quiet, verbose=args.verbose)
 
     def waiting(holder: str) -> None:
         display.text(f"waiting for another ft run on this project (pid {holder}) to finish...")
@@ -236,7 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--force", action="append", metavar="NODE", help="rerun NODE even if cached")
     r.add_argument("--keep-going", "-k", action="store_true", help="after a failure, run independent steps")
     r.add_argument("--no-wait", action="store_true", help="fail instead of waiting for another run's lock")
-    r.add_argument("--quiet", "-q", action="store_true", help="no step logs or progress")
+    r.add_argument("--quiet", "-q", action="store_true", help="no progress display")
+    r.add_argument("--verbose", "-v", action="store_true", help="show step logs")
     pl = add("plan", cmd_plan, "show what a run would do, and why")
     pl.add_argument("--json", action="store_true")
     pl.add_argument("--select", "-s", action="append", metavar="NODE")

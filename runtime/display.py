@@ -11,7 +11,9 @@ _STYLE = {"cached": "\033[2m", "done": "\033[32m", "run": "\033[36m", "failed": 
 
 
 class Display:
-    def __init__(self, stream: TextIO | None = None, color: bool | None = None, quiet: bool = False) -> None:
+    def __init__(self, stream: TextIO | None = None, color: bool | None = None, quiet: bool = False,
+                 verbose: bool = False) -> None:
+        self.verbose = verbose
         self.stream = stream or sys.stderr
         self.tty = self.stream.isatty()
         self.color = self.tty if color is None else color
@@ -41,8 +43,8 @@ class Display:
 
     def log(self, node: str) -> Any:
         def _log(msg: str) -> None:
-            if not self.quiet:
-                self.text(f"            {node}: {msg}")
+            if self.verbose and not self.quiet:
+                self.text(f"          {node}: {msg}")
         return _log
 
     def progress(self, node: str) -> Any:
