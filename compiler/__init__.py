@@ -24,10 +24,13 @@ def compile_source(text: str, file: str | Path, project: Path | None = None) -> 
     g, cycle_diags = graph.build(nodes)
     ctx.diagnostics += cycle_diags
     errors = [d for d in ctx.diagnostics if d.level == "error"]
+    sources = {file: text, **syms.sources}
     if errors:
-        raise FtError(sorted(ctx.diagnostics, key=_order))
+        exc = FtError(sorted(ctx.diagnostics, key=_order))
+        exc.sources = sources
+        raise exc
     warnings = sorted((d for d in ctx.diagnostics if d.level != "error"), key=_order)
-    return Program(Path(file), project, {file: text}, nodes, g, warnings)
+    return Program(Path(file), project, sources, nodes, g, warnings)
 
 
 def compile_file(path: str | Path) -> Program:

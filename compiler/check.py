@@ -16,7 +16,7 @@ SCHEMA_TYPES = ("str", "int", "float", "bool")
 
 def check_blocks(ctx: T.Ctx) -> dict[str, Node]:
     nodes: dict[str, Node] = {}
-    for name, block in ctx.symbols.blocks.items():
+    for block in ctx.symbols.blocks.values():
         node = check_block(block, ctx)
         if node is not None:
             nodes[node.id] = node

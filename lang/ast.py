@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Union
 
 
 @dataclass(frozen=True)
@@ -105,7 +104,7 @@ class Select:
     span: Span
 
 
-Expr = Union[Str, Num, Bool, ListExpr, Ref, CallExpr, BinOp, Neg, Sweep, Select]
+Expr = Str | Num | Bool | ListExpr | Ref | CallExpr | BinOp | Neg | Sweep | Select
 
 
 # ---- statements inside a block ----------------------------------------------
@@ -149,7 +148,7 @@ class Assert:
     span: Span
 
 
-Stmt = Union[Attr, Typed, SubBlock, Sql, Assert]
+Stmt = Attr | Typed | SubBlock | Sql | Assert
 
 
 # ---- top-level items --------------------------------------------------------
@@ -212,7 +211,7 @@ class Preset:
     span: Span
 
 
-Item = Union[Use, Block, Definition, Preset]
+Item = Use | Block | Definition | Preset
 
 
 @dataclass(frozen=True)

@@ -84,9 +84,10 @@ class Diagnostic:
 class FtError(Exception):
     """Raised with every diagnostic found; callers print them all."""
 
-    def __init__(self, diagnostics: list[Diagnostic]) -> None:
+    def __init__(self, diagnostics: list[Diagnostic], sources: dict[str, str] | None = None) -> None:
         super().__init__("; ".join(d.message for d in diagnostics))
         self.diagnostics = diagnostics
+        self.sources: dict[str, str] = sources or {}
 
 
 _COLORS = {"error": "\033[1;31m", "warning": "\033[1;33m", "note": "\033[1;36m",

@@ -36,7 +36,7 @@ def _compile(args: argparse.Namespace) -> Any:
         program = compile_file(path)
     except FtError as exc:
         text = path.read_text(encoding="utf-8")
-        sources = {d.span.file: text for d in exc.diagnostics if d.span} | {str(args.file): text}
+        sources = {d.span.file: text for d in exc.diagnostics if d.span} | exc.sources
         if getattr(args, "format", "text") == "json":
             print(to_json(exc.diagnostics))
         else:

@@ -1,0 +1,232 @@
+"""curate: a DuckDB SQL query over datasets, optionally split into named parts.
+
+In:  params["from"], dataset Artifacts, each a table named after its block
+     (`dataset.chats` -> `chats`, `curate.clean.train` -> `clean`); params["sql"], DuckDB SQL
+     whose last statement is a query; params["split"], None or
+     {"parts": {name: fraction, ...}, "by": column, "seed": int}.
+Out: `data.parquet`, or one `<part>.parquet` per part (empty ones too), and
+     {"rows_in": {table: n}, "rows_out": n, "parts": {part: n}} ("parts" only with a split).
+
+Output bytes depend only on the input rows and the params:
+- the query runs on one thread: with several, DISTINCT ON, LIMIT, first() and the order of
+  ORDER BY ties depend on thread timing (measured: 5 different tie orders in 5 runs);
+- without a top-level ORDER BY the result is sorted by all columns, so a reordered input
+  gives the same file; a top-level ORDER BY is kept (it is how curriculum order is written);
+- the query may read only the `from` tables (file access is off), so no data outside the
+  cache key can slip in.
+The split hashes `by` with md5, so a row's part depends only on its key and the seed: adding
+rows never moves old ones, and equal keys (duplicate prompts) land in the same part.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import math
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ftlang.stdlib.dataset import write_parquet
+from ftlang.stdlib.spec import Artifact, StepContext, StepError
+
+if TYPE_CHECKING:  # heavy imports stay inside functions: commands that do not run steps are fast
+    import duckdb
+    import pyarrow as pa
+
+# A key's position in [0, 1) is (md5_number(key) mod 2^52) / 2^52: exact in a double, and the
+# modulo is written as a bit mask, which DuckDB computes 10x faster than % on a UHUGEINT.
+_HASH_BITS = 52
+_PART_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
+
+
+def run(ctx: StepContext) -> dict[str, Any]:
+    """Run the query over the input datasets and write the result, split or whole."""
+    import duckdb
+    import pyarrow.dataset as ds
+
+    tables = _tables(list(ctx.params["from"]))
+    sql: str = ctx.params["sql"]
+    split: dict[str, Any] | None = ctx.params.get("split") or None
+    if split is not None:
+        _check_split(split)
+
+    # threads=1: see the module docstring. temp_directory: a large sort may spill, and must not
+    # spill into the project folder (the default is ./.tmp). No progress bar: DuckDB draws one
+    # on stdout for queries over ~2 s, across ft's own output.
+    con = duckdb.connect(":memory:", config={"threads": 1,
+                                             "temp_directory": str(ctx.cache / "duckdb-tmp")})
+    try:
+        con.execute("SET enable_progress_bar = false")  # a session option, not a connect one
+        columns: dict[str, list[str]] = {}
+        rows_in: dict[str, int] = {}
+        for name, path in tables.items():
+            data = ds.dataset(str(path), format="parquet")
+            con.register(name, data)  # an Arrow dataset: scanned lazily, with pushdown
+            columns[name] = list(data.schema.names)
+            rows_in[name] = data.count_rows()
+        con.execute("SET enable_external_access = false")  # cannot be turned back on by the query
+        result = _query(con, sql, columns)
+        meta: dict[str, Any] = {"rows_in": rows_in, "rows_out": result.num_rows}
+        if split is None:
+            write_parquet(result, ctx.out / "data.parquet")
+        else:
+            parts = _split(con, result, split)
+            for part, rows in parts.items():
+                write_parquet(rows, ctx.out / f"{part}.parquet")
+            meta["parts"] = {part: rows.num_rows for part, rows in parts.items()}
+    finally:
+        con.close()
+    ctx.log(f"{sum(rows_in.values())} rows in, {result.num_rows} out"
+            + (f", parts {meta['parts']}" if split else ""))
+    return meta
+
+
+def _tables(inputs: list[Artifact]) -> dict[str, Path]:
+    """Table name -> Parquet file of each input, in the order given."""
+    tables: dict[str, Path] = {}
+    refs: dict[str, str] = {}
+    for art in inputs:
+        name = art.node.split(".", 1)[1] if "." in art.node else art.node
+        path = art.dataset_file()
+        ref = name + (f".{art.port}" if art.port else "")
+        if name in tables and tables[name] != path:
+            raise StepError(f"inputs {refs[name]} and {ref} would both be table '{name}'",
+                            hint=f"list '{name}' once and filter its rows in the query, "
+                                 "or curate the parts in separate blocks")
+        if not path.is_file():
+            raise StepError(f"input {ref} has no rows file {path.name}", path=art.path,
+                            hint="its producing step did not write this part")
+        tables[name], refs[name] = path, ref
+    return tables
+
+
+def _check_split(split: dict[str, Any]) -> None:
+    # The compiler checks these; the step checks again because a bad split writes wrong files.
+    parts = split.get("parts") or {}
+    if not parts:
+        raise StepError("split has no parts", hint="write split { train = 0.9, heldout = 0.1, by = prompt }")
+    for part, frac in parts.items():
+        if not _PART_RE.fullmatch(part):
+            raise StepError(f"split part '{part}' is not a plain name")
+        if isinstance(frac, bool) or not isinstance(frac, (int, float)) or not 0 <= frac <= 1:
+            raise StepError(f"split part '{part}' = {frac!r}: a fraction must be between 0 and 1")
+    if not math.isclose(sum(parts.values()), 1.0, abs_tol=1e-6):
+        raise StepError(f"split fractions sum to {sum(parts.values()):g}, not 1")
+    if not split.get("by"):
+        raise StepError("split needs `by`: the column whose hash decides the part")
+
+
+def _query(con: duckdb.DuckDBPyConnection, sql: str, columns: dict[str, list[str]]) -> pa.Table:
+    """Run `sql` (set-up statements, then one query) and return its rows in a fixed order."""
+    import duckdb
+
+    try:
+        statements = con.extract_statements(sql)
+        if not statements:
+            raise StepError("the sql is empty", hint="write a query: SELECT ... FROM "
+                            + next(iter(columns), "table"))
+        *setup, last = statements
+        if last.type != duckdb.StatementType.SELECT:
+            raise StepError(f"the last SQL statement must be a query (SELECT ...), "
+                            f"not {last.type.name}")
+        for stmt in setup:  # e.g. CREATE MACRO: allowed, the connection is thrown away
+            con.execute(stmt.query)
+        rel = con.sql(last.query)
+        dupes = sorted({c for c in rel.columns if rel.columns.count(c) > 1})
+        if dupes:
+            raise StepError(f"the query returns two columns named '{dupes[0]}'",
+                            hint=f"give one an alias: ... AS {dupes[0]}_2")
+        if not _has_top_level_order(con, last.query):
+            rel = rel.order("ALL")
+        return rel.to_arrow_table()
+    except duckdb.Error as e:
+        raise _sql_error(e, columns) from None
+
+
+def _has_top_level_order(con: duckdb.DuckDBPyConnection, query: str) -> bool:
+    """Whether the query's outermost SELECT (or set operation) has an ORDER BY.
+
+    sqlglot reads the query; where it cannot, DuckDB's own parse tree answers."""
+    import sqlglot
+    from sqlglot import exp
+
+    try:
+        trees = [t for t in sqlglot.parse(query, read="duckdb") if t is not None]
+    except sqlglot.errors.SqlglotError:
+        trees = []
+    if not trees:
+        return _duckdb_has_order(con, query)
+    node: exp.Expression | None = trees[-1]
+    # `(SELECT ... ORDER BY x)` as a whole statement is ordered too
+    while isinstance(node, (exp.Subquery, exp.Paren)):
+        if node.args.get("order"):
+            return True
+        node = node.this
+    return node is not None and bool(node.args.get("order"))
+
+
+def _duckdb_has_order(con: duckdb.DuckDBPyConnection, query: str) -> bool:
+    tree = json.loads(con.sql("SELECT json_serialize_sql(?)", params=[query]).fetchall()[0][0])
+    if tree.get("error") or not tree.get("statements"):
+        return False  # sorting an ordered result loses order; a failing query errors anyway
+    mods = tree["statements"][-1]["node"].get("modifiers", [])
+    return any(m.get("type") == "ORDER_MODIFIER" for m in mods)
+
+
+def _sql_error(e: Exception, columns: dict[str, list[str]]) -> StepError:
+    import duckdb
+
+    listing = "; ".join(f"{t}({', '.join(cols)})" for t, cols in columns.items())
+    if isinstance(e, duckdb.PermissionException):
+        hint = (f"a curate query reads only the datasets in `from`: {listing}. Declare other "
+                "files as dataset blocks, so their content enters the cache key")
+    elif isinstance(e, duckdb.CatalogException):
+        hint = f"each dataset in `from` is a table named after its block: {listing}"
+    else:
+        hint = f"tables: {listing}"
+    return StepError(f"SQL error: {e}", hint=hint)
+
+
+def _split(con: duckdb.DuckDBPyConnection, table: pa.Table, split: dict[str, Any]) -> dict[str, pa.Table]:
+    """Rows of `table` per part, in declared part order, each keeping the table's row order."""
+    import pyarrow.compute as pc
+
+    parts: dict[str, float] = split["parts"]
+    by = _resolve_column(split["by"], list(table.column_names))
+    names = list(parts)
+    if len(names) == 1:
+        return {names[0]: table}
+    bounds, total = [], 0.0
+    for name in names[:-1]:
+        total += parts[name]
+        bounds.append(total)
+    # The last part takes everything above the previous bound: fractions that sum to
+    # 0.9999999 must not drop rows. NULL keys hash as '' (all in one part, like any key).
+    cases = " ".join(f"WHEN u < {b!r} THEN {i}" for i, b in enumerate(bounds))
+    key = f"coalesce(CAST({_quote(by)} AS VARCHAR), '') || ':' || '{int(split.get('seed') or 0)}'"
+    con.register("_ft_result", table)
+    try:
+        # One thread and a plain projection: the part column lines up with the table's rows.
+        idx = con.sql(f"SELECT CASE {cases} ELSE {len(names) - 1} END AS part FROM ("
+                      f"SELECT CAST(CAST(md5_number({key}) & {(1 << _HASH_BITS) - 1} AS UBIGINT) AS DOUBLE)"
+                      f" / {1 << _HASH_BITS} AS u "
+                      f"FROM _ft_result)").to_arrow_table().column(0)
+    finally:
+        con.unregister("_ft_result")
+    return {name: table.filter(pc.equal(idx, i)) for i, name in enumerate(names)}
+
+
+def _resolve_column(by: str, names: list[str]) -> str:
+    if by in names:
+        return by
+    folded = [n for n in names if n.lower() == by.lower()]  # DuckDB names are case-insensitive
+    if len(folded) == 1:
+        return folded[0]
+    close = difflib.get_close_matches(by, names, n=1)
+    raise StepError(f"split by '{by}': the query returns no column '{by}' (columns: {', '.join(names)})",
+                    hint=f"did you mean '{close[0]}'?" if close else "select the column in the query")
+
+
+def _quote(ident: str) -> str:
+    return '"' + ident.replace('"', '""') + '"'
