@@ -35,6 +35,16 @@ class FileValue:
 
 
 @dataclass(frozen=True)
+class EnvValue:
+    """A value read with env("NAME", default). A secret one never enters keys, logs or
+    the ledger: the key records only the variable's name."""
+
+    name: str
+    value: str
+    secret: bool = True
+
+
+@dataclass(frozen=True)
 class OutPath:
     """An output location: not semantic."""
 

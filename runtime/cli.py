@@ -158,28 +158,80 @@ def cmd_run(args: argparse.Namespace) -> int:
     return EXIT_OK if result.ok else EXIT_FAILED
 
 
+def cmd_fmt(args: argparse.Namespace) -> int:
+    """Rewrites files in the canonical layout; --check only reports (for CI)."""
+    from ftlang.lang.diagnostics import FtError, render_all
+    from ftlang.lang.format import format_source
+
+    code = EXIT_OK
+    for name in args.files:
+        path = Path(name)
+        text = path.read_text(encoding="utf-8")
+        try:
+            new = format_source(text, name)
+        except FtError as exc:
+            print(render_all(exc.diagnostics, {name: text} | exc.sources, _color(args, sys.stderr)),
+                  file=sys.stderr)
+            code = EXIT_ERRORS
+            continue
+        if new == text:
+            continue
+        if args.check:
+            print(f"would reformat {name}")
+            code = max(code, EXIT_FAILED)
+        else:
+            path.write_text(new, encoding="utf-8")
+            print(f"reformatted {name}")
+    return code
+
+
+def graph_dot(program: Any) -> str:
+    lines = ["digraph ft {", "  rankdir=LR;", '  node [shape=box, style="rounded,filled", fillcolor="#eef3fb"];']
+    for n in program.order():
+        lines.append(f'  "{n}";')
+    for u, v, d in program.graph.edges(data=True):
+        label = f' [label="{d["port"]}"]' if d.get("port") else ""
+        lines.append(f'  "{u}" -> "{v}"{label};')
+    lines.append("}")
+    return "\n".join(lines)
+
+
 def cmd_graph(args: argparse.Namespace) -> int:
     program = _compile(args)
     if program is None:
         return EXIT_ERRORS
     g = program.graph
     order = program.order()
+    if args.format in ("svg", "png"):
+        import shutil
+        import subprocess
+
+        dot = shutil.which("dot")
+        if dot is None:
+            print("error: rendering SVG/PNG needs Graphviz's `dot` program; install it "
+                  "(Debian/Ubuntu: apt-get install graphviz; macOS: brew install graphviz), "
+                  "or use --format dot / --format mermaid", file=sys.stderr)
+            return EXIT_FAILED
+        out = subprocess.run([dot, f"-T{args.format}"], input=graph_dot(program).encode(),
+                             capture_output=True, check=False)
+        if out.returncode != 0:
+            print(f"error: dot failed: {out.stderr.decode(errors='replace')}", file=sys.stderr)
+            return EXIT_FAILED
+        if args.output:
+            Path(args.output).write_bytes(out.stdout)
+        else:
+            sys.stdout.buffer.write(out.stdout)
+        return EXIT_OK
     if args.format == "dot":
-        print("digraph ft {\n  rankdir=LR;\n  node [shape=box, style=rounded];")
-        for n in order:
-            print(f'  "{n}";')
-        for u, v, d in g.edges(data=True):
-            label = f' [label="{d["port"]}"]' if d.get("port") else ""
-            print(f'  "{u}" -> "{v}"{label};')
-        print("}")
-    else:
-        ids = {n: f"n{i}" for i, n in enumerate(order)}
-        print("flowchart LR")
-        for n in order:
-            print(f'  {ids[n]}["{n}"]')
-        for u, v, d in g.edges(data=True):
-            label = f'|{d["port"]}|' if d.get("port") else ""
-            print(f"  {ids[u]} -->{label} {ids[v]}")
+        print(graph_dot(program))
+        return EXIT_OK
+    ids = {n: f"n{i}" for i, n in enumerate(order)}
+    print("flowchart LR")
+    for n in order:
+        print(f'  {ids[n]}["{n}"]')
+    for u, v, d in g.edges(data=True):
+        label = f'|{d["port"]}|' if d.get("port") else ""
+        print(f"  {ids[u]} -->{label} {ids[v]}")
     return EXIT_OK
 
 
@@ -245,7 +297,13 @@ def build_parser() -> argparse.ArgumentParser:
     c = add("check", cmd_check, "compile only: report every error")
     c.add_argument("--format", choices=("text", "json"), default="text")
     g = add("graph", cmd_graph, "print the dependency graph")
-    g.add_argument("--format", choices=("mermaid", "dot"), default="mermaid")
+    g.add_argument("--format", choices=("mermaid", "dot", "svg", "png"), default="mermaid")
+    g.add_argument("--output", "-o", help="write the SVG/PNG here instead of stdout")
+    f = sub.add_parser("fmt", help="format .ft files canonically", description="format .ft files canonically")
+    f.add_argument("files", nargs="+", metavar="FILE")
+    f.add_argument("--check", action="store_true", help="exit 1 if a file would change; write nothing")
+    f.add_argument("--color", choices=("auto", "always", "never"), default="auto")
+    f.set_defaults(func=cmd_fmt)
     add("status", cmd_status, "what is cached, what is stale, and the last run")
     rn = add("runs", cmd_runs, "list recorded runs")
     rn.add_argument("--limit", type=int, default=20)

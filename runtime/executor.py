@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ftlang.compiler.ir import AssertIR, FileValue, Node, OutPath, Program, RefValue
+from ftlang.compiler.ir import AssertIR, EnvValue, FileValue, Node, OutPath, Program, RefValue
 from ftlang.lang import ast
 from ftlang.lang.diagnostics import Diagnostic, Label
 from ftlang.runtime import ledger
@@ -50,6 +50,8 @@ def materialize(value: Any, entries: dict[str, Entry], store: Store) -> Any:
         return Artifact(value.node, e.digest, store.object_path(e.digest), value.port, e.meta)
     if isinstance(value, (FileValue, OutPath)):
         return Path(value.abs)
+    if isinstance(value, EnvValue):
+        return value.value
     if isinstance(value, Call):
         return Call(value.name, {k: materialize(v, entries, store) for k, v in value.args.items()})
     if isinstance(value, dict):

@@ -11,7 +11,7 @@ import shutil
 from functools import lru_cache
 from typing import Any
 
-from ftlang.compiler.ir import FileValue, Node, OutPath, RefValue
+from ftlang.compiler.ir import EnvValue, FileValue, Node, OutPath, RefValue
 from ftlang.runtime.hashing import StatCache, digest_json
 from ftlang.runtime.store import Entry
 from ftlang.stdlib import registry
@@ -54,6 +54,8 @@ def canon(value: Any, inputs: dict[str, Entry], stat: StatCache) -> Any:
         return {"file": stat.digest(Path(value.abs))}
     if isinstance(value, OutPath):
         return None
+    if isinstance(value, EnvValue):
+        return {"env": value.name} if value.secret else value.value
     if isinstance(value, Call):
         sig = _call_signature(value.name)
         args = {k: canon(v, inputs, stat) for k, v in value.args.items()
