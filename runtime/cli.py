@@ -130,6 +130,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"error: another ft run holds {store.root / 'lock'} (pid {lock.holder()}); "
               "run again when it finishes, or drop --no-wait to wait", file=sys.stderr)
         return EXIT_FAILED
+    from ftlang.runtime import lockfile
+
+    stat = StatCache(store.root / "stat.json")
+    facts = lockfile.resolve(program, stat)
+    if args.locked:
+        diffs = lockfile.differences(lockfile.read(program), facts)
+        if diffs:
+            lock.release()
+            print("error: --locked: the inputs differ from ft.lock:\n  " + "\n  ".join(diffs), file=sys.stderr)
+            return EXIT_FAILED
     try:
         store.clean_tmp()
         try:
@@ -140,8 +150,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         import time
 
         t0 = time.monotonic()
-        result = execute(program, store, StatCache(store.root / "stat.json"), order, display,
+        result = execute(program, store, stat, order, display,
                          force=set(_force(args, program)), keep_going=args.keep_going)
+        if result.ok and not args.select:
+            lockfile.write(program, facts, {r.node: r.key for r in result.records if r.key})
     finally:
         lock.release()
     if result.diagnostics:
@@ -270,6 +282,142 @@ def cmd_runs(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _root(args: argparse.Namespace) -> Path:
+    return Path(args.file).resolve().parent / ".ft"
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from ftlang.runtime import ledger
+    from ftlang.runtime.display import table
+
+    nodes = ledger.run_nodes(_root(args), args.run)
+    if not nodes:
+        print(f"error: no run matches {args.run!r}", file=sys.stderr)
+        return EXIT_FAILED
+    if args.json:
+        print(json.dumps(nodes, indent=1, default=str))
+        return EXIT_OK
+    print(f"run {nodes[0]['run_id']}")
+    print(table(["node", "status", "seconds", "key", "digest", "why"],
+                [[n["node"], n["status"], n["seconds"], (n["key"] or "")[:12], (n["digest"] or "")[:12],
+                  "; ".join(n["reasons"])] for n in nodes]))
+    for n in nodes:
+        models = n["meta"].get("models") if isinstance(n["meta"], dict) else None
+        if isinstance(models, dict) and models:
+            names = sorted({m for v in models.values() if isinstance(v, dict) for m in v})
+            print(f"\n{n['node']}")
+            print(table(["model", *names], [[k, *(v.get(m) for m in names)] for k, v in models.items()]))
+    return EXIT_OK
+
+
+def _flat(prefix: str, value: Any, out: dict[str, Any]) -> dict[str, Any]:
+    if isinstance(value, dict) and not ({"ref", "file", "env"} & set(value)):
+        for k, v in value.items():
+            _flat(f"{prefix}.{k}" if prefix else k, v, out)
+    else:
+        out[prefix] = value
+    return out
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    """What changed between two runs: data, params, step versions, environment, metrics."""
+    from ftlang.runtime import ledger
+
+    root = _root(args)
+    a, b = ledger.run_nodes(root, args.run_a), ledger.run_nodes(root, args.run_b)
+    if not a or not b:
+        print("error: both runs must exist (see `ft runs`)", file=sys.stderr)
+        return EXIT_FAILED
+    na, nb = {n["node"]: n for n in a}, {n["node"]: n for n in b}
+    lines: list[str] = []
+    for node in sorted(set(na) | set(nb)):
+        x, y = na.get(node), nb.get(node)
+        if x is None or y is None:
+            lines.append(f"{node}: only in {'B' if x is None else 'A'}")
+            continue
+        changes = []
+        px, py = _flat("", x["params"], {}), _flat("", y["params"], {})
+        for k in sorted(set(px) | set(py)):
+            if px.get(k) != py.get(k):
+                vx, vy = px.get(k), py.get(k)
+                if isinstance(vx, dict) and "file" in vx:
+                    changes.append(f"data {k} changed")
+                elif isinstance(vx, dict) and "ref" in vx:
+                    changes.append(f"input {k} changed")
+                else:
+                    changes.append(f"{k}: {vx} -> {vy}")
+        mx = _flat("", x["meta"].get("models", {}), {}) if isinstance(x["meta"], dict) else {}
+        my = _flat("", y["meta"].get("models", {}), {}) if isinstance(y["meta"], dict) else {}
+        for k in sorted(set(mx) | set(my)):
+            if mx.get(k) != my.get(k):
+                fx, fy = mx.get(k), my.get(k)
+                delta = f" ({fy - fx:+.4g})" if isinstance(fx, (int, float)) and isinstance(fy, (int, float)) else ""
+                changes.append(f"metric {k}: {fx} -> {fy}{delta}")
+        if x["digest"] != y["digest"] and not changes:
+            changes.append("output changed")
+        if changes:
+            lines.append(f"{node}:")
+            lines += [f"  {c}" for c in changes]
+    print("\n".join(lines) if lines else "no differences")
+    return EXIT_OK
+
+
+def cmd_cache(args: argparse.Namespace) -> int:
+    from ftlang.runtime import cachecmd
+    from ftlang.runtime.display import table
+    from ftlang.runtime.store import Store
+
+    store = Store(_root(args))
+    objs = cachecmd.objects(store)
+    if args.action == "du":
+        total = sum(o["size"] for o in objs.values())
+        by_kind: dict[str, int] = {}
+        for o in objs.values():
+            kind = o["nodes"][0].split(".")[0] if o["nodes"] else "(unreferenced)"
+            by_kind[kind] = by_kind.get(kind, 0) + o["size"]
+        print(table(["kind", "size"], [[k, cachecmd.human(v)] for k, v in sorted(by_kind.items())]))
+        print(f"\ntotal {cachecmd.human(total)} in {len(objs)} artifacts under {store.root}")
+        return EXIT_OK
+    print(table(["digest", "size", "nodes"], [[d[:16], cachecmd.human(o["size"]), ", ".join(o["nodes"])]
+                                              for d, o in objs.items()]))
+    return EXIT_OK
+
+
+def cmd_gc(args: argparse.Namespace) -> int:
+    from ftlang.runtime import cachecmd, ledger
+    from ftlang.runtime.store import ProjectLock, Store
+
+    program = _compile(args)
+    if program is None:
+        return EXIT_ERRORS
+    store = Store(program.project / ".ft")
+    keep = {st["digest"] for nid in program.nodes if (st := store.read_state(nid)) and st.get("digest")}
+    keep |= ledger.referenced_digests(store.root, args.keep_runs)
+    lock = ProjectLock(store.root)
+    lock.acquire(wait=True)
+    try:
+        removed, freed = cachecmd.gc(store, keep, dry_run=args.dry_run)
+    finally:
+        lock.release()
+    verb = "would remove" if args.dry_run else "removed"
+    print(f"{verb} {removed} artifacts, {cachecmd.human(freed)}; kept {len(keep)} referenced by "
+          f"{args.file} and the last {args.keep_runs} runs")
+    return EXIT_OK
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from ftlang.runtime import cachecmd
+    from ftlang.runtime.store import Store
+
+    store = Store(_root(args))
+    problems = cachecmd.verify(store)
+    for p in problems:
+        print(f"corrupt: {p}")
+    n = len(cachecmd.objects(store))
+    print(f"{n} artifacts checked, {len(problems)} problem{'s' if len(problems) != 1 else ''}")
+    return EXIT_FAILED if problems else EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ft", description="ftlang: declarative, incremental LLM fine-tuning pipelines.")
     p.add_argument("--version", action="version", version=f"ftlang {__version__}")
@@ -288,6 +436,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--force", action="append", metavar="NODE", help="rerun NODE even if cached")
     r.add_argument("--keep-going", "-k", action="store_true", help="after a failure, run independent steps")
     r.add_argument("--no-wait", action="store_true", help="fail instead of waiting for another run's lock")
+    r.add_argument("--locked", action="store_true", help="refuse to run if inputs differ from ft.lock")
     r.add_argument("--quiet", "-q", action="store_true", help="no progress display")
     r.add_argument("--verbose", "-v", action="store_true", help="show step logs")
     pl = add("plan", cmd_plan, "show what a run would do, and why")
@@ -305,6 +454,18 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--color", choices=("auto", "always", "never"), default="auto")
     f.set_defaults(func=cmd_fmt)
     add("status", cmd_status, "what is cached, what is stale, and the last run")
+    sh = add("show", cmd_show, "one run: its nodes, timings and metrics")
+    sh.add_argument("run", nargs="?", default="last", help="a run id (prefix), last, or last~N")
+    sh.add_argument("--json", action="store_true")
+    df = add("diff", cmd_diff, "what changed between two runs")
+    df.add_argument("run_a", help="run id, last~1, ...")
+    df.add_argument("run_b", nargs="?", default="last")
+    ca = add("cache", cmd_cache, "list cached artifacts (ls) or their disk use (du)")
+    ca.add_argument("action", choices=("ls", "du"), nargs="?", default="ls")
+    gcp = add("gc", cmd_gc, "delete artifacts the file and the last N runs do not use")
+    gcp.add_argument("--keep-runs", type=int, default=5)
+    gcp.add_argument("--dry-run", action="store_true")
+    add("verify", cmd_verify, "re-hash every artifact and report corruption")
     rn = add("runs", cmd_runs, "list recorded runs")
     rn.add_argument("--limit", type=int, default=20)
     rn.add_argument("--json", action="store_true")

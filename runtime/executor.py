@@ -93,23 +93,24 @@ def execute(program: Program, store: Store, stat: StatCache, order: list[str], d
             if entry is not None:
                 display.line("cached", nid)
                 result.records.append(ledger.NodeRecord(nid, node.kind, "cached", key, entry.digest,
-                                                        meta=entry.meta))
+                                                        meta=entry.meta, params=comp))
             else:
-                reasons = ["forced"] if nid in force else explain(node, comp, store.read_state(nid), key)
+                reasons = ["forced"] if nid in force else explain(node, comp, store.read_state(nid), key, stat)
                 entry, seconds, diag = _run_node(node, key, entries, store, program, display, reasons)
                 if entry is None:
                     assert diag is not None
                     result.diagnostics.append(diag)
                     broken[nid] = "failed"
                     result.records.append(ledger.NodeRecord(nid, node.kind, "failed", key, None, seconds,
-                                                            reasons, {"error": diag.notes}))
+                                                            reasons, {"error": diag.message}, comp))
                     stop = not keep_going
                     continue
                 display.line("done", nid, f"{fmt_seconds(seconds)}{_summary(entry.meta)}")
                 result.records.append(ledger.NodeRecord(nid, node.kind, "ran", key, entry.digest, seconds,
-                                                        reasons, entry.meta))
+                                                        reasons, entry.meta, comp))
                 _show_metrics(node, entry, store, display)
-            store.write_state(nid, {"key": key, "components": comp, "digest": entry.digest})
+            store.write_state(nid, {"key": key, "components": comp, "digest": entry.digest,
+                                    "lines": source_lines(node, stat)})
             entries[nid] = entry
             _after(node, entry, store, display, result)
     except KeyboardInterrupt:
@@ -124,6 +125,17 @@ def execute(program: Program, store: Store, stat: StatCache, order: list[str], d
         except Exception as exc:  # the ledger must never turn a good run into a crash
             display.text(f"warning: could not write the run ledger: {exc}")
     return result
+
+
+def source_lines(node: Node, stat: StatCache) -> dict[str, int]:
+    from ftlang.runtime.lockfile import _files
+
+    out = {}
+    for f in _files(node.params):
+        n = stat.lines(Path(f.abs))
+        if n is not None:
+            out[f.rel] = n
+    return out
 
 
 def _run_node(node: Node, key: str, entries: dict[str, Entry], store: Store, program: Program,

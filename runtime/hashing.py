@@ -13,11 +13,18 @@ CHUNK = 1 << 20
 
 
 def file_sha256(path: Path) -> str:
+    return _hash_and_count(path)[0]
+
+
+def _hash_and_count(path: Path) -> tuple[str, int]:
+    """sha256 and the number of newline-terminated lines (rows of a JSONL/CSV file)."""
     h = hashlib.sha256()
+    lines = 0
     with open(path, "rb") as f:
         while chunk := f.read(CHUNK):
             h.update(chunk)
-    return h.hexdigest()
+            lines += chunk.count(b"\n")
+    return h.hexdigest(), lines
 
 
 def tree_files(root: Path) -> dict[str, str]:
@@ -73,11 +80,19 @@ class StatCache:
         entry = self.entries.get(key)
         if entry and entry[:3] == sig and entry[4] - st.st_mtime_ns > self.RACY_NS:
             return str(entry[3])
-        sha = file_sha256(file) if file.is_file() else tree_digest(tree_files(file))
+        if file.is_file():
+            sha, lines = _hash_and_count(file)
+        else:
+            sha, lines = tree_digest(tree_files(file)), -1
         self.hashed.append(key)
-        self.entries[key] = [*sig, sha, time.time_ns()]
+        self.entries[key] = [*sig, sha, time.time_ns(), lines]
         self.dirty = True
         return sha
+
+    def lines(self, file: Path) -> int | None:
+        """Line count recorded with the digest (call digest() first)."""
+        entry = self.entries.get(str(file.resolve()))
+        return entry[5] if entry and len(entry) > 5 and entry[5] >= 0 else None
 
     def save(self) -> None:
         if not self.dirty:

@@ -13,7 +13,8 @@ CREATE TABLE IF NOT EXISTS runs (
   finished TIMESTAMP, status VARCHAR, ran INTEGER, cached INTEGER, failed INTEGER);
 CREATE TABLE IF NOT EXISTS nodes (
   run_id VARCHAR, node VARCHAR, kind VARCHAR, status VARCHAR, key VARCHAR, digest VARCHAR,
-  seconds DOUBLE, reasons VARCHAR, meta VARCHAR);
+  seconds DOUBLE, reasons VARCHAR, meta VARCHAR, params VARCHAR);
+ALTER TABLE nodes ADD COLUMN IF NOT EXISTS params VARCHAR;
 """
 
 
@@ -27,6 +28,7 @@ class NodeRecord:
     seconds: float = 0.0
     reasons: list[str] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)  # the key's components, secrets removed
 
 
 def _connect(root: Path) -> Any:
@@ -46,9 +48,9 @@ def record(root: Path, run_id: str, file: str, command: str, started: float, fin
                     [run_id, file, command, started, finished, status, counts["ran"], counts["cached"],
                      counts["failed"]])
         if nodes:
-            con.executemany("INSERT INTO nodes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", [
+            con.executemany("INSERT INTO nodes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [
                 [run_id, n.node, n.kind, n.status, n.key, n.digest, n.seconds, json.dumps(n.reasons),
-                 json.dumps(n.meta, default=str)] for n in nodes])
+                 json.dumps(n.meta, default=str), json.dumps(n.params, default=str)] for n in nodes])
     finally:
         con.close()
 
@@ -66,19 +68,51 @@ def runs(root: Path, limit: int = 20) -> list[dict[str, Any]]:
         con.close()
 
 
-def run_nodes(root: Path, run_id: str) -> list[dict[str, Any]]:
+def resolve_run(root: Path, ref: str) -> str | None:
+    """A run id from a prefix, `last`, or `last~N` (N runs before the last)."""
+    if not (root / "ledger.duckdb").exists():
+        return None
     con = _connect(root)
     try:
-        rid = con.execute("SELECT run_id FROM runs WHERE run_id LIKE ? ORDER BY started DESC LIMIT 1",
-                          [run_id + "%"]).fetchone()
-        if rid is None:
-            return []
+        if ref == "last" or ref.startswith("last~"):
+            back = int(ref[5:] or 0) if ref.startswith("last~") else 0
+            row = con.execute("SELECT run_id FROM runs ORDER BY started DESC, rowid DESC LIMIT 1 OFFSET ?",
+                              [back]).fetchone()
+        else:
+            row = con.execute("SELECT run_id FROM runs WHERE run_id LIKE ? ORDER BY started DESC LIMIT 1",
+                              [ref + "%"]).fetchone()
+        return row[0] if row else None
+    finally:
+        con.close()
+
+
+def referenced_digests(root: Path, last_runs: int) -> set[str]:
+    """Artifact digests that the last N runs produced or used."""
+    if not (root / "ledger.duckdb").exists():
+        return set()
+    con = _connect(root)
+    try:
+        rows = con.execute("SELECT DISTINCT digest FROM nodes WHERE digest IS NOT NULL AND run_id IN "
+                           "(SELECT run_id FROM runs ORDER BY started DESC LIMIT ?)", [last_runs]).fetchall()
+        return {r[0] for r in rows}
+    finally:
+        con.close()
+
+
+def run_nodes(root: Path, run_id: str) -> list[dict[str, Any]]:
+    rid_value = resolve_run(root, run_id)
+    if rid_value is None:
+        return []
+    con = _connect(root)
+    try:
+        rid = (rid_value,)
         cur = con.execute("SELECT * FROM nodes WHERE run_id = ? ORDER BY rowid", [rid[0]])
         cols = [d[0] for d in cur.description]
         out = [dict(zip(cols, r)) for r in cur.fetchall()]
         for r in out:
             r["meta"] = json.loads(r["meta"] or "{}")
             r["reasons"] = json.loads(r["reasons"] or "[]")
+            r["params"] = json.loads(r["params"] or "{}")
         return out
     finally:
         con.close()

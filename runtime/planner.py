@@ -73,7 +73,7 @@ def plan(program: Program, store: Store, stat: StatCache, nodes: list[str] | Non
         if entry is not None and nid not in force:
             items[nid] = PlanItem(nid, "cached", [], key, entry)
             continue
-        reasons = ["forced"] if nid in force else explain(node, comp, store.read_state(nid), key)
+        reasons = ["forced"] if nid in force else explain(node, comp, store.read_state(nid), key, stat)
         items[nid] = PlanItem(nid, "run", reasons, key, None)
     return list(items.values())
 
@@ -95,7 +95,7 @@ def _own_changes(node: Node, store: Store) -> list[str]:
         if _has_inputs(value):
             continue
         if name in old_params and old_params[name] != _plain(value):
-            out.append(f"{name} {_fmt(old_params[name])} -> {_fmt(_plain(value))}")
+            out += _diff(name, old_params[name], _plain(value))
         elif name not in old_params and value is not None:
             out.append(f"{name} set to {_fmt(_plain(value))}")
     return out
@@ -138,7 +138,8 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def explain(node: Node, comp: dict[str, Any], state: dict[str, Any] | None, key: str) -> list[str]:
+def explain(node: Node, comp: dict[str, Any], state: dict[str, Any] | None, key: str,
+            stat: StatCache | None = None) -> list[str]:
     """Why a node's key differs from what it resolved to last time."""
     if state is None:
         return ["new"]
@@ -161,12 +162,41 @@ def explain(node: Node, comp: dict[str, Any], state: dict[str, Any] | None, key:
         files = _files(raw)
         refs = _refs(raw)
         if files:
-            out += [f"{f.rel} changed" for f in files]
+            out += [_file_change(f, state, stat) for f in files]
         elif refs:
             out += [f"upstream {r.label} changed" for r in refs]
         else:
-            out.append(f"{name} {_fmt(a)} -> {_fmt(b)}")
+            out += _diff(name, a, b)
     return out or ["inputs changed"]
+
+
+def _file_change(f: FileValue, state: dict[str, Any], stat: StatCache | None) -> str:
+    """`data/chats.jsonl changed (+120 rows)` when the line counts tell."""
+    from pathlib import Path
+
+    old = (state.get("lines") or {}).get(f.rel)
+    new = stat.lines(Path(f.abs)) if stat is not None else None
+    if old is None or new is None:
+        return f"{f.rel} changed"
+    delta = new - old
+    if delta > 0:
+        return f"{f.rel} changed (+{delta} rows)"
+    if delta < 0:
+        return f"{f.rel} changed ({delta} rows)"
+    return f"{f.rel} changed (rows edited)"
+
+
+def _diff(prefix: str, a: Any, b: Any) -> list[str]:
+    """`split.seed 0 -> 4` rather than two whole dicts."""
+    if isinstance(a, dict) and isinstance(b, dict) and "call" not in a:
+        out = []
+        for k in sorted(set(a) | set(b)):
+            if a.get(k) != b.get(k):
+                out += _diff(f"{prefix}.{k}", a.get(k), b.get(k))
+        return out
+    if isinstance(a, dict) and isinstance(b, dict) and a.get("call") == b.get("call"):
+        return _diff(f"{prefix}.{a['call']}", a.get("args", {}), b.get("args", {}))
+    return [f"{prefix} {_fmt(a)} -> {_fmt(b)}"]
 
 
 def _refs(value: Any) -> list[RefValue]:

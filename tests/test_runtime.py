@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 from conftest import ft_bin, run_ft
-
 from ftlang.compiler import compile_file
 from ftlang.runtime.hashing import StatCache
 from ftlang.runtime.keys import components, node_key
@@ -222,3 +221,54 @@ def test_ledger_records_runs(project: Path) -> None:
     out = run_ft("runs", "p.ft", "--json", cwd=project)
     rows = json.loads(out.stdout)
     assert len(rows) == 2 and rows[0]["cached"] == 4 and rows[1]["ran"] == 4
+
+
+def test_python_api_plan_run_artifact(project: Path) -> None:
+    import ftlang
+
+    p = ftlang.load(project / "p.ft")
+    assert {i.status for i in p.plan()} <= {"run", "pending"}
+    assert p.artifact("clean") is None
+    result = p.run()
+    assert result.ok and result.count("ran") == 4
+    art = p.artifact("clean")
+    assert art is not None and (art.path / "train.parquet").exists()
+    assert {i.status for i in p.plan()} == {"cached"}
+
+
+def test_python_api_reports_diagnostics(project: Path) -> None:
+    import ftlang
+    from ftlang.api import PipelineError
+
+    (project / "bad.ft").write_text("ft 0.1\ntrian x { }\n")
+    with pytest.raises(PipelineError, match="FT0101"):
+        ftlang.load(project / "bad.ft")
+
+
+def test_lockfile_and_locked_runs(project: Path) -> None:
+    assert run_ft("run", "p.ft", cwd=project).returncode == 0
+    lock = json.loads((project / "ft.lock").read_text())["p.ft"]
+    assert "data/tasks.jsonl" in lock["sources"] and lock["packages"]["torch"]
+    assert run_ft("run", "p.ft", "--locked", cwd=project).returncode == 0
+    write_rows(project / "data" / "tasks.jsonl", 1, start=500)
+    out = run_ft("run", "p.ft", "--locked", cwd=project)
+    assert out.returncode == 1 and "data/tasks.jsonl" in out.stderr and "differ from ft.lock" in out.stderr
+
+
+def test_show_diff_gc_verify(project: Path) -> None:
+    assert run_ft("run", "p.ft", cwd=project).returncode == 0
+    (project / "p.ft").write_text(PIPELINE.replace("seed = 1", "seed = 2"))
+    assert run_ft("run", "p.ft", cwd=project).returncode == 0
+    diff = run_ft("diff", "p.ft", "last~1", "last", cwd=project).stdout
+    assert "curate.clean:" in diff and "split.seed: 1 -> 2" in diff
+    show = run_ft("show", "p.ft", cwd=project).stdout
+    assert "curate.clean" in show and "ran" in show
+    gc = run_ft("gc", "p.ft", "--keep-runs", "1", cwd=project)
+    assert gc.returncode == 0 and "removed" in gc.stdout
+    assert run_ft("verify", "p.ft", cwd=project).returncode == 0
+    # Corrupt one artifact: verify reports it.
+    obj = next((project / ".ft" / "objects").iterdir())
+    victim = next(f for f in obj.rglob("*") if f.is_file())
+    victim.write_bytes(victim.read_bytes() + b"x")
+    out = run_ft("verify", "p.ft", cwd=project)
+    assert out.returncode == 1 and "corrupt" in out.stdout
