@@ -6,12 +6,14 @@ a node that reruns and yields the same bytes leaves its dependants' keys unchang
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import shutil
 import time
 import traceback
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -127,6 +129,33 @@ def execute(program: Program, store: Store, stat: StatCache, order: list[str], d
     return result
 
 
+@contextlib.contextmanager
+def quiet_libraries(verbose: bool) -> Iterator[None]:
+    """Library warnings and info logs that mean nothing to a user stay hidden unless --verbose."""
+    if verbose:
+        yield
+        return
+    import logging
+    import os
+    import warnings
+
+    old_env = {k: os.environ.get(k) for k in ("TRANSFORMERS_VERBOSITY", "DATASETS_VERBOSITY")}
+    os.environ.update(TRANSFORMERS_VERBOSITY="error", DATASETS_VERBOSITY="error")
+    old_disable = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logging.disable(old_disable)
+        for k, v in old_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def source_lines(node: Node, stat: StatCache) -> dict[str, int]:
     from ftlang.runtime.lockfile import _files
 
@@ -146,8 +175,10 @@ def _run_node(node: Node, key: str, entries: dict[str, Entry], store: Store, pro
     try:
         ctx = StepContext(node=node.id, name=node.name, params=materialize(node.params, entries, store),
                           out=tmp / "out", project=program.project, cache=store.cache,
-                          log=display.log(node.id), progress=display.progress(node.id))
-        meta = load_step(node.spec.run)(ctx) or {}
+                          log=display.log(node.id), progress=display.progress(node.id), key=key,
+                          verbose=display.verbose)
+        with quiet_libraries(display.verbose):
+            meta = load_step(node.spec.run)(ctx) or {}
         meta = json.loads(json.dumps(meta, default=str))
         entry = store.commit(key, node.id, tmp / "out", meta)
         return entry, time.monotonic() - t0, None

@@ -132,6 +132,8 @@ class StepContext:
     cache: Path  # .ft/cache: shared per-row caches live under it
     log: Callable[[str], None] = _no_log
     progress: Callable[..., None] = _no_progress
+    key: str = ""  # the node key: checkpoints under cache/ are valid only for the same key
+    verbose: bool = False  # show library logs and warnings
 
 
 class StepError(Exception):
