@@ -418,6 +418,18 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return EXIT_FAILED if problems else EXIT_OK
 
 
+def _lazy(target: str) -> Any:
+    """A command implemented in another module, imported only when it runs."""
+
+    def run(args: argparse.Namespace) -> int:
+        import importlib
+
+        module, _, func = target.partition(":")
+        return int(getattr(importlib.import_module(module), func)(args))
+
+    return run
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ft", description="ftlang: declarative, incremental LLM fine-tuning pipelines.")
     p.add_argument("--version", action="version", version=f"ftlang {__version__}")
@@ -466,6 +478,16 @@ def build_parser() -> argparse.ArgumentParser:
     gcp.add_argument("--keep-runs", type=int, default=5)
     gcp.add_argument("--dry-run", action="store_true")
     add("verify", cmd_verify, "re-hash every artifact and report corruption")
+    rp = add("report", _lazy("ftlang.runtime.report:cmd_report"),
+             "write a self-contained HTML report of a run")
+    rp.add_argument("run", nargs="?", default="last", help="a run id (prefix), last, or last~N")
+    rp.add_argument("--output", "-o", help="the HTML file (default: .ft/reports/<run>.html)")
+    cp = add("compare", _lazy("ftlang.runtime.compare:cmd_compare"),
+             "metrics across runs and sweep points, side by side")
+    cp.add_argument("runs", nargs="*", help="run ids (default: the last 10)")
+    fmt = cp.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true")
+    fmt.add_argument("--csv", action="store_true")
     rn = add("runs", cmd_runs, "list recorded runs")
     rn.add_argument("--limit", type=int, default=20)
     rn.add_argument("--json", action="store_true")

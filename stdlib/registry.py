@@ -6,6 +6,7 @@ only when a node executes. Keep this module free of heavy imports.
 
 from __future__ import annotations
 
+from ftlang.stdlib.evaluate_spec import EVAL_SPEC, METRICS
 from ftlang.stdlib.spec import REQUIRED, Attr, Signature, StepSpec
 
 # ---- call families: values written as `name(args)` or a bare `name` ----------
@@ -47,13 +48,6 @@ INITS = {
     ), "A small randomly initialised model with a BPE tokenizer trained in-process."),
 }
 
-METRICS = {
-    "loss": Signature("loss", (), "Mean cross-entropy over completion tokens."),
-    "perplexity": Signature("perplexity", (), "exp(loss)."),
-    "exact_match": Signature("exact_match", (
-        Attr("normalize", "bool", True, "strip whitespace and compare case-insensitively"),
-    ), "Share of greedy generations equal to the reference completion."),
-}
 
 TEMPLATES = {
     "chatml": Signature("chatml", (Attr("system", "str", "", "system message"),),
@@ -138,21 +132,7 @@ STEPS: dict[str, StepSpec] = {
             *_TRAIN_COMMON,
         ), "Fine-tune a model on a dataset."),
     ),
-    "eval": StepSpec(
-        kind="eval", version=1, output="metrics", run="ftlang.stdlib.evaluate:run",
-        signature=Signature("eval", (
-            Attr("models", "list[model]", REQUIRED, "models to compare side by side"),
-            Attr("data", "dataset", REQUIRED, "held-out rows with prompt and completion"),
-            Attr("metrics", "list[call[metric]]", ["loss", "perplexity", "exact_match"], "what to measure"),
-            Attr("template", "template", None, "overrides each model's own training template"),
-            Attr("prompt_field", "str", "prompt", "column holding the prompt"),
-            Attr("completion_field", "str", "completion", "column holding the reference"),
-            Attr("max_new_tokens", "int", 32, "generation budget for exact match", ge=1),
-            Attr("limit", "int", None, "evaluate at most this many rows", ge=1),
-            Attr("batch_size", "int", 16, "examples per forward pass", ge=1, semantic=False),
-        ), "Measure models on held-out data; `assert` lines gate the run."),
-        statements=("assert",),
-    ),
+    "eval": EVAL_SPEC,
     "export": StepSpec(
         kind="export", version=1, output="model", run="ftlang.stdlib.export:run",
         signature=Signature("export", (
