@@ -11,18 +11,26 @@ from ftlang.compiler.ir import Node, Program
 
 
 def compile_source(text: str, file: str | Path, project: Path | None = None) -> Program:
-    from ftlang.compiler import check, graph, symbols, types
+    from ftlang.compiler import check, contracts, graph, sweeps, symbols, types
     from ftlang.lang.diagnostics import FtError
     from ftlang.lang.parser import parse
 
     file = str(file)
     project = project or Path(file).resolve().parent
     module = parse(text, file)
-    syms = symbols.collect(module)
-    ctx = types.Ctx(syms, project, text, list(syms.diagnostics))
+    syms = symbols.collect(module, project)
+    ctx = types.Ctx(syms, project, text, list(syms.diagnostics), sources={file: text, **syms.sources})
     nodes = check.check_blocks(ctx)
+    contracts.check(nodes, ctx)
+    if any(n.select is not None for n in nodes.values()):
+        nodes = sweeps.select_nodes(nodes, ctx)
     g, cycle_diags = graph.build(nodes)
     ctx.diagnostics += cycle_diags
+    if not cycle_diags and sweeps.has_sweeps(nodes):
+        import networkx as nx
+
+        nodes = sweeps.expand(nodes, list(nx.lexicographical_topological_sort(g)), ctx)
+        g, _ = graph.build(nodes)
     errors = [d for d in ctx.diagnostics if d.level == "error"]
     sources = {file: text, **syms.sources}
     if errors:
@@ -51,6 +59,8 @@ def _order(d: object) -> tuple[int, int]:
 
 
 # The passes, in order (documented in compiler/README.md).
-PASSES = ("lang.parser.parse", "symbols.collect", "check.check_blocks", "graph.build")
+PASSES = ("lang.parser.parse", "symbols.collect", "check.check_blocks", "contracts.check",
+          "sweeps.select_nodes",
+          "graph.build", "sweeps.expand")
 
 __all__ = ["Node", "Program", "compile_file", "compile_source", "PASSES"]

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from ftlang.compiler import presets
 from ftlang.compiler import types as T
-from ftlang.compiler.ir import AssertIR, Node, RefValue
+from ftlang.compiler.ir import AssertIR, Node, RefValue, SelectIR
+from ftlang.compiler.symbols import desugar
 from ftlang.lang import ast
 from ftlang.lang.diagnostics import Diagnostic, Label, did_you_mean
 from ftlang.stdlib import registry
@@ -14,13 +16,52 @@ from ftlang.stdlib.spec import Attr, StepSpec
 SCHEMA_TYPES = ("str", "int", "float", "bool")
 
 
+SELECT_METRICS = {"loss": "loss", "eval_loss": "loss", "perplexity": "perplexity",
+                  "exact_match": "exact_match"}
+
+
 def check_blocks(ctx: T.Ctx) -> dict[str, Node]:
+    presets.check_definitions(ctx)
     nodes: dict[str, Node] = {}
-    for block in ctx.symbols.blocks.values():
+    for name, block in ctx.symbols.blocks.items():
+        ctx.base = ctx.symbols.dirs.get(name)
+        definition = ctx.symbols.definitions.get(name)
+        if definition is not None and _is_preset_call(definition.value, ctx):
+            block = _expand_definition(definition, ctx)
+            if block is None:
+                continue
         node = check_block(block, ctx)
         if node is not None:
             nodes[node.id] = node
+    ctx.base = None
     return nodes
+
+
+def _is_preset_call(value: ast.Expr, ctx: T.Ctx) -> bool:
+    return isinstance(value, ast.CallExpr) and value.dotted in ctx.symbols.presets \
+        and value.dotted not in registry.CALLS.get("template", {})
+
+
+def _expand_definition(d: ast.Definition, ctx: T.Ctx) -> ast.Block | None:
+    """`template chat = mine(system = "x")` with `mine` a template preset: its body's call
+    becomes the definition, then the usual desugaring applies."""
+    value: ast.Expr = d.value
+    for _ in range(33):
+        if not _is_preset_call(value, ctx):
+            return desugar(ast.Definition(d.kind, d.name, value, d.span))
+        assert isinstance(value, ast.CallExpr)
+        preset = ctx.symbols.presets[value.dotted]
+        if preset.kind.name != d.kind.name:
+            ctx.error("FT0112", f"`{value.dotted}` is a {preset.kind.name} preset, not a {d.kind.name}",
+                      value.name_span, f"not a {d.kind.name}")
+            return None
+        if value.dotted in ctx.broken_presets:
+            return None
+        expanded = presets.expand(preset, list(value.args), list(value.kwargs), value.span, ctx)
+        if expanded is T.INVALID:
+            return None
+        value = expanded
+    return None
 
 
 def check_block(block: ast.Block, ctx: T.Ctx) -> Node | None:
@@ -32,6 +73,7 @@ def check_block(block: ast.Block, ctx: T.Ctx) -> Node | None:
     params: dict[str, Any] = {}
     spans: dict[str, ast.Span] = {}
     asserts: list[AssertIR] = []
+    select: SelectIR | None = None
 
     for stmt in block.body:
         key = getattr(stmt, "name", None) or type(stmt).__name__.lower()
@@ -44,10 +86,17 @@ def check_block(block: ast.Block, ctx: T.Ctx) -> Node | None:
         seen[key] = stmt_span
         if isinstance(stmt, ast.Attr):
             attr = sig.attr(stmt.name)
+            if attr is None and stmt.name == "select" and spec.trains:
+                select = _check_select(stmt, ctx)
+                continue
             if attr is None:
                 _unknown_attr(stmt, spec, ctx)
                 continue
-            value = T.check(stmt.value, attr, ctx)
+            ctx.sweep_ok = True  # an attribute's value (or its call's arguments) may be swept
+            try:
+                value = T.check(stmt.value, attr, ctx)
+            finally:
+                ctx.sweep_ok = False
             if value is not T.INVALID:
                 params[stmt.name] = value
             spans[stmt.name] = stmt.span
@@ -81,13 +130,18 @@ def check_block(block: ast.Block, ctx: T.Ctx) -> Node | None:
             if value is not T.INVALID:
                 params[stmt.name] = value
             spans[stmt.name] = stmt.span
+            for s in stmt.body:
+                if isinstance(s, ast.Attr):  # split.by, for errors about the column it names
+                    spans[f"{stmt.name}.{s.name}"] = s.value.span
         elif isinstance(stmt, ast.Typed):
             ctx.error("FT0005", "`:` declares a type; attributes are set with `=`", stmt.span,
                       "written like YAML", help=f"write `{stmt.name} = {stmt.type}`")
 
     for attr in sig.attrs:
         if attr.name not in params and attr.name not in seen:
-            if attr.required:
+            if kind == "curate" and attr.name == "from" and "sql" in seen:
+                params["from"] = None  # the tables the query reads (contracts.check fills it in)
+            elif attr.required:
                 ctx.error("FT0105", f"{kind} `{block.name.name}` needs `{attr.name}`", block.name.span,
                           f"`{attr.name}` missing", help=f"add `{attr.name} = ...`: {attr.doc}")
             else:
@@ -100,7 +154,34 @@ def check_block(block: ast.Block, ctx: T.Ctx) -> Node | None:
     _block_rules(kind, block, params, spans, asserts, ctx)
     if len(ctx.diagnostics) > before and any(d.level == "error" for d in ctx.diagnostics[before:]):
         return None
-    return Node(f"{kind}.{block.name.name}", kind, block.name.name, spec, params, block.span, spans, asserts)
+    return Node(f"{kind}.{block.name.name}", kind, block.name.name, spec, params, block.span, spans, asserts,
+                select)
+
+
+def _check_select(stmt: ast.Attr, ctx: T.Ctx) -> SelectIR | None:
+    """`select = min loss on clean.heldout`: which point of this block's sweep wins."""
+    e = stmt.value
+    if not isinstance(e, ast.Select):
+        ctx.error("FT0121", "`select` is written `select = min <metric> on <dataset>`", e.span,
+                  f"found {T.describe(e)}", help="e.g. select = min loss on clean.heldout")
+        return None
+    metric = SELECT_METRICS.get(e.metric)
+    if metric is None:
+        guess = did_you_mean(e.metric, list(SELECT_METRICS))
+        ctx.error("FT0121", f"`{e.metric}` cannot select a model", e.span, "unknown metric",
+                  help=(f"did you mean `{guess}`? " if guess else "")
+                  + "metrics: loss, perplexity (lower is better), exact_match (higher is better)")
+        return None
+    data = T.check(e.data, Attr("on", "dataset", None), ctx)
+    if data is T.INVALID:
+        return None
+    better = "max" if metric == "exact_match" else "min"
+    if e.mode != better:
+        ctx.diagnostics.append(Diagnostic(
+            "FT0121", f"`{e.mode} {e.metric}` keeps the {'worst' if e.mode != better else 'best'} point",
+            [Label(e.span, f"{'higher' if e.mode == 'max' else 'lower'} {e.metric} wins")], level="warning",
+            help=f"write `select = {better} {e.metric} on {e.data.dotted}` unless the worst point is wanted"))
+    return SelectIR(e.mode, metric, data, e.span)
 
 
 def _unknown_attr(stmt: ast.Attr, spec: StepSpec, ctx: T.Ctx) -> None:

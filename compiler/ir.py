@@ -13,11 +13,15 @@ from ftlang.stdlib.spec import Call, StepSpec
 
 @dataclass(frozen=True)
 class RefValue:
-    """A reference to another node's output; `port` names a part (clean.train)."""
+    """A reference to another node's output; `port` names a part (clean.train).
+
+    `many`: the reference sits in a list-typed attribute (eval `models = [base, sft]`),
+    so a swept target contributes every point instead of fanning this block out."""
 
     node: str
     port: str | None = None
     span: Span | None = field(default=None, compare=False)
+    many: bool = field(default=False, compare=False)
 
     @property
     def label(self) -> str:
@@ -45,6 +49,29 @@ class EnvValue:
 
 
 @dataclass(frozen=True)
+class SweepValue:
+    """`sweep [a, b]` after checking: one value per point and a label for node ids.
+
+    Only exists between the check and sweep passes: `sweeps.expand` replaces each with
+    one of its values, so steps and keys never see it."""
+
+    values: tuple[Any, ...]
+    labels: tuple[str, ...]  # lr = sweep [1e-4, 2e-4] -> ("1e-4", "2e-4")
+    span: Span | None = field(default=None, compare=False)
+    name: str | None = None  # the dimension's name when not the attribute's (a preset argument)
+
+
+@dataclass(frozen=True)
+class SelectIR:
+    """`select = min loss on clean.heldout` on a swept train block."""
+
+    mode: str  # min | max
+    metric: str  # loss | perplexity | exact_match
+    data: RefValue
+    span: Span
+
+
+@dataclass(frozen=True)
 class OutPath:
     """An output location: not semantic."""
 
@@ -69,6 +96,13 @@ class Node:
     span: Span
     attr_spans: dict[str, Span] = field(default_factory=dict)
     asserts: list[AssertIR] = field(default_factory=list)
+    select: SelectIR | None = None  # set on the block-level node of a swept train block
+    point: dict[str, str] = field(default_factory=dict)  # "lr" -> "1e-4"; "sft.lr" inherited
+
+    @property
+    def block(self) -> str:
+        """The block-level id: "train.sft" for "train.sft[lr=1e-4]"."""
+        return self.id.split("[", 1)[0]
 
     def refs(self) -> list[RefValue]:
         out: list[RefValue] = []
@@ -85,6 +119,8 @@ def _collect_refs(value: Any, out: list[RefValue]) -> None:
         out.append(value)
     elif isinstance(value, Call):
         _collect_refs(value.args, out)
+    elif isinstance(value, SweepValue):
+        _collect_refs(list(value.values), out)
     elif isinstance(value, dict):
         for v in value.values():
             _collect_refs(v, out)

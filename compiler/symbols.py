@@ -1,11 +1,15 @@
-"""Pass 1: collect blocks into a symbol table; unknown kinds and duplicate names."""
+"""Pass 1: the symbol table. Blocks and presets by name, `use` imports (stdlib modules
+and local files, with import cycles reported), unknown kinds, duplicate names."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
 
 from ftlang.lang import ast
-from ftlang.lang.diagnostics import Diagnostic, Label, did_you_mean
+from ftlang.lang.diagnostics import Diagnostic, FtError, Label, did_you_mean
 from ftlang.stdlib import registry
 
 STDLIB_MODULES: dict[str, tuple[str, ...]] = {
@@ -20,24 +24,40 @@ STDLIB_MODULES: dict[str, tuple[str, ...]] = {
 @dataclass
 class Symbols:
     blocks: dict[str, ast.Block] = field(default_factory=dict)  # name -> block
+    presets: dict[str, ast.Preset] = field(default_factory=dict)  # name -> preset
+    definitions: dict[str, ast.Definition] = field(default_factory=dict)  # one-liners, as written
+    dirs: dict[str, Path] = field(default_factory=dict)  # imported block -> folder its paths start from
     diagnostics: list[Diagnostic] = field(default_factory=list)
     sources: dict[str, str] = field(default_factory=dict)  # imported files, for rendering
-
-
-def stdlib_module(module: str) -> ast.Module | None:
-    """The blocks a stdlib `.ft` file defines (stdlib.templates -> stdlib/templates.ft)."""
-    from importlib import resources
-
-    from ftlang.lang.parser import parse
-
-    res = resources.files("ftlang.stdlib").joinpath(module.split(".", 1)[1] + ".ft")
-    if not res.is_file():
-        return None
-    return parse(res.read_text(), f"<{module}>")
 
     def kind_of(self, name: str) -> str | None:
         b = self.blocks.get(name)
         return b.kind.name if b else None
+
+
+@lru_cache(maxsize=32)
+def stdlib_presets(family: str) -> tuple[str, ...]:
+    """Presets of a family shipped in stdlib/<family>s.ft (`dora` for method), for help lines."""
+    module = stdlib_module(f"stdlib.{family}s")
+    if module is None:
+        return ()
+    return tuple(i.name.name for i in module.items if isinstance(i, ast.Preset) and i.kind.name == family)
+
+
+@lru_cache(maxsize=32)
+def stdlib_module(module: str) -> ast.Module | None:
+    """The items a stdlib `.ft` file defines (stdlib.templates -> stdlib/templates.ft)."""
+    from importlib import resources
+
+    from ftlang.lang.parser import parse
+
+    parts = module.split(".")
+    if len(parts) != 2 or not re.fullmatch(r"\w+", parts[1]):
+        return None
+    res = resources.files("ftlang.stdlib").joinpath(parts[1] + ".ft")
+    if not res.is_file():
+        return None
+    return parse(res.read_text(encoding="utf-8"), f"<{module}>")
 
 
 def desugar(item: ast.Definition) -> ast.Block:
@@ -47,80 +67,226 @@ def desugar(item: ast.Definition) -> ast.Block:
         style = ast.Attr("style", ast.Ref(value.name, value.name_span), value.name_span, value.name_span)
         body: list[ast.Stmt] = [style]
         body += [ast.Attr(k.name, k.value, k.span.to(k.value.span), k.span) for k in value.kwargs]
+        if value.args:
+            # Positional arguments have no attribute to go to: checked as a second `style`.
+            body.append(ast.Attr("style", value.args[0], value.args[0].span, value.args[0].span))
         return ast.Block(item.kind, item.name, tuple(body), item.span)
-    if isinstance(value, ast.Ref):
-        return ast.Block(item.kind, item.name, (ast.Attr("style", value, value.span, value.span),), item.span)
     # Anything else is checked as the block's only attribute, which reports the mistake.
     return ast.Block(item.kind, item.name, (ast.Attr("style", value, value.span, value.span),), item.span)
 
 
-def collect(module: ast.Module) -> Symbols:
-    syms = Symbols()
-    for item in module.items:
-        if isinstance(item, ast.Use):
-            for block in _check_use(item, syms):
-                _add(block, syms)
-            continue
-        if isinstance(item, ast.Preset):
+def collect(module: ast.Module, project: Path | None = None) -> Symbols:
+    """The symbol table of `module`; `project` is the folder local imports start from."""
+    base = project or Path(module.file).resolve().parent
+    return _Loader(base).collect(module, base, ())
+
+
+class _Loader:
+    """Reads imported files once each (a diamond of imports parses a file once)."""
+
+    def __init__(self, project: Path) -> None:
+        self.project = project
+        self.tables: dict[str, Symbols] = {}
+
+    def collect(self, module: ast.Module, base: Path, stack: tuple[str, ...]) -> Symbols:
+        syms = Symbols()
+        for item in module.items:
+            if isinstance(item, ast.Use):
+                self.use(item, syms, base, stack + (module.file,))
+            elif isinstance(item, ast.Preset):
+                _add_preset(item, syms)
+            elif isinstance(item, ast.Definition):
+                if _add(desugar(item), syms):
+                    syms.definitions[item.name.name] = item
+            else:
+                _add(item, syms)
+        return syms
+
+    def use(self, use: ast.Use, syms: Symbols, base: Path, stack: tuple[str, ...]) -> None:
+        if use.is_file:
+            lib = self.local(use, syms, base, stack)
+            offered: tuple[str, ...] = ()
+        else:
+            known = STDLIB_MODULES.get(use.module, ())
+            lib = self.stdlib(use, syms, stack)
+            if lib is None and not known:
+                guess = did_you_mean(use.module, list(STDLIB_MODULES))
+                syms.diagnostics.append(Diagnostic(
+                    "FT0117", f"unknown module `{use.module}`", [Label(use.span, "no such module")],
+                    help=f"did you mean `{guess}`?" if guess else
+                    f"modules: {', '.join(STDLIB_MODULES)}, or a file: use \"./other.ft\" {{ name }}"))
+                return
+            offered = known
+        if lib is None and use.is_file:
+            return
+        for n in use.names:
+            if lib is not None and (n.name in lib.blocks or n.name in lib.presets):
+                _import(n.name, lib, syms)
+            elif n.name not in offered:
+                names = sorted({*offered, *(lib.blocks if lib else ()), *(lib.presets if lib else ())})
+                guess = did_you_mean(n.name, names)
+                syms.diagnostics.append(Diagnostic(
+                    "FT0117", f"`{use.module}` has no `{n.name}`", [Label(n.span, "not in this module")],
+                    help=f"did you mean `{guess}`?" if guess else f"it offers: {', '.join(names) or 'nothing'}"))
+
+    def stdlib(self, use: ast.Use, syms: Symbols, stack: tuple[str, ...]) -> Symbols | None:
+        if not use.module.startswith("stdlib."):
+            return None
+        key = f"<{use.module}>"
+        if key not in self.tables:
+            module = stdlib_module(use.module)
+            if module is None:
+                return None
+            self.tables[key] = self.collect(module, self.project, stack)
+            self.tables[key].sources[key] = module.source
+        lib = self.tables[key]
+        syms.sources.update(lib.sources)
+        syms.diagnostics += lib.diagnostics
+        lib.diagnostics = []
+        return lib
+
+    def local(self, use: ast.Use, syms: Symbols, base: Path, stack: tuple[str, ...]) -> Symbols | None:
+        from ftlang.lang.parser import parse
+
+        path = (base / use.module).resolve()
+        display = _display(path, self.project)
+        if display in stack:
+            chain = " -> ".join([*stack[stack.index(display):], display])
             syms.diagnostics.append(Diagnostic(
-                "FT0115", "presets written in .ft are not supported yet",
-                [Label(item.span, "preset definition")],
-                help="use the stdlib presets (lora(...), full) directly"))
+                "FT0124", f"import cycle: {chain}", [Label(use.span, "this import closes the cycle")],
+                help="move the shared blocks into a third file that both import"))
+            return None
+        if display in self.tables:
+            return self.tables[display]
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            near = did_you_mean(path.name, [p.name for p in path.parent.glob("*.ft")]) \
+                if path.parent.is_dir() else None
+            why = "no such file" if isinstance(exc, FileNotFoundError) else "cannot be read"
+            syms.diagnostics.append(Diagnostic(
+                "FT0111", f"cannot import {use.module}: {why}", [Label(use.span, why)],
+                help=f'did you mean "{near}"?' if near else
+                "paths in `use` are relative to the importing file's folder"))
+            return None
+        syms.sources[display] = text
+        try:
+            module = parse(text, display)
+            module.source = text
+        except FtError as exc:
+            syms.diagnostics += exc.diagnostics
+            return None
+        lib = self.collect(module, path.parent, stack)
+        lib.sources[display] = text
+        for name in lib.blocks:
+            lib.dirs.setdefault(name, path.parent)
+        self.tables[display] = lib
+        syms.sources.update(lib.sources)
+        syms.diagnostics += lib.diagnostics
+        lib.diagnostics = []
+        return lib
+
+
+def _display(path: Path, project: Path) -> str:
+    try:
+        return str(path.relative_to(project))
+    except ValueError:
+        return str(path)
+
+
+def _import(name: str, lib: Symbols, syms: Symbols) -> None:
+    """Brings `name` and, transitively, the blocks and presets it refers to in its file."""
+    todo, seen = [name], set()
+    while todo:
+        n = todo.pop()
+        if n in seen:
             continue
-        _add(desugar(item) if isinstance(item, ast.Definition) else item, syms)
-    return syms
+        seen.add(n)
+        if n in lib.presets:
+            if n not in syms.presets:
+                _add_preset(lib.presets[n], syms)
+            elif syms.presets[n] is not lib.presets[n]:
+                _duplicate(n, lib.presets[n].name.span, syms.presets[n].name.span, syms)
+            if lib.presets[n].value is not None:
+                todo += _names_in(lib.presets[n].value)
+        if n in lib.blocks:
+            block = lib.blocks[n]
+            if syms.blocks.get(n) is not block:
+                if _add(block, syms) and n in lib.definitions:
+                    syms.definitions[n] = lib.definitions[n]
+                if n in lib.dirs:
+                    syms.dirs[n] = lib.dirs[n]
+            for stmt in block.body:
+                todo += _stmt_names(stmt)
 
 
-def _add(block: ast.Block, syms: Symbols) -> None:
+def _stmt_names(stmt: ast.Stmt) -> list[str]:
+    if isinstance(stmt, ast.Attr):
+        return _names_in(stmt.value)
+    if isinstance(stmt, ast.Sql):
+        # Tables a query reads may be blocks (`from` can be left out).
+        return re.findall(r"[A-Za-z_]\w*", stmt.text.value)
+    if isinstance(stmt, ast.SubBlock):
+        return [n for s in stmt.body for n in _stmt_names(s)]
+    if isinstance(stmt, ast.Assert):
+        return _names_in(stmt.expr)
+    return []
+
+
+def _names_in(expr: ast.Expr) -> list[str]:
+    """First parts of references and call names inside an expression."""
+    if isinstance(expr, ast.Ref):
+        return [expr.parts[0]]
+    if isinstance(expr, ast.CallExpr):
+        out = [expr.name[0]]
+        for a in expr.args:
+            out += _names_in(a)
+        for k in expr.kwargs:
+            out += _names_in(k.value)
+        return out
+    if isinstance(expr, ast.ListExpr):
+        return [n for x in expr.items for n in _names_in(x)]
+    if isinstance(expr, ast.BinOp):
+        return _names_in(expr.left) + _names_in(expr.right)
+    if isinstance(expr, ast.Neg):
+        return _names_in(expr.operand)
+    if isinstance(expr, ast.Sweep):
+        return _names_in(expr.items)
+    if isinstance(expr, ast.Select):
+        return [expr.data.parts[0]]
+    return []
+
+
+def _add_preset(p: ast.Preset, syms: Symbols) -> None:
+    name = p.name.name
+    if name in syms.presets:
+        _duplicate(name, p.name.span, syms.presets[name].name.span, syms)
+        return
+    syms.presets[name] = p
+
+
+def _duplicate(name: str, again: ast.Span, first: ast.Span, syms: Symbols) -> None:
+    syms.diagnostics.append(Diagnostic(
+        "FT0103", f"the name `{name}` is defined twice",
+        [Label(again, "defined again here"), Label(first, "first defined here", primary=False)],
+        help="block names are shared by all kinds: rename one of them"))
+
+
+def _add(block: ast.Block, syms: Symbols) -> bool:
     kind = block.kind.name
     if kind not in registry.STEPS:
         guess = did_you_mean(kind, list(registry.STEPS))
+        help_ = f"did you mean `{guess}`?" if guess else f"block kinds are: {', '.join(registry.STEPS)}"
+        if kind in registry.CALLS:
+            help_ = (f"a {kind} preset is written `{kind} {block.name.name}(params) = ...`; "
+                     f"block kinds are: {', '.join(registry.STEPS)}")
         syms.diagnostics.append(Diagnostic(
             "FT0101", f"unknown block kind `{kind}`", [Label(block.kind.span, "not a block kind")],
-            help=f"did you mean `{guess}`?" if guess else
-            f"block kinds are: {', '.join(registry.STEPS)}"))
-        return
+            help=help_))
+        return False
     name = block.name.name
     if name in syms.blocks:
-        first = syms.blocks[name]
-        syms.diagnostics.append(Diagnostic(
-            "FT0103", f"the name `{name}` is defined twice",
-            [Label(block.name.span, "defined again here"),
-             Label(first.name.span, "first defined here", primary=False)],
-            help="block names are shared by all kinds: rename one of them"))
-        return
+        _duplicate(name, block.name.span, syms.blocks[name].name.span, syms)
+        return False
     syms.blocks[name] = block
-
-
-def _check_use(use: ast.Use, syms: Symbols) -> list[ast.Block]:
-    """Checks a `use` line; returns the blocks it imports from a stdlib .ft file."""
-    if use.is_file:
-        syms.diagnostics.append(Diagnostic(
-            "FT0117", "importing from other .ft files is not supported yet",
-            [Label(use.span, "file import")], help="copy the blocks into this file for now"))
-        return []
-    known = STDLIB_MODULES.get(use.module, ())
-    lib = stdlib_module(use.module) if use.module.startswith("stdlib.") else None
-    defined: dict[str, ast.Block] = {}
-    if lib is not None:
-        syms.sources[lib.file] = lib.source
-        for it in lib.items:
-            if isinstance(it, (ast.Block, ast.Definition)):
-                defined[it.name.name] = desugar(it) if isinstance(it, ast.Definition) else it
-    if not known and lib is None:
-        guess = did_you_mean(use.module, list(STDLIB_MODULES))
-        syms.diagnostics.append(Diagnostic(
-            "FT0117", f"unknown module `{use.module}`", [Label(use.span, "no such module")],
-            help=f"did you mean `{guess}`?" if guess else f"modules: {', '.join(STDLIB_MODULES)}"))
-        return []
-    imported = []
-    offered = [*known, *defined]
-    for n in use.names:
-        if n.name in defined:
-            imported.append(defined[n.name])
-        elif n.name not in known:
-            guess = did_you_mean(n.name, offered)
-            syms.diagnostics.append(Diagnostic(
-                "FT0117", f"`{use.module}` has no `{n.name}`", [Label(n.span, "not in this module")],
-                help=f"did you mean `{guess}`?" if guess else f"it offers: {', '.join(offered)}"))
-    return imported
+    return True

@@ -7,11 +7,12 @@ Resolution is type-directed: `by = prompt` is a column name because `by` is an
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ftlang.compiler.ir import FileValue, OutPath, RefValue
+from ftlang.compiler.ir import EnvValue, FileValue, OutPath, RefValue, SweepValue
 from ftlang.compiler.symbols import Symbols
 from ftlang.lang import ast
 from ftlang.lang.diagnostics import Diagnostic, Label, did_you_mean
@@ -24,12 +25,21 @@ REF_KINDS = ("dataset", "model", "template")
 INVALID = object()  # a value that already produced a diagnostic
 
 
+# Variable names that hold credentials: their values never enter keys, logs or the ledger.
+SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSW|KEY|CREDENTIAL|AUTH", re.IGNORECASE)
+
+
 @dataclass
 class Ctx:
     symbols: Symbols
     project: Path
     source: str = ""
     diagnostics: list[Diagnostic] = field(default_factory=list)
+    base: Path | None = None  # folder relative paths start from (an imported block's file)
+    sweep_ok: bool = False  # `sweep [...]` is allowed where the value is being checked
+    broken_presets: set[str] = field(default_factory=set)  # definitions that reported errors
+    preset_stack: list[str] = field(default_factory=list)
+    sources: dict[str, str] = field(default_factory=dict)  # file -> text, for source slices
 
     def error(self, code: str, message: str, span: ast.Span, label: str = "",
               help: str | None = None, extra: list[Label] | None = None) -> Any:
@@ -73,19 +83,37 @@ def _unquoted_path(expr: ast.Expr) -> str | None:
 
 def check(expr: ast.Expr, attr: Attr, ctx: Ctx) -> Any:
     """The resolved value of `expr` for `attr`, or INVALID after reporting why."""
-    t = attr.type
     if isinstance(expr, ast.Sweep):
-        return ctx.error("FT0115", "`sweep` is not supported yet", expr.span, "sweep",
-                         help="write one value; sweeps arrive with the language issue")
+        return _sweep(expr, attr, ctx)
     if isinstance(expr, ast.Select):
-        return ctx.error("FT0115", "`select` is not supported yet", expr.span, "select")
+        return ctx.error("FT0121", "`min/max ... on ...` only selects a sweep's winner", expr.span,
+                         "a selection", help="write it as `select = min loss on <dataset>` in a swept train block")
+    swept, ctx.sweep_ok = ctx.sweep_ok, False
+    try:
+        return _check(expr, attr, ctx, swept)
+    finally:
+        ctx.sweep_ok = swept
+
+
+def _check(expr: ast.Expr, attr: Attr, ctx: Ctx, swept: bool) -> Any:
+    t = attr.type
     if t.startswith("list[") and t.endswith("]"):
         inner = Attr(attr.name, t[5:-1], None, ge=attr.ge, gt=attr.gt, le=attr.le, choices=attr.choices)
         items = expr.items if isinstance(expr, ast.ListExpr) else (expr,)
         values = [check(e, inner, ctx) for e in items]
-        return INVALID if any(v is INVALID for v in values) else values
+        if any(v is INVALID for v in values):
+            return INVALID
+        if inner.type != "model":
+            return values
+        # Models in a list are compared side by side: a swept block contributes every
+        # point (see sweeps.expand). A list of datasets is combined input: it fans out.
+        return [RefValue(v.node, v.port, v.span, many=True) if isinstance(v, RefValue) else v
+                for v in values]
     if t.startswith("call[") and t.endswith("]"):
+        ctx.sweep_ok = swept  # arguments of a call at the attribute level may be swept
         return _check_call(expr, t[5:-1], ctx)
+    if isinstance(expr, ast.CallExpr) and expr.dotted == "env":
+        return _env(expr, attr, ctx)
     if t in REF_KINDS:
         return _check_ref(expr, t, ctx)
     if t in ("str", "path", "outpath"):
@@ -139,6 +167,108 @@ def check(expr: ast.Expr, attr: Attr, ctx: Ctx) -> Any:
     raise AssertionError(f"unknown type {t}")
 
 
+def _sweep(expr: ast.Sweep, attr: Attr, ctx: Ctx) -> Any:
+    from ftlang.compiler.sweeps import label
+
+    if not ctx.sweep_ok:
+        return ctx.error("FT0123", "`sweep` is not allowed here", expr.span, "sweep",
+                         help="sweep an attribute of a block (lr = sweep [1e-4, 2e-4]) or an "
+                              "argument of its call (method = lora(r = sweep [8, 16]))")
+    items = expr.items.items
+    if not items:
+        return ctx.error("FT0123", "a sweep needs at least one value", expr.span, "empty sweep",
+                         help="e.g. lr = sweep [1e-4, 2e-4]")
+    ctx.sweep_ok = False
+    try:
+        values = [check(e, attr, ctx) for e in items]
+    finally:
+        ctx.sweep_ok = True
+    if any(v is INVALID for v in values):
+        return INVALID
+    labels = [label(e, v, ctx) for e, v in zip(items, values)]
+    for i, (e, v) in enumerate(zip(items, values)):
+        first = next((j for j in range(i) if values[j] == v), None)
+        if first is not None:
+            return ctx.error("FT0123", f"the sweep repeats the value `{labels[i]}`", e.span, "again here",
+                             extra=[Label(items[first].span, "first here", False)],
+                             help="each point of a sweep must differ: drop the repeated value")
+    return SweepValue(tuple(values), tuple(unique_labels(labels)), expr.span)
+
+
+def unique_labels(labels: list[str]) -> list[str]:
+    """Distinct values can share a label once made file-name safe ("a/b", "a_b")."""
+    out: list[str] = []
+    for lab in labels:
+        new, k = lab, 2
+        while new in out:
+            new, k = f"{lab}~{k}", k + 1
+        out.append(new)
+    return out
+
+
+def _env(expr: ast.CallExpr, attr: Attr, ctx: Ctx) -> Any:
+    """env("NAME", default, secret = bool): a value read from the environment when compiling."""
+    usage = 'write env("NAME") or env("NAME", "default")'
+    if attr.type not in ("str", "path", "outpath", "int", "float", "bool", "enum", "ident"):
+        return ctx.error("FT0106", f"`{attr.name}` expects {_want(attr)}; env(...) gives text", expr.span,
+                         "env(...)", help="environment variables hold paths, names, numbers and secrets")
+    if not expr.args or not isinstance(expr.args[0], ast.Str) or len(expr.args) > 2:
+        return ctx.error("FT0106", "env(...) takes the variable name and an optional default", expr.span,
+                         "bad arguments", help=usage)
+    name = expr.args[0].value
+    default: str | None = None
+    if len(expr.args) == 2:
+        d = expr.args[1]
+        n = const_number(d)
+        if isinstance(d, ast.Str):
+            default = d.value
+        elif isinstance(d, ast.Bool):
+            default = "true" if d.value else "false"
+        elif n is not None:
+            default = str(n)
+        else:
+            return ctx.error("FT0106", f"the default of env(\"{name}\") must be a string or a number",
+                             d.span, f"found {describe(d)}", help=usage)
+    secret = bool(SECRET_NAME.search(name))
+    for kw in expr.kwargs:
+        if kw.name != "secret" or not isinstance(kw.value, ast.Bool):
+            return ctx.error("FT0104", f"env(...) has no argument `{kw.name}`" if kw.name != "secret"
+                             else "`secret` is true or false", kw.span, "here",
+                             help="env(\"NAME\", \"default\", secret = true)")
+        secret = kw.value.value
+    value = os.environ.get(name, default)
+    if value is None:
+        return ctx.error("FT0120", f"environment variable `{name}` is not set", expr.span, "read here",
+                         help=f"set it (export {name}=...) or give a default: env(\"{name}\", \"...\")")
+    t = attr.type
+    if t == "str":
+        return EnvValue(name, value, secret)
+    if t in ("path", "outpath"):
+        return _path_value(ast.Str(value, expr.span), t, ctx, source=f"env(\"{name}\")")
+    if t == "bool":
+        if value.lower() in ("true", "1", "false", "0"):
+            return value.lower() in ("true", "1")
+        return ctx.error("FT0106", f"`{name}` = {value!r} is not a boolean", expr.span, "read here",
+                         help="set it to true or false")
+    if t in ("int", "float"):
+        try:
+            number: float = int(value) if t == "int" else float(value)
+        except ValueError:
+            return ctx.error("FT0106", f"`{attr.name}` expects {_want(attr)}, but {name} = {value!r}",
+                             expr.span, "read here")
+        return _range(number, expr, attr, ctx)
+    if t == "enum" and attr.choices and value not in attr.choices:
+        return ctx.error("FT0106", f"{name} = {value!r} is not a valid `{attr.name}`", expr.span, "read here",
+                         help=f"choices: {', '.join(attr.choices)}")
+    return value
+
+
+def _want(attr: Attr) -> str:
+    t = attr.type
+    return {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string",
+            "path": "a path", "outpath": "a path"}.get(t, f"a {t.replace('call[', '').rstrip(']')}")
+
+
 def _wrong(expr: ast.Expr, want: str, attr: Attr, ctx: Ctx) -> Any:
     return ctx.error("FT0106", f"`{attr.name}` expects {want}, found {describe(expr)}", expr.span,
                      f"expected {want}")
@@ -174,7 +304,7 @@ def _literal(expr: ast.Expr, attr: Attr, ctx: Ctx) -> Any:
     return _wrong(expr, "a string, number, boolean or list", attr, ctx)
 
 
-def _path_value(expr: ast.Str, t: str, ctx: Ctx) -> Any:
+def _path_value(expr: ast.Str, t: str, ctx: Ctx, source: str = "") -> Any:
     if "${" in expr.value:
         import re
 
@@ -185,19 +315,28 @@ def _path_value(expr: ast.Str, t: str, ctx: Ctx) -> Any:
     if t == "str":
         return expr.value
     raw = os.path.expanduser(expr.value)
-    full = (ctx.project / raw).resolve() if not os.path.isabs(raw) else Path(raw)
+    base = ctx.base or ctx.project
+    try:
+        full = (base / raw).resolve() if not os.path.isabs(raw) else Path(raw)
+        exists = full.exists()
+    except (OSError, ValueError):  # a name too long, a NUL byte: not a file either way
+        full, exists = base / "?", False
     if t == "outpath":
         return OutPath(expr.value, str(full))
-    if not full.exists():
+    if not exists:
         near = _near_file(full)
-        return ctx.error("FT0111", f"file not found: {expr.value}", expr.span, "no such file",
+        where = f" (from {source})" if source else ""
+        return ctx.error("FT0111", f"file not found: {expr.value}{where}", expr.span, "no such file",
                          help=f"did you mean \"{near}\"?" if near else
-                         f"paths are relative to the .ft file's folder ({ctx.project})")
+                         f"paths are relative to the .ft file's folder ({base})")
     return FileValue(expr.value, str(full), expr.span)
 
 
 def _near_file(full: Path) -> str | None:
-    if not full.parent.is_dir():
+    try:
+        if not full.parent.is_dir():
+            return None
+    except OSError:
         return None
     guess = did_you_mean(full.name, [p.name for p in full.parent.iterdir()])
     return guess
@@ -269,9 +408,24 @@ def _check_call(expr: ast.Expr, family: str, ctx: Ctx) -> Any:
                          expr.span, f"expected a {family}")
     sig = table.get(name)
     if sig is None:
-        guess = did_you_mean(name, list(table))
+        preset = ctx.symbols.presets.get(name)
+        if preset is not None and preset.kind.name == family:
+            from ftlang.compiler import presets
+
+            return presets.call(preset, list(args), list(kwargs), expr.span, family, ctx)
+        from ftlang.compiler.symbols import stdlib_presets
+
+        offered = [*table, *(n for n, p in ctx.symbols.presets.items() if p.kind.name == family)]
+        shipped = [n for n in stdlib_presets(family) if n not in offered]
+        if name in shipped:
+            return ctx.error("FT0112", f"`{name}` is a preset in stdlib.{family}s, not imported", span,
+                             "not imported", help=f"add `use stdlib.{family}s {{ {name} }}` at the top")
+        guess = did_you_mean(name, offered + shipped)
+        other = f"`{name}` is a {preset.kind.name} preset, not a {family}. " if preset is not None else ""
+        more = f"; stdlib.{family}s has {', '.join(shipped)}" if shipped else ""
         return ctx.error("FT0112", f"unknown {family} `{name}`", span, f"not a {family}",
-                         help=(f"did you mean `{guess}`? " if guess else "") + f"{family}s: {', '.join(table)}")
+                         help=other + (f"did you mean `{guess}`? " if guess else "")
+                         + f"{family}s: {', '.join(offered)}{more}")
     return check_args(sig, list(args), list(kwargs), span, ctx)
 
 

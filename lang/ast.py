@@ -179,7 +179,8 @@ class Block:
     kind: Name
     name: Name
     body: tuple[Stmt, ...]
-    span: Span
+    span: Span  # the header `kind name`
+    body_span: Span | None = None  # `{ ... }`, braces included; None for desugared blocks
 
 
 @dataclass(frozen=True)
@@ -198,17 +199,23 @@ class Param:
     type: str
     default: Expr | None
     span: Span
+    name_span: Span | None = None
 
 
 @dataclass(frozen=True)
 class Preset:
-    """`kind name(params) { body }`: a typed function written in .ft."""
+    """`kind name(params) = call(...)`: a typed pure function written in .ft.
+
+    `value` is the call it returns; the `{ body }` form only parses (the compiler
+    explains how to write it), so exactly one of `value` and `body_span` is set."""
 
     kind: Name
     name: Name
     params: tuple[Param, ...]
     body: tuple[Stmt, ...]
-    span: Span
+    span: Span  # the header `kind name`
+    value: Expr | None = None
+    body_span: Span | None = None
 
 
 Item = Use | Block | Definition | Preset

@@ -38,6 +38,13 @@ CODES: dict[str, str] = {
     "FT0117": "unknown import",
     "FT0118": "invalid assertion",
     "FT0119": "unknown sub-block",
+    "FT0120": "environment variable not set",
+    "FT0121": "invalid select",
+    "FT0122": "invalid preset",
+    "FT0123": "invalid sweep",
+    "FT0124": "import cycle",
+    "FT0125": "dataset contract",
+    "FT0126": "SQL syntax error",
     "FT0201": "step failed",
     "FT0202": "assertion failed",
 }

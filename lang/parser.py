@@ -97,7 +97,10 @@ class _Builder:
                 continue
             if child.data == "version":
                 tok = child.children[0]
-                version = ast.Version(str(tok), self.span(child))
+                # From `ft` to the version number: the rule's own span runs past the newline.
+                start = self.span(child)
+                version = ast.Version(str(tok), ast.Span(self.file, start.line, start.col,
+                                                         tok.end_line, tok.end_column))
             else:
                 items.append(self.item(child))
         return ast.Module(self.file, "", version, items)
@@ -114,26 +117,32 @@ class _Builder:
                 module, is_file = _unquote(str(target)), True
             else:
                 module, is_file = ".".join(str(x) for x in target.children), False
-            return ast.Use(module, is_file, tuple(self.name(n) for n in names.children), self.span(t))
+            name_list = names.children[0]
+            return ast.Use(module, is_file, tuple(self.name(n) for n in name_list.children),
+                           self.span(t).to(self.span(names)))
         if kind == "block":
             k, n, body = t.children
             kn, nn = self.name(k), self.name(n)
-            return ast.Block(kn, nn, self.body(body), kn.span.to(nn.span))
+            return ast.Block(kn, nn, self.body(body), kn.span.to(nn.span), self.span(body))
         if kind == "definition":
             k, n, value = t.children
             kn, val = self.name(k), self.expr(value)
             return ast.Definition(kn, self.name(n), val, kn.span.to(val.span))
         if kind == "preset":
-            k, n, *params, body = t.children
+            k, n, *params, last = t.children
             ps = tuple(self.param(p) for p in params if p is not None)
             kn, nn = self.name(k), self.name(n)
-            return ast.Preset(kn, nn, ps, self.body(body), kn.span.to(nn.span))
+            if getattr(last, "data", None) == "body":
+                return ast.Preset(kn, nn, ps, self.body(last), kn.span.to(nn.span),
+                                  body_span=self.span(last))
+            return ast.Preset(kn, nn, ps, (), kn.span.to(nn.span), value=self.expr(last))
         raise AssertionError(kind)
 
     def param(self, t: Any) -> ast.Param:
         name, typ, default = t.children
-        return ast.Param(str(name), str(typ), self.expr(default) if default is not None else None,
-                         self.span(t))
+        return ast.Param(str(name), _type_text(typ),
+                         self.expr(default) if default is not None else None,
+                         self.span(t), self.span(name))
 
     def body(self, t: Any) -> tuple[ast.Stmt, ...]:
         return tuple(self.stmt(c) for c in t.children if c is not None)

@@ -103,7 +103,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def _force(args: argparse.Namespace, program: Any) -> list[str]:
     out = []
     for name in getattr(args, "force", None) or []:
-        out += [n for n in program.nodes if n == name or n.split(".", 1)[1] == name]
+        from ftlang.runtime.planner import matches
+
+        out += [n for n in program.nodes if matches(program, n, name)]
     return out
 
 

@@ -38,7 +38,7 @@ def select(program: Program, patterns: list[str] | None) -> list[str]:
     for pat in patterns:
         down = pat.endswith("+")
         name = pat.strip("+")
-        ids = [n for n in order if n == name or n.split(".", 1)[1] == name]
+        ids = [n for n in order if matches(program, n, name)]
         if not ids:
             raise KeyError(name)
         for nid in ids:
@@ -46,6 +46,12 @@ def select(program: Program, patterns: list[str] | None) -> list[str]:
             for t in targets:
                 chosen |= {t} | nx.ancestors(g, t)
     return [n for n in order if n in chosen]
+
+
+def matches(program: Program, nid: str, name: str) -> bool:
+    """A node answers to its id, its name, and (for sweep points) its block's id and name."""
+    block = program.nodes[nid].block
+    return name in (nid, nid.split(".", 1)[1], block, block.split(".", 1)[1])
 
 
 def plan(program: Program, store: Store, stat: StatCache, nodes: list[str] | None = None,

@@ -92,7 +92,8 @@ STEPS: dict[str, StepSpec] = {
     "curate": StepSpec(
         kind="curate", version=1, output="dataset", run="ftlang.stdlib.curate:run",
         signature=Signature("curate", (
-            Attr("from", "list[dataset]", REQUIRED, "the datasets the query reads, each a table named after its block"),
+            Attr("from", "list[dataset]", None, "the datasets the query reads, each a table named after "
+                 "its block; default: the tables the query names"),
         ), "A DuckDB SQL query over datasets, optionally split into named parts."),
         subblocks={"split": Signature("split", (
             Attr("by", "ident", REQUIRED, "the column whose hash decides the part"),

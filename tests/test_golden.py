@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 from conftest import FIXTURES
-
 from ftlang.compiler import compile_source
 from ftlang.lang.diagnostics import FtError, render_all
 
@@ -23,7 +22,7 @@ def diagnostics_text(path: Path) -> str:
     try:
         program = compile_source(text, path.name, path.parent)
     except FtError as exc:
-        return render_all(exc.diagnostics, {path.name: text}) + "\n"
+        return render_all(exc.diagnostics, {path.name: text, **exc.sources}) + "\n"
     return render_all(program.warnings, {path.name: text}) + "\n"
 
 

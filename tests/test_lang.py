@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT
-
 from ftlang.lang import ast
 from ftlang.lang.diagnostics import FtError, render
 from ftlang.lang.parser import _parser, parse

@@ -1,0 +1,493 @@
+"""Pass 3: dataset contracts. Which columns each dataset block produces, and whether
+every consumer finds the columns it needs, before anything runs.
+
+- `dataset`: the declared schema, plus the columns the file's first rows (JSONL), header
+  (CSV) or footer (Parquet) show. A schema alone is a lower bound (other columns pass
+  through), so a missing column is only an error when the file was read.
+- `curate`: the query is parsed with sqlglot (DuckDB dialect). A syntax error points into
+  the SQL at its line in the .ft file; the tables it reads become the block's inputs when
+  `from` is left out; a column that none of its tables has is an error; the output
+  columns are the SELECT list (`*` expands to the input's columns).
+- Consumers: train needs prompt_field + completion_field (objective sft) or text_field
+  (clm); eval and `select` need prompt_field + completion_field; a split's `by` must be
+  an output column.
+
+The checks are conservative: a query too dynamic to follow (a table function, a lambda,
+a column produced by a subquery) makes its columns unknown, never an error.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from ftlang.compiler import types as T
+from ftlang.compiler.ir import FileValue, Node, RefValue
+from ftlang.lang import ast
+from ftlang.lang.diagnostics import Label, did_you_mean
+from ftlang.stdlib import registry
+
+PEEK_ROWS = 100  # JSONL rows read to learn the columns
+
+
+@dataclass(frozen=True)
+class Columns:
+    names: tuple[str, ...]
+    exact: bool  # False: at least these (a schema without a readable file)
+    span: ast.Span | None = None  # where they are written (the schema, the SELECT list)
+    origin: str = ""  # "the schema", "the query", "data/x.jsonl"
+
+
+# Columns each objective reads; `*_field` entries name the train attribute that holds the name.
+OBJECTIVE_COLUMNS: dict[str, tuple[str, ...]] = {
+    "sft": ("prompt_field", "completion_field"),
+    "clm": ("text_field",),
+    "dpo": ("prompt", "chosen", "rejected"),
+    "orpo": ("prompt", "chosen", "rejected"),
+    "kto": ("prompt", "completion", "label"),
+}
+FIELD_DEFAULTS = {"prompt_field": "prompt", "completion_field": "completion", "text_field": "text"}
+
+
+def check(nodes: dict[str, Node], ctx: T.Ctx) -> None:
+    _Contracts(nodes, ctx).run()
+
+
+class _Contracts:
+    def __init__(self, nodes: dict[str, Node], ctx: T.Ctx) -> None:
+        self.nodes = nodes
+        self.ctx = ctx
+        self.columns: dict[str, Columns | None] = {}
+        self.busy: set[str] = set()
+
+    def run(self) -> None:
+        for nid in list(self.nodes):
+            self.of(nid)
+        for node in self.nodes.values():
+            if node.kind == "train":
+                objective = node.params.get("objective")
+                method = node.params.get("method")
+                needs = OBJECTIVE_COLUMNS.get(getattr(method, "name", ""), None) or \
+                    OBJECTIVE_COLUMNS.get(objective if isinstance(objective, str) else "", ())
+                self.need(node, "data", needs)
+                if node.select is not None:
+                    self.need(node, None, OBJECTIVE_COLUMNS["sft" if objective != "clm" else "clm"],
+                              ref=node.select.data, what="select")
+            elif node.kind == "eval":
+                self.need(node, "data", ("prompt_field", "completion_field"))
+
+    # ---- what a block produces ---------------------------------------------------------
+
+    def of(self, nid: str) -> Columns | None:
+        if nid in self.columns:
+            return self.columns[nid]
+        if nid in self.busy or nid not in self.nodes:
+            return None  # a cycle (graph.build reports it) or a block with errors
+        self.busy.add(nid)
+        node = self.nodes[nid]
+        cols = None
+        if node.kind == "dataset":
+            cols = _dataset_columns(node)
+        elif node.kind == "curate":
+            cols = self.curate(node)
+        self.columns[nid] = cols
+        self.busy.discard(nid)
+        return cols
+
+    def curate(self, node: Node) -> Columns | None:
+        sql = node.params.get("sql")
+        span = node.attr_spans.get("sql")
+        if not isinstance(sql, str) or span is None:
+            return None
+        where = _SqlPosition(sql, span, self.ctx)
+        tree = _parse(sql)
+        if isinstance(tree, _SqlError):
+            if not _duckdb_accepts(sql):  # sqlglot does not know every DuckDB form
+                self.ctx.error("FT0126", f"SQL syntax error: {tree.message}", where.span(tree.start, tree.end),
+                               tree.label, help=tree.help)
+            return None
+        if tree is None:
+            return None
+        tables = _tables(tree)
+        inputs = node.params.get("from")
+        if inputs is None:
+            inputs = self.infer_from(node, tables, where)
+            if inputs is None:
+                return None
+            node.params["from"] = inputs
+        known = {r.node.split(".", 1)[1]: r for r in inputs if isinstance(r, RefValue)}
+        for name, t in tables.items():
+            if name not in known:
+                guess = did_you_mean(name, list(known))
+                self.ctx.error("FT0102", f"the query reads `{name}`, which is not in `from`",
+                               where.span(*t), "unknown table",
+                               help=f"did you mean `{guess}`?" if guess else
+                               f"add it: from = [{', '.join([*known, name])}]" if name in self.ctx.symbols.blocks
+                               else f"the query can read: {', '.join(known) or 'nothing'}")
+        table_cols = {name: self.of(ref.node) for name, ref in known.items()}
+        out = _output_columns(tree, table_cols, where, self.ctx)
+        split = node.params.get("split")
+        if out is not None and out.exact and isinstance(split, dict) and isinstance(split.get("by"), str):
+            by = split["by"]
+            if by not in out.names:
+                guess = did_you_mean(by, out.names)
+                self.ctx.error("FT0125", f"split by `{by}`, but the query returns no such column",
+                               node.attr_spans.get("split.by", span), "not a column of the result",
+                               extra=[Label(out.span, f"returns {', '.join(out.names)}", False)] if out.span else [],
+                               help=f"did you mean `{guess}`?" if guess else
+                               f"split by one of: {', '.join(out.names)}")
+        return out
+
+    def infer_from(self, node: Node, tables: dict[str, tuple[int, int]], where: _SqlPosition) -> list[Any] | None:
+        """`from` left out: the tables the query reads, each a dataset block."""
+        refs: list[Any] = []
+        ok = True
+        for name, pos in tables.items():
+            block = self.ctx.symbols.blocks.get(name)
+            at = where.span(*pos)
+            if block is None:
+                datasets = [n for n, b in self.ctx.symbols.blocks.items()
+                            if registry.STEPS[b.kind.name].output == "dataset"]
+                guess = did_you_mean(name, datasets)
+                self.ctx.error("FT0102", f"the query reads `{name}`, but no block has that name", at,
+                               "unknown table", help=f"did you mean `{guess}`?" if guess else
+                               f"datasets here: {', '.join(datasets) or 'none'}")
+                ok = False
+                continue
+            v = T.check(ast.Ref((name,), at), registry.STEPS["curate"].signature.attrs[0], self.ctx)
+            if v is T.INVALID:
+                ok = False
+                continue
+            refs += v
+        if not tables:
+            self.ctx.error("FT0105", f"curate `{node.name}` reads no table", node.span, "no input",
+                           help="add `from = <dataset>` or a FROM clause")
+            return None
+        return refs if ok else None
+
+    # ---- what a consumer needs ---------------------------------------------------------
+
+    def need(self, node: Node, attr: str | None, needs: tuple[str, ...], ref: Any = None,
+             what: str = "") -> None:
+        ref = ref if ref is not None else node.params.get(attr or "")
+        if not isinstance(ref, RefValue):
+            return
+        cols = self.of(ref.node)
+        if cols is None or not cols.exact:
+            return
+        wanted: list[tuple[str, str | None]] = []  # (column, the attribute that names it)
+        for n in needs:
+            if n in FIELD_DEFAULTS:
+                v = node.params.get(n)
+                if not isinstance(v, str):
+                    return  # swept or from env: not known here
+                wanted.append((v, n))
+            else:
+                wanted.append((n, None))
+        missing = [(c, a) for c, a in wanted if c not in cols.names]
+        if not missing:
+            return
+        names = ", ".join(f"`{c}`" for c, _ in missing)
+        who = f"{node.kind} `{node.name}`" + (f" (its {what})" if what else "")
+        fixes = []
+        claimed = {c for c, _ in wanted}
+        spare = [c for c in cols.names if c not in claimed]
+        for c, a in missing:
+            guess = did_you_mean(c, spare) or (spare[0] if len(spare) == 1 and len(missing) == 1 else None)
+            if a is not None and guess:
+                fixes.append(f'{a} = "{guess}"')
+            elif a is not None:
+                fixes.append(f'{a} = "<column>"')
+        upstream = self.nodes.get(ref.node)
+        ways = [f"set {', '.join(fixes)}"] if fixes else []
+        if upstream is not None and upstream.kind == "curate":
+            ways.append(f"rename in the query (SELECT <column> AS {missing[0][0]})")
+        if node.kind == "train" and "text" in cols.names and node.params.get("objective") == "sft":
+            ways.append("train on raw text with objective = clm")
+        help_ = " or ".join(ways) if ways else None
+        extra = [Label(cols.span, f"{ref.label} has {', '.join(cols.names) or 'no columns'}", False)] \
+            if cols.span else []
+        span = ref.span or node.span
+        self.ctx.error("FT0125", f"{who} needs column{'s' if len(missing) > 1 else ''} {names}, "
+                       f"which {ref.label} does not have", span,
+                       f"has {', '.join(cols.names)}" if not extra else "missing columns",
+                       help=help_, extra=extra)
+
+
+# ---- datasets -------------------------------------------------------------------------
+
+
+def _dataset_columns(node: Node) -> Columns | None:
+    schema = node.params.get("schema") or {}
+    span = node.attr_spans.get("schema")
+    source = node.params.get("source")
+    path = source.args.get("path") if source is not None and hasattr(source, "args") else None
+    peeked = None
+    if isinstance(path, FileValue):
+        peeked = _peek(source.name, path.abs, str(source.args.get("delimiter") or ","))
+    if peeked is not None:
+        names = tuple(dict.fromkeys([*schema, *peeked]))
+        return Columns(names, True, span, path.rel if isinstance(path, FileValue) else "")
+    if schema:
+        return Columns(tuple(schema), False, span, "the schema")
+    return None
+
+
+@lru_cache(maxsize=256)
+def _peek(kind: str, path: str, delimiter: str) -> tuple[str, ...] | None:
+    """Column names from the start of a file; None when it cannot be read cheaply."""
+    try:
+        if kind == "jsonl":
+            names: dict[str, None] = {}
+            with open(path, encoding="utf-8") as f:
+                for i, line in enumerate(f):
+                    if i >= PEEK_ROWS:
+                        break
+                    if line.strip():
+                        row = json.loads(line)
+                        if not isinstance(row, dict):
+                            return None
+                        names.update(dict.fromkeys(row))
+            return tuple(names) or None
+        if kind == "csv":
+            import csv
+
+            with open(path, encoding="utf-8", newline="") as f:
+                header = next(csv.reader(f, delimiter=delimiter or ","), None)
+            return tuple(header) if header else None
+        if kind == "parquet":
+            import pyarrow.parquet as pq
+
+            return tuple(pq.read_schema(path).names)
+    except (OSError, ValueError, UnicodeDecodeError, StopIteration, ImportError):
+        return None
+    except Exception:  # a malformed Parquet footer: the dataset step reports it properly
+        return None
+    return None
+
+
+# ---- SQL ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _SqlError:
+    message: str
+    start: int
+    end: int
+    label: str
+    help: str | None = None
+
+
+@lru_cache(maxsize=4096)
+def _parse(sql: str) -> Any:
+    """The query's last statement (sqlglot), a _SqlError, or None when there is none."""
+    import sqlglot
+    from sqlglot.errors import ParseError, TokenError
+
+    try:
+        statements = [s for s in sqlglot.parse(sql, read="duckdb") if s is not None]
+    except ParseError as exc:
+        err = exc.errors[0] if exc.errors else {}
+        highlight = str(err.get("highlight") or "")
+        line, col = int(err.get("line") or 1), int(err.get("col") or 1)
+        end = _offset(sql, line, col)
+        start = max(0, end - max(len(highlight), 1) + 1)
+        desc = str(err.get("description") or exc).split("\n")[0]
+        desc = re.sub(r" for <class '[\w.]+\.(\w+)'>", r" in \1", desc)
+        near = f" near `{highlight}`" if highlight.strip() else ""
+        if desc.startswith("Required keyword"):
+            return _SqlError(f"incomplete expression{near}", start, end + 1, "something is missing here",
+                             help=f"sqlglot (DuckDB dialect) says: {desc}")
+        return _SqlError(f"{desc}{near}", start, end + 1, "here")
+    except TokenError as exc:
+        m = re.search(r"'(.*)'", str(exc), re.S)
+        start = max(0, len(m.group(1)) - 1) if m and sql.startswith(m.group(1)[:1]) else 0
+        return _SqlError("the query cannot be read (an unclosed quote?)", start, len(sql), "here",
+                         help="close every 'string' and \"identifier\"")
+    except Exception as exc:  # sqlglot raises plain errors on some inputs: not a user error to crash on
+        return _SqlError(f"the query cannot be parsed ({type(exc).__name__})", 0, len(sql), "here")
+    return statements[-1] if statements else None
+
+
+def _duckdb_accepts(sql: str) -> bool:
+    """DuckDB's own parser (no tables needed): the judge when sqlglot disagrees."""
+    try:
+        import duckdb
+
+        row = duckdb.sql("SELECT json_serialize_sql(?::VARCHAR)", params=[sql]).fetchone()  # type: ignore[call-arg]
+    except Exception:
+        try:
+            import duckdb
+
+            con = duckdb.connect()
+            row = con.execute("SELECT json_serialize_sql(?::VARCHAR)", [sql]).fetchone()
+        except Exception:
+            return False
+    if not row:
+        return False
+    try:
+        return not json.loads(row[0]).get("error", False)
+    except (TypeError, ValueError):
+        return False
+
+
+def _offset(sql: str, line: int, col: int) -> int:
+    """0-based offset of a 1-based (line, col) in `sql`."""
+    lines = sql.split("\n")
+    line = max(1, min(line, len(lines)))
+    return min(len(sql), sum(len(x) + 1 for x in lines[:line - 1]) + max(col, 1) - 1)
+
+
+def _tables(tree: Any) -> dict[str, tuple[int, int]]:
+    """Tables a query reads (not its CTEs), with the offsets of their names."""
+    from sqlglot import exp
+
+    ctes = {c.alias_or_name for c in tree.find_all(exp.CTE)}
+    out: dict[str, tuple[int, int]] = {}
+    for t in tree.find_all(exp.Table):
+        ident = t.this
+        if not isinstance(ident, exp.Identifier) or t.name in ctes or t.db:
+            continue
+        meta = ident.meta or {}
+        out.setdefault(t.name, (int(meta.get("start", 0)), int(meta.get("end", 0)) + 1))
+    return out
+
+
+def _output_columns(tree: Any, tables: dict[str, Columns | None], where: _SqlPosition,
+                    ctx: T.Ctx) -> Columns | None:
+    """The columns a query returns; unknown columns of simple queries are reported."""
+    from sqlglot import exp
+
+    select = tree
+    while isinstance(select, exp.Union | exp.Intersect | exp.Except):
+        select = select.left
+    if not isinstance(select, exp.Select):
+        return None
+    span = where.span(*_extent(select.expressions)) if select.expressions else None
+    simple = not any(True for _ in tree.find_all(exp.Subquery, exp.CTE, exp.Lambda, exp.Unnest)) \
+        and not any(isinstance(t.this, exp.Func) for t in tree.find_all(exp.Table)) \
+        and select is tree
+    aliases: dict[str, str] = {}  # table alias -> table name
+    for t in tree.find_all(exp.Table):
+        alias = t.args.get("alias")
+        if alias is not None and getattr(alias, "columns", None):
+            return None  # FROM t AS x(a, b) renames the columns
+        aliases[t.alias_or_name] = t.name
+    if simple:
+        _check_columns(tree, tables, aliases, where, ctx)
+    names: list[str] = []
+    exact = True
+    for p in select.expressions:
+        if isinstance(p, exp.Star) or (isinstance(p, exp.Column) and isinstance(p.this, exp.Star)):
+            qualifier = p.table if isinstance(p, exp.Column) else ""
+            star = p.this if isinstance(p, exp.Column) else p
+            if star.args.get("rename"):
+                return None
+            sources = [aliases.get(qualifier, qualifier)] if qualifier else list(dict.fromkeys(aliases.values()))
+            dropped = {c.name for c in (star.args.get("except_") or star.args.get("except") or [])}
+            for s in sources:
+                cols = tables.get(s)
+                if cols is None:
+                    return None
+                exact = exact and cols.exact
+                names += [c for c in cols.names if c not in dropped]
+        elif isinstance(p, exp.Columns | exp.Explode | exp.Unnest) or any(
+                isinstance(x, exp.Columns) for x in p.walk()):
+            return None  # COLUMNS(...) and unnest(...) make columns we cannot name here
+        else:
+            names.append(p.alias_or_name or p.sql(dialect="duckdb"))
+    return Columns(tuple(dict.fromkeys(names)), exact, span, "the query")
+
+
+def _check_columns(tree: Any, tables: dict[str, Columns | None], aliases: dict[str, str],
+                   where: _SqlPosition, ctx: T.Ctx) -> None:
+    from sqlglot import exp
+
+    known = {a: tables.get(name) for a, name in aliases.items()}
+    if not known or any(c is None or not c.exact for c in known.values()):
+        return
+    selected = {p.alias for p in tree.expressions if isinstance(p, exp.Alias)}
+    all_cols = {c for cols in known.values() if cols for c in cols.names}
+    for col in tree.find_all(exp.Column):
+        if isinstance(col.this, exp.Star) or not isinstance(col.this, exp.Identifier):
+            continue
+        name, qual = col.name, col.table
+        if qual:
+            cols = known.get(qual)
+            if cols is None:
+                continue  # a struct field or something sqlglot reads as a qualifier
+            pool = set(cols.names)
+        else:
+            pool = all_cols | selected
+        if name in pool or name.lower() in {c.lower() for c in pool}:
+            continue
+        meta = col.this.meta or {}
+        guess = did_you_mean(name, sorted(pool))
+        ctx.error("FT0125", f"no column `{name}` in {qual or ', '.join(dict.fromkeys(aliases.values()))}",
+                  where.span(int(meta.get("start", 0)), int(meta.get("end", 0)) + 1), "unknown column",
+                  help=(f"did you mean `{guess}`? " if guess else "") + f"columns: {', '.join(sorted(pool))}")
+
+
+def _extent(nodes: list[Any]) -> tuple[int, int]:
+    starts, ends = [], []
+    for n in nodes:
+        for leaf in n.walk():
+            meta = getattr(leaf, "meta", None) or {}
+            if "start" in meta:
+                starts.append(int(meta["start"]))
+                ends.append(int(meta["end"]) + 1)
+    return (min(starts), max(ends)) if starts else (0, 1)
+
+
+class _SqlPosition:
+    """Maps offsets in a query (as the step sees it) to spans in the .ft file."""
+
+    def __init__(self, sql: str, span: ast.Span, ctx: T.Ctx) -> None:
+        self.sql = sql
+        self.file = span.file
+        self.fallback = span
+        self.starts: list[tuple[int, int]] = []  # per SQL line: (.ft line, .ft col of its first char)
+        source = (ctx.sources.get(span.file) or ctx.source).splitlines()
+        sql_lines = sql.split("\n")
+        if span.line == span.end_line:
+            quote = 3 if source and 1 <= span.line <= len(source) and \
+                source[span.line - 1][span.col - 1:span.col + 2] == '"""' else 1
+            self.starts = [(span.line, span.col + quote)]
+            return
+        physical = [(ln, source[ln - 1] if ln <= len(source) else "")
+                    for ln in range(span.line, span.end_line + 1)]
+        # The opener's line: text after the `"""`.
+        physical[0] = (span.line, " " * (span.col + 2) + physical[0][1][span.col + 2:])
+        i = 0
+        for text in sql_lines:
+            while i < len(physical) and text.strip() and text not in physical[i][1]:
+                i += 1
+            if i >= len(physical):
+                self.starts = []
+                return
+            ln, raw = physical[i]
+            self.starts.append((ln, raw.find(text) + 1 if text else 1))
+            i += 1
+
+    def span(self, start: int, end: int) -> ast.Span:
+        if not self.starts:
+            return self.fallback
+        line, col = self._pos(start)
+        end_line, end_col = self._pos(max(start + 1, end) - 1)
+        if end_line != line:
+            end_col = col + 1
+        return ast.Span(self.file, line, col, line, end_col + 1)
+
+    def _pos(self, offset: int) -> tuple[int, int]:
+        offset = max(0, min(offset, max(len(self.sql) - 1, 0)))
+        k = self.sql.count("\n", 0, offset)
+        k = min(k, len(self.starts) - 1)
+        line_start = self.sql.rfind("\n", 0, offset) + 1
+        ln, col = self.starts[k]
+        return ln, col + offset - line_start
+
+
+__all__ = ["Columns", "OBJECTIVE_COLUMNS", "check"]
