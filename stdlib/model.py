@@ -1,0 +1,212 @@
+"""model: a base model from a local folder, a pinned hub model, or tiny(...) built in-process."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from ftlang.stdlib import modelio
+from ftlang.stdlib.spec import Artifact, Call, StepContext, StepError
+
+SPECIAL_TOKENS = ["<|endoftext|>", "<pad>", "<|im_start|>", "<|im_end|>"]
+HUB_PROBE_TIMEOUT_S = 3.0
+
+
+def run(ctx: StepContext) -> dict[str, Any]:
+    p = ctx.params
+    given = [k for k in ("path", "hub", "init") if p.get(k) is not None]
+    if len(given) != 1:
+        raise StepError(
+            "a model needs exactly one of `path`, `hub` or `init`"
+            + (f"; got {', '.join(given)}" if given else ""),
+            hint='e.g. path = "models/my-model", or init = tiny(data = corpus)')
+    if p.get("path") is not None:
+        return _from_path(ctx, Path(p["path"]))
+    if p.get("hub") is not None:
+        return _from_hub(ctx, p["hub"], p.get("revision"))
+    return _from_tiny(ctx, p["init"])
+
+
+# ---- path -------------------------------------------------------------------------
+
+def _from_path(ctx: StepContext, folder: Path) -> dict[str, Any]:
+    if not folder.is_absolute():
+        folder = ctx.project / folder
+    if not folder.is_dir():
+        raise StepError("no such model folder", path=folder,
+                        hint="`path` must name a local Hugging Face model folder")
+    cfg = folder / "config.json"
+    if not cfg.is_file():
+        raise StepError("not a Hugging Face model folder: it has no config.json", path=folder,
+                        hint="save the model with save_pretrained(), or point at the folder that holds config.json")
+    modelio.save_link(folder, ctx.out)
+    config = json.loads(cfg.read_text(encoding="utf-8"))
+    ctx.log(f"model linked from {folder} (not copied)")
+    return {"source": "path", "model_type": config.get("model_type"),
+            "architectures": config.get("architectures")}
+
+
+# ---- hub ----------------------------------------------------------------------------
+
+def _offline() -> bool:
+    flag = os.environ.get("HF_HUB_OFFLINE", "")
+    return flag.strip().upper() in {"1", "ON", "YES", "TRUE"}
+
+
+def _hub_reachable(endpoint: str, timeout: float) -> bool:
+    """Whether a TCP connection to the hub opens within `timeout` seconds.
+
+    Name resolution ignores socket timeouts and can hang for a long time without a
+    network, so the probe runs in a daemon thread that is simply abandoned on timeout.
+    """
+    url = urlparse(endpoint)
+    host = url.hostname or "huggingface.co"
+    port = url.port or (443 if url.scheme != "http" else 80)
+    ok: list[bool] = []
+
+    def probe() -> None:
+        try:
+            with socket.create_connection((host, port), timeout=timeout):
+                ok.append(True)
+        except OSError:
+            pass
+
+    t = threading.Thread(target=probe, daemon=True)
+    t.start()
+    t.join(timeout)
+    return bool(ok)
+
+
+def _unreachable(hub: str, why: str) -> StepError:
+    return StepError(
+        f"cannot fetch hub model {hub!r}: the Hugging Face hub is unreachable ({why})",
+        hint=("download the model where the hub is reachable (huggingface-cli download "
+              f"{hub} --local-dir models/NAME), then write `path = \"models/NAME\"` "
+              "in this model block instead of `hub`"))
+
+
+def _from_hub(ctx: StepContext, hub: str, revision: str | None) -> dict[str, Any]:
+    if _offline():
+        raise _unreachable(hub, "HF_HUB_OFFLINE is set")
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    if not _hub_reachable(endpoint, HUB_PROBE_TIMEOUT_S):
+        raise _unreachable(hub, f"no connection to {endpoint} within {HUB_PROBE_TIMEOUT_S:.0f} s")
+    if revision is None:
+        ctx.log(f"warning: hub model {hub} is not pinned to a revision; the cache key "
+                "cannot see upstream changes")
+
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError
+
+    try:
+        # Weights in safetensors form only, plus configs and tokenizer files.
+        folder = snapshot_download(
+            repo_id=hub, revision=revision, cache_dir=str(ctx.cache / "hub"),
+            allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt", "*.tiktoken"])
+    except HfHubHTTPError as e:
+        raise StepError(f"cannot fetch hub model {hub!r}: {e}",
+                        hint="check the model id and revision") from e
+    except OSError as e:
+        raise _unreachable(hub, str(e)) from e
+    snapshot = Path(folder)
+    if not (snapshot / "config.json").is_file():
+        raise StepError(f"hub model {hub!r} has no config.json", path=snapshot)
+    # The snapshot folder is named after the resolved commit: pin what was fetched.
+    modelio.write_meta(ctx.out, {"type": "link", "path": str(snapshot.resolve()),
+                                 "hub": hub, "revision": snapshot.name, "template": None})
+    return {"source": "hub", "hub": hub, "revision": snapshot.name}
+
+
+# ---- tiny(...) ------------------------------------------------------------------------
+
+def _texts(data: Artifact) -> list[str]:
+    """Every row's string columns joined by newlines: the tokenizer's training text."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(data.dataset_file())
+    cols = [f.name for f in table.schema
+            if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]
+    if not cols:
+        raise StepError("the tokenizer dataset has no text (string) columns",
+                        path=data.dataset_file())
+    columns = [table.column(c).to_pylist() for c in cols]
+    return ["\n".join(v for v in row if v) for row in zip(*columns, strict=True)]
+
+
+def train_tokenizer(texts: list[str], vocab: int) -> Any:
+    """A byte-level BPE tokenizer trained on `texts`, wrapped for transformers.
+
+    Digits are split one per token (as in Llama 3 / Qwen): numbers then share
+    sub-tokens, which small models need to learn any arithmetic at all. A space is
+    put before the first word of every text and stripped again on decode (the
+    SentencePiece convention): a completion tokenized on its own then starts with
+    the same "Ġword" token the word has inside running text, so a model does not
+    have to learn a second, space-less spelling of every answer.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    # ByteLevel first: it sees the whole text, so the prefix space goes only at its start.
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.ByteLevel(add_prefix_space=True, use_regex=True),
+        pre_tokenizers.Digits(individual_digits=True),
+    ])
+    tok.decoder = decoders.Sequence([decoders.ByteLevel(), decoders.Strip(" ", 1, 0)])
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab, special_tokens=SPECIAL_TOKENS, show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(texts, trainer=trainer, length=len(texts))
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|endoftext|>",
+        pad_token="<pad>", unk_token=None,
+        extra_special_tokens={"im_start_token": "<|im_start|>", "im_end_token": "<|im_end|>"},
+        clean_up_tokenization_spaces=False)
+
+
+def _from_tiny(ctx: StepContext, init: Call) -> dict[str, Any]:
+    a = init.args
+    hidden, heads = int(a["hidden"]), int(a["heads"])
+    if hidden % heads:
+        raise StepError(f"tiny(): hidden = {hidden} is not divisible by heads = {heads}",
+                        hint=f"e.g. heads = {max(h for h in range(1, heads + 1) if hidden % h == 0)}")
+    if (hidden // heads) % 2:
+        raise StepError(f"tiny(): the head size hidden / heads = {hidden // heads} must be even (rotary embeddings)")
+    texts = _texts(a["data"])
+    ctx.log(f"training a {a['vocab']}-token BPE tokenizer on {len(texts)} rows")
+    tokenizer = train_tokenizer(texts, int(a["vocab"]))
+
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer.model_max_length = int(a["context"])
+    vocab = len(tokenizer)  # a small corpus may yield fewer merges than asked for
+    config = LlamaConfig(
+        vocab_size=vocab, hidden_size=hidden, num_hidden_layers=int(a["layers"]),
+        num_attention_heads=heads, num_key_value_heads=heads,
+        intermediate_size=int(a["intermediate"] or 4 * hidden),
+        max_position_embeddings=int(a["context"]),
+        # transformers 5: rope settings live in rope_parameters, not rope_theta.
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+        # Tied input/output embeddings: at this size the embeddings are most of the model.
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id, dtype="float32")
+    # Seeded CPU initialisation: the same arguments give the same weight bytes.
+    torch.manual_seed(int(a["seed"]))
+    with torch.device("cpu"):
+        lm = LlamaForCausalLM(config)
+    lm.to(torch.float32)
+    lm.generation_config.pad_token_id = tokenizer.pad_token_id
+    lm.generation_config.eos_token_id = tokenizer.eos_token_id
+    lm.generation_config.bos_token_id = tokenizer.bos_token_id
+    modelio.save_full(lm, tokenizer, ctx.out, template=None)
+    n = modelio.count_params(lm)
+    ctx.log(f"tiny llama: {n:,} parameters, vocab {vocab}")
+    return {"source": "init", "params": n, "vocab": vocab}
