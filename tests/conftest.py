@@ -38,3 +38,9 @@ def run_ft(*args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedP
 def copy_tree(src: Path, dst: Path) -> Path:
     shutil.copytree(src, dst, ignore=shutil.ignore_patterns(".ft", "out", "__pycache__"))
     return dst
+
+
+def example_files() -> list[Path]:
+    """The shipped examples/**/*.ft files (not the `.ft/` cache folders a run leaves)."""
+    return sorted(p for p in (ROOT / "examples").rglob("*.ft")
+                  if p.is_file() and ".ft" not in p.parent.relative_to(ROOT).parts)

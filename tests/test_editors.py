@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import FIXTURES, ROOT
+from conftest import FIXTURES, ROOT, example_files
 
 pygments = pytest.importorskip("pygments")
 
@@ -36,7 +36,7 @@ def test_every_valid_file_lexes_without_errors() -> None:
     from ftlang.lang.pygments_lexer import FtLexer
     from pygments.token import Error
 
-    files = [*(FIXTURES / "ok").glob("*.ft"), *(ROOT / "stdlib").glob("*.ft"), *(ROOT / "examples").rglob("*.ft")]
+    files = [*(FIXTURES / "ok").glob("*.ft"), *(ROOT / "stdlib").glob("*.ft"), *example_files()]
     for f in files:
         assert not [t for t in FtLexer().get_tokens(f.read_text()) if t[0] is Error], f
 

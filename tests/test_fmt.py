@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import FIXTURES, ROOT, run_ft
+from conftest import FIXTURES, ROOT, example_files, run_ft
 from ftlang.lang import ast
 from ftlang.lang.diagnostics import FtError
 from ftlang.lang.format import WIDTH, format_source
@@ -38,7 +38,7 @@ def parses(path: Path) -> bool:
 
 
 CORPUS = sorted(p for p in [*(FIXTURES / "ok").glob("*.ft"), *(FIXTURES / "err").glob("*.ft"),
-                            *(ROOT / "examples").rglob("*.ft"), *(ROOT / "stdlib").glob("*.ft"),
+                            *example_files(), *(ROOT / "stdlib").glob("*.ft"),
                             *(FIXTURES / "fmt").glob("*.ft")]
                 if parses(p))
 

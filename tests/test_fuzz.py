@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-from conftest import FIXTURES, ROOT
+from conftest import FIXTURES, ROOT, example_files
 from ftlang.compiler import compile_source
 from ftlang.lang.diagnostics import FtError, render_all, to_json
 from ftlang.lang.format import format_source
@@ -266,7 +266,7 @@ def test_swept_pipelines_expand_consistently(text: str) -> None:
 
 CORPUS = [p.read_text() for p in sorted([*(FIXTURES / "ok").glob("*.ft"), *(FIXTURES / "err").glob("*.ft"),
                                          *(FIXTURES / "fmt").glob("*.ft"),
-                                         *(ROOT / "examples").rglob("*.ft"), *(ROOT / "stdlib").glob("*.ft")])]
+                                         *example_files(), *(ROOT / "stdlib").glob("*.ft")])]
 SNIPPETS = ["{", "}", "(", ")", "[", "]", "=", ":", ",", "\n", '"', '"""', "#", "${", "'", "-", ".",
             "sweep", "min", "on", "sql", "assert", "use", "ft", "true", "1e-4", "x", "\t", "\r\n",
             "\\", "é", "\x00", "0.", "..", "= =", "yes", "model", "train", "env(", "lora("]

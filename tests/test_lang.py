@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, example_files
 from ftlang.lang import ast
 from ftlang.lang.diagnostics import FtError, render
 from ftlang.lang.parser import _parser, parse
@@ -116,7 +116,7 @@ def test_syntax_errors_become_diagnostics(text: str, code: str) -> None:
 
 
 def test_every_shipped_ft_parses() -> None:
-    files = list((ROOT / "examples").rglob("*.ft")) + list((ROOT / "stdlib").glob("*.ft"))
+    files = example_files() + list((ROOT / "stdlib").glob("*.ft"))
     for f in files:
         parse(f.read_text(), str(f))
 
