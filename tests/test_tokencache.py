@@ -1,0 +1,68 @@
+"""Row-level tokenization cache: appending rows tokenizes only the new rows."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from conftest import run_ft
+
+from ftlang.stdlib import tokencache
+
+FT = '''ft 0.1
+dataset tasks { source = jsonl("data/tasks.jsonl") }
+dataset vocab { source = jsonl("data/vocab.jsonl") }
+model base {
+  init = tiny(hidden = 32, layers = 1, heads = 2, vocab = 200, context = 64, data = vocab)
+}
+train sft {
+  from = base
+  data = tasks
+  method = lora(r = 2)
+  max_steps = 2
+  max_length = 32
+}
+'''
+
+
+def _rows(path: Path, start: int, n: int) -> None:
+    with path.open("a") as f:
+        for i in range(start, start + n):
+            f.write(json.dumps({"prompt": f"Add {i} and 1", "completion": str(i + 1)}) + "\n")
+
+
+def test_encode_rows_counts_only_new_rows(tmp_path: Path) -> None:
+    calls: list[int] = []
+
+    def encode(batch: list[dict]) -> list[dict[str, list[int]]]:
+        calls.append(len(batch))
+        return [{"ids": [len(r["t"]), 1]} for r in batch]
+
+    rows = [{"t": f"row {i}"} for i in range(1000)]
+    ns = tokencache.namespace(tokenizer="x", template="plain", max_length=64)
+    enc, stats = tokencache.encode_rows(rows, ["t"], encode, ns, tmp_path)
+    assert stats.tokenized == 1000 and enc[5] == {"ids": [5, 1]}
+    more = rows + [{"t": f"new row {i}"} for i in range(10)]
+    enc2, stats2 = tokencache.encode_rows(more, ["t"], encode, ns, tmp_path)
+    assert stats2.tokenized == 10 and stats2.fraction < 0.011
+    assert enc2[:1000] == enc and enc2[-1] == {"ids": [len("new row 9"), 1]}
+    # Another tokenizer or template is another namespace: nothing is reused.
+    _, stats3 = tokencache.encode_rows(rows, ["t"], encode, tokencache.namespace(tokenizer="y"), tmp_path)
+    assert stats3.tokenized == 1000
+
+
+def test_appending_one_percent_tokenizes_one_percent(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    _rows(tmp_path / "data" / "tasks.jsonl", 0, 500)
+    _rows(tmp_path / "data" / "vocab.jsonl", 0, 100)  # the tokenizer stays the same
+    (tmp_path / "p.ft").write_text(FT)
+    assert run_ft("run", "p.ft", cwd=tmp_path).returncode == 0
+    first = json.loads(run_ft("show", "p.ft", "--json", cwd=tmp_path).stdout)
+    sft = next(n for n in first if n["node"] == "train.sft")
+    assert sft["meta"]["tokenized_rows"] == 500
+    _rows(tmp_path / "data" / "tasks.jsonl", 500, 5)  # +1%
+    out = run_ft("run", "p.ft", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    second = json.loads(run_ft("show", "p.ft", "--json", cwd=tmp_path).stdout)
+    sft2 = next(n for n in second if n["node"] == "train.sft")
+    assert sft2["status"] == "ran" and sft2["meta"]["tokenized_rows"] == 5
