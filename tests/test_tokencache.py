@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 from conftest import run_ft
-
 from ftlang.stdlib import tokencache
 
 FT = '''ft 0.1
