@@ -94,6 +94,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     for i in items:
         why = "; ".join(i.reasons)
         print(f"  {i.status:<8}{i.node:<{width}}  {why}".rstrip())
+        if i.cost:
+            print(f"  {'':<8}{'':<{width}}  {i.cost}")
     counts = {s: sum(1 for i in items if i.status == s) for s in ("cached", "run", "pending")}
     print(f"\n{counts['run']} to run, {counts['pending']} pending on upstream changes, "
           f"{counts['cached']} cached")

@@ -21,7 +21,7 @@ from typing import Any
 from ftlang.compiler.ir import AssertIR, EnvValue, FileValue, Node, OutPath, Program, RefValue
 from ftlang.lang import ast
 from ftlang.lang.diagnostics import Diagnostic, Label
-from ftlang.runtime import ledger
+from ftlang.runtime import estimate, ledger
 from ftlang.runtime.display import Display, fmt_seconds, table
 from ftlang.runtime.hashing import StatCache
 from ftlang.runtime.keys import components, node_key
@@ -179,7 +179,7 @@ def _run_node(node: Node, key: str, entries: dict[str, Entry], store: Store, pro
                           verbose=display.verbose)
         with quiet_libraries(display.verbose):
             meta = load_step(node.spec.run)(ctx) or {}
-        meta = json.loads(json.dumps(meta, default=str))
+        meta = json.loads(json.dumps(estimate.annotate(meta, program, node, entries, store), default=str))
         entry = store.commit(key, node.id, tmp / "out", meta)
         return entry, time.monotonic() - t0, None
     except StepError as exc:

@@ -20,10 +20,13 @@ class PlanItem:
     reasons: list[str] = field(default_factory=list)
     key: str | None = None
     entry: Entry | None = None
+    cost: str | None = None  # training cost estimate, for train nodes that will run
+    flops: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"node": self.node, "status": self.status, "reasons": self.reasons, "key": self.key,
-                "digest": self.entry.digest if self.entry else None}
+                "digest": self.entry.digest if self.entry else None, "estimate": self.cost,
+                "flops": self.flops}
 
 
 def select(program: Program, patterns: list[str] | None) -> list[str]:
@@ -81,7 +84,24 @@ def plan(program: Program, store: Store, stat: StatCache, nodes: list[str] | Non
             continue
         reasons = ["forced"] if nid in force else explain(node, comp, store.read_state(nid), key, stat)
         items[nid] = PlanItem(nid, "run", reasons, key, None)
+    _estimate(program, store, items)
     return list(items.values())
+
+
+def _estimate(program: Program, store: Store, items: dict[str, PlanItem]) -> None:
+    """Adds the training cost to train nodes that will or may run."""
+    from ftlang.runtime import estimate
+
+    entries = {n: i.entry for n, i in items.items() if i.entry is not None}
+    todo = [i for i in items.values() if i.status in ("run", "pending") and program.nodes[i.node].kind == "train"]
+    if not todo:
+        return
+    flop_rate, basis = estimate.rate(store)
+    for item in todo:
+        f = estimate.flops(program, program.nodes[item.node], entries, store)
+        if f:
+            item.cost = estimate.describe(f, flop_rate, basis)
+            item.flops = f
 
 
 def _own_changes(node: Node, store: Store) -> list[str]:

@@ -98,6 +98,8 @@ def test_tiny_pipeline_runs_then_reruns_exactly_the_dependants(tmp_path: Path) -
     add_tasks(proj, 1000, 10)  # edit the task data only
     plan = run_ft("plan", "p.ft", cwd=proj).stdout
     assert "data/tasks.jsonl changed (+10 rows)" in plan
+    # The training cost estimate is calibrated on this machine's earlier runs.
+    assert "FLOP" in plan and "from 2 earlier runs" in plan
     third = run_ft("run", "p.ft", cwd=proj)
     assert third.returncode == 0, third.stderr
     st = statuses(third.stderr)
