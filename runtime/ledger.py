@@ -116,3 +116,52 @@ def run_nodes(root: Path, run_id: str) -> list[dict[str, Any]]:
         return out
     finally:
         con.close()
+
+
+def run_info(root: Path, run_ref: str) -> dict[str, Any] | None:
+    """One run's row (run_id, file, command, started, finished, status, counts) from a
+    prefix, `last` or `last~N`; None when no run matches."""
+    rid = resolve_run(root, run_ref)
+    if rid is None:
+        return None
+    con = _connect(root)
+    try:
+        cur = con.execute("SELECT * FROM runs WHERE run_id = ?", [rid])
+        cols = [d[0] for d in cur.description]
+        row = cur.fetchone()
+        return dict(zip(cols, row)) if row else None
+    finally:
+        con.close()
+
+
+def nodes_of_runs(root: Path, run_ids: list[str], kinds: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Nodes of the given kinds in the given runs (meta and params decoded), each with its
+    run's `started` and `run_status`; newest run first, then in execution order."""
+    if not run_ids or not (root / "ledger.duckdb").exists():
+        return []
+    con = _connect(root)
+    try:
+        cur = con.execute(
+            "SELECT n.*, r.started, r.status AS run_status FROM nodes n JOIN runs r USING (run_id) "
+            "WHERE n.run_id IN (SELECT unnest(?)) AND n.kind IN (SELECT unnest(?)) "
+            "ORDER BY r.started DESC, n.run_id DESC, n.rowid", [list(run_ids), list(kinds)])
+        cols = [d[0] for d in cur.description]
+        out = [dict(zip(cols, r)) for r in cur.fetchall()]
+        for r in out:
+            r["meta"] = json.loads(r["meta"] or "{}")
+            r["reasons"] = json.loads(r["reasons"] or "[]")
+            r["params"] = json.loads(r["params"] or "{}")
+        return out
+    finally:
+        con.close()
+
+
+def train_history(root: Path, limit: int = 50) -> list[tuple[dict[str, Any], float]]:
+    """(meta, seconds) of the last training nodes that ran, newest first."""
+    con = _connect(root)
+    try:
+        rows = con.execute("SELECT meta, seconds FROM nodes WHERE kind = 'train' AND status = 'ran' "
+                           "ORDER BY rowid DESC LIMIT ?", [limit]).fetchall()
+    finally:
+        con.close()
+    return [(json.loads(m or "{}"), s) for m, s in rows]
