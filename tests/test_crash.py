@@ -149,3 +149,25 @@ def test_sigkill_during_training(tmp_path: Path) -> None:
     again = run_ft("run", "p.ft", cwd=proj)
     assert again.returncode == 0, again.stderr
     assert keys(proj) == expected  # bitwise the same model as an uninterrupted run
+
+
+def test_ctrl_c_stops_cleanly_and_the_next_run_resumes(tmp_path: Path) -> None:
+    proj = tmp_path / "p"
+    write_big(proj / "data" / "big.jsonl", 300_000)
+    (proj / "p.ft").write_text(DATA_FT)
+    proc = subprocess.Popen([*ft_bin(), "run", "p.ft"], cwd=proj, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    marker = tmp_has(proj, "curate.heavy")
+    deadline = time.monotonic() + 120
+    while not marker():
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert "interrupted" in err and "Traceback" not in err
+    assert "dataset.big" in keys(proj) and "curate.heavy" not in keys(proj)
+    assert_no_partial_artifact(proj)
+    again = run_ft("run", "p.ft", cwd=proj)
+    assert again.returncode == 0
+    assert "cached  dataset.big" in " ".join(again.stderr.split("\n"))
