@@ -78,6 +78,8 @@ class _Contracts:
                               ref=node.select.data, what="select")
             elif node.kind == "eval":
                 self.need(node, "data", ("prompt_field", "completion_field"))
+                for ref in node.params.get("extra_data") or []:
+                    self.need(node, None, ("prompt_field", "completion_field"), ref=ref)
 
     # ---- what a block produces ---------------------------------------------------------
 

@@ -239,7 +239,9 @@ def _show_metrics(node: Node, entry: Entry, store: Store, display: Display) -> N
     metrics = read_metrics(entry, store)
     if not metrics:
         return
-    names = [c.name for c in node.params.get("metrics") or []]
+    from ftlang.stdlib.evaluate_spec import metric_key
+
+    names = [metric_key(c) for c in node.params.get("metrics") or []]
     rows = [[model] + [vals.get(m) for m in names] for model, vals in metrics.items()]
     display.text("\n" + table(["model", *names], rows) + "\n")
 
@@ -248,11 +250,17 @@ def _after(node: Node, entry: Entry, store: Store, display: Display, result: Run
     """Work after a node is committed or found cached: assertions, publishing exports."""
     if node.asserts:
         metrics = read_metrics(entry, store)
+        outcomes = []
         for a in node.asserts:
             diag = check_assert(a, metrics)
+            outcomes.append({"text": a.text, "line": a.span.line, "ok": diag is None,
+                             "detail": diag.labels[0].message if diag and diag.labels else None})
             if diag is not None:
                 result.diagnostics.append(diag)
                 display.line("failed", node.id, f"assert {a.text}")
+        for rec in result.records:  # the ledger keeps what was actually checked
+            if rec.node == node.id:
+                rec.meta = {**rec.meta, "asserts": outcomes}
     to = node.params.get("to")
     if node.kind == "export" and isinstance(to, OutPath):
         publish(store.object_path(entry.digest), Path(to.abs), entry.digest, display, node.id)

@@ -1,24 +1,49 @@
-"""eval: measure models side by side on held-out prompt/completion rows."""
+"""eval: measure models side by side on held-out prompt/completion rows.
+
+In:  params["models"] (model Artifacts), params["data"] and params["extra_data"]
+     (dataset Artifacts), params["metrics"] (Calls, see evaluate_spec.METRICS), the
+     generation settings (max_new_tokens, do_sample, temperature, top_p, seed).
+Out: metrics.json  {"models": {model: {metric: value}},   values on `data` (asserts read these)
+                    "rows": n,                             rows of `data`
+                    "datasets": {dataset: {"models": ..., "rows": n}},  every dataset
+                    "generation": {...}}                   how generations were made
+     samples.jsonl one row per shown example: dataset, prompt, reference, each model's
+                   generation (and its reward score when a reward model judged it).
+     The returned metadata (for the ledger) is metrics.json plus per-model seconds.
+
+Every file is byte-deterministic for the same inputs: timings live in the ledger only.
+"""
 
 from __future__ import annotations
 
 import json
 import math
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
+from ftlang.stdlib import generate as gen
+from ftlang.stdlib import metrics as text_metrics
 from ftlang.stdlib import modelio
 from ftlang.stdlib import template as templates
+from ftlang.stdlib.evaluate_spec import GENERATIVE, METRICS, metric_key
 from ftlang.stdlib.spec import Artifact, Call, StepContext, StepError
-from ftlang.stdlib.train import prompt_ids, read_columns
+from ftlang.stdlib.train import read_columns
 
-SAMPLES = 20  # rows written to samples.jsonl
+SAMPLES = 20  # rows per dataset written to samples.jsonl (default of `samples`)
 DIGITS = 6  # metrics are rounded: stable, readable JSON
+JUDGED = ("reward", "win_rate")  # metrics scored by a reward model
 
 
 def model_name(artifact: Artifact) -> str:
     """The block name of a model node: "train.sft[lr=2e-4]" -> "sft[lr=2e-4]"."""
     return artifact.node.split(".", 1)[1] if "." in artifact.node else artifact.node
+
+
+def dataset_name(artifact: Artifact) -> str:
+    """How a dataset is named in tables: "curate.clean" port "heldout" -> "clean.heldout"."""
+    name = model_name(artifact)
+    return f"{name}.{artifact.port}" if artifact.port else name
 
 
 def _metric_calls(metrics: Any) -> list[Call]:
@@ -27,7 +52,8 @@ def _metric_calls(metrics: Any) -> list[Call]:
 
 
 def normalize(text: str, enabled: bool) -> str:
-    return text.strip().casefold() if enabled else text
+    """exact_match's default normalisation (strip + casefold), or none."""
+    return text_metrics.normalize_text(text) if enabled else text
 
 
 def completion_loss(lm: Any, tokenizer: Any, tpl: dict[str, Any], prompts: list[str],
@@ -55,35 +81,55 @@ def completion_loss(lm: Any, tokenizer: Any, tpl: dict[str, Any], prompts: list[
 
 def generate(lm: Any, tokenizer: Any, tpl: dict[str, Any], prompts: list[str],
              max_new_tokens: int, batch_size: int, max_length: int) -> list[str]:
-    """Greedy completions, batched with left padding, stopped at EOS (and <|im_end|>)."""
-    import torch
+    """Greedy completions (kept for `select`); see generate.generate for sampling."""
+    return gen.generate(lm, tokenizer, tpl, prompts, gen.Sampling(max_new_tokens=max_new_tokens),
+                        batch_size, max_length)
 
-    stop = [tokenizer.eos_token_id]
-    if tpl.get("style") == "chatml":
-        im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
-        if isinstance(im_end, int) and im_end != tokenizer.unk_token_id:
-            stop.append(im_end)
-    pad = tokenizer.pad_token_id
-    device = next(lm.parameters()).device
-    outputs: list[str] = []
-    with torch.no_grad():
-        for i in range(0, len(prompts), batch_size):
-            # Over-long prompts keep their end: that is where the answer starts.
-            encoded = [prompt_ids(tokenizer, tpl, p)[-(max_length - 1):]
-                       for p in prompts[i:i + batch_size]]
-            width = max(len(e) for e in encoded)
-            # Left padding: every row's next token is at the last position.
-            ids = torch.tensor([[pad] * (width - len(e)) + e for e in encoded])
-            mask = torch.tensor([[0] * (width - len(e)) + [1] * len(e) for e in encoded])
-            budget = max(1, min(max_new_tokens, max_length - width))
-            out = lm.generate(input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=budget,
-                              do_sample=False, eos_token_id=stop, pad_token_id=pad)
-            for row in out[:, width:].cpu().tolist():
-                # Cut at the first stop token: rows that stopped early are padded after it.
-                cut = next((j for j, t in enumerate(row) if t in stop), len(row))
-                outputs.append(tokenizer.decode(row[:cut], skip_special_tokens=True))
-    return outputs
 
+# ---- inputs -------------------------------------------------------------------------------
+
+@dataclass
+class Rows:
+    name: str
+    prompts: list[str]
+    refs: list[str]
+    scores: dict[str, dict[str, float]] = field(default_factory=dict)  # model -> metric -> value
+    generations: dict[str, list[str]] = field(default_factory=dict)  # model -> texts
+
+
+def _read(data: Artifact, p: dict[str, Any]) -> Rows:
+    pf, cf = p.get("prompt_field") or "prompt", p.get("completion_field") or "completion"
+    cols = read_columns(data, [pf, cf], limit=p.get("limit"), hints={
+        pf: "set prompt_field = \"COLUMN\"", cf: "set completion_field = \"COLUMN\""})
+    keep = [i for i, (a, b) in enumerate(zip(cols[pf], cols[cf], strict=True))
+            if a is not None and b is not None]
+    rows = Rows(dataset_name(data), [str(cols[pf][i]) for i in keep], [str(cols[cf][i]) for i in keep])
+    if not rows.prompts:
+        raise StepError(f"the eval dataset {rows.name} has no rows", path=data.dataset_file())
+    return rows
+
+
+def _check_calls(calls: list[Call]) -> None:
+    unknown = [c.name for c in calls if c.name not in METRICS]
+    if unknown:
+        raise StepError(f"unknown metric {unknown[0]!r}", hint=f"known: {', '.join(sorted(METRICS))}")
+    seen: dict[str, Call] = {}
+    for c in calls:
+        key = metric_key(c)
+        if key in seen:
+            raise StepError(f"the metric {key!r} is listed twice in this eval",
+                            hint="each metric gives one column: keep one, or measure the other "
+                                 "variant in a second eval block")
+        seen[key] = c
+
+
+def _template(artifact: Artifact, override: Artifact | None) -> dict[str, Any]:
+    if override is not None:
+        return templates.load(override)
+    return modelio.template_of(artifact) or templates.load(None)
+
+
+# ---- the step -------------------------------------------------------------------------------
 
 def run(ctx: StepContext) -> dict[str, Any]:
     import torch
@@ -92,70 +138,122 @@ def run(ctx: StepContext) -> dict[str, Any]:
     models: list[Artifact] = list(p["models"])
     if not models:
         raise StepError("eval needs at least one model in `models`")
-    metrics = _metric_calls(p.get("metrics"))
-    known = {"loss", "perplexity", "exact_match"}
-    unknown = [m.name for m in metrics if m.name not in known]
-    if unknown:
-        raise StepError(f"unknown metric {unknown[0]!r}", hint=f"known: {', '.join(sorted(known))}")
-    names = {m.name for m in metrics}
-    em_call = next((m for m in metrics if m.name == "exact_match"), None)
-    pf, cf = p.get("prompt_field") or "prompt", p.get("completion_field") or "completion"
-    cols = read_columns(p["data"], [pf, cf], limit=p.get("limit"), hints={
-        pf: "set prompt_field = \"COLUMN\"", cf: "set completion_field = \"COLUMN\""})
-    keep = [i for i, (a, b) in enumerate(zip(cols[pf], cols[cf], strict=True))
-            if a is not None and b is not None]
-    prompts = [str(cols[pf][i]) for i in keep]
-    refs = [str(cols[cf][i]) for i in keep]
-    if not prompts:
-        raise StepError("the eval dataset has no rows", path=p["data"].dataset_file())
+    calls = _metric_calls(p.get("metrics"))
+    _check_calls(calls)
+    names = {c.name for c in calls}
+
+    datasets: list[Rows] = []
+    for data in [p["data"], *(p.get("extra_data") or [])]:
+        if any(d.name == dataset_name(data) for d in datasets):
+            continue  # the same dataset twice measures nothing new
+        datasets.append(_read(data, p))
     batch_size = int(p.get("batch_size") or 16)
-    max_new = int(p.get("max_new_tokens") or 32)
+    sampling = gen.Sampling.from_params(p)
+    shown = int(p["samples"]) if p.get("samples") is not None else SAMPLES
+    generative = bool(names & GENERATIVE)
+    # win_rate compares against a model that need not be in `models`: it generates too.
+    against = [c.args["against"] for c in calls if c.name == "win_rate"]
+    reported = {m.node for m in models}
+    generators = models + [a for i, a in enumerate(against)
+                           if a.node not in reported and a.node not in {b.node for b in against[:i]}]
     torch.manual_seed(0)
 
-    results: dict[str, dict[str, float]] = {}
-    generations: dict[str, list[str]] = {}
     timings: dict[str, float] = {}
-    for i, artifact in enumerate(models):
+    total = len(generators) * len(datasets)
+    for i, artifact in enumerate(generators):
         name = model_name(artifact)
         started = time.perf_counter()
-        ctx.progress(i, len(models), f"evaluating {name}")
         tokenizer = modelio.load_tokenizer(artifact)
         lm = modelio.load_model(artifact, merged=True)  # merged: faster, same function
         if torch.cuda.is_available():
             lm.to("cuda")
-        if p.get("template") is not None:
-            tpl = templates.load(p["template"])
-        else:
-            tpl = modelio.template_of(artifact) or templates.load(None)
+        tpl = _template(artifact, p.get("template"))
         max_length = int(getattr(lm.config, "max_position_embeddings", None) or 2048)
-        scores: dict[str, float] = {}
-        if names & {"loss", "perplexity"}:
-            loss = completion_loss(lm, tokenizer, tpl, prompts, refs, batch_size, max_length)
-            if "loss" in names:
-                scores["loss"] = round(loss, DIGITS)
-            if "perplexity" in names:
-                scores["perplexity"] = round(math.exp(min(loss, 700.0)), DIGITS)
-        # Generation for exact match; without it, only the rows shown in samples.jsonl.
-        todo = prompts if em_call is not None else prompts[:SAMPLES]
-        outs = generate(lm, tokenizer, tpl, todo, max_new, batch_size, max_length)
-        generations[name] = outs
-        if em_call is not None:
-            norm = bool(em_call.get("normalize", True))
-            hits = sum(normalize(o, norm) == normalize(r, norm) for o, r in zip(outs, refs, strict=True))
-            scores["exact_match"] = round(hits / len(refs), DIGITS)
-        results[name] = scores
+        for j, rows in enumerate(datasets):
+            ctx.progress(i * len(datasets) + j, total, f"{name} on {rows.name}")
+            scores: dict[str, float] = {}
+            if artifact.node in reported and names & {"loss", "perplexity"}:
+                loss = completion_loss(lm, tokenizer, tpl, rows.prompts, rows.refs, batch_size, max_length)
+                if "loss" in names:
+                    scores["loss"] = round(loss, DIGITS)
+                if "perplexity" in names:
+                    scores["perplexity"] = round(math.exp(min(loss, 700.0)), DIGITS)
+            # Without a generative metric, only the rows shown in samples.jsonl are generated.
+            todo = rows.prompts if generative else rows.prompts[:shown]
+            rows.generations[name] = gen.generate(lm, tokenizer, tpl, todo, sampling, batch_size, max_length)
+            if artifact.node in reported:
+                for c in calls:
+                    if c.name in text_metrics.TEXT_METRICS:
+                        value = text_metrics.compute(c, rows.generations[name], rows.refs, rows.prompts)
+                        scores[metric_key(c)] = round(value, DIGITS)
+                rows.scores[name] = scores
         timings[name] = round(time.perf_counter() - started, 3)
-        ctx.log(f"{name}: " + ", ".join(f"{k} {v:g}" for k, v in scores.items()))
         del lm
-    ctx.progress(len(models), len(models), "done")
 
-    report = {"models": results, "rows": len(prompts)}
+    judged = _judge(ctx, calls, datasets, models, batch_size)
+    for rows in datasets:
+        for m in models:
+            ordered = {metric_key(c): rows.scores[model_name(m)].get(metric_key(c)) for c in calls}
+            rows.scores[model_name(m)] = {k: v for k, v in ordered.items() if v is not None}
+            line = ", ".join(f"{k} {v:g}" for k, v in rows.scores[model_name(m)].items())
+            where = f" on {rows.name}" if len(datasets) > 1 else ""
+            ctx.log(f"{model_name(m)}{where}: {line}")
+    ctx.progress(total, total, "done")
+
+    first = datasets[0]
+    report = {"models": {model_name(m): first.scores[model_name(m)] for m in models},
+              "rows": len(first.prompts),
+              "datasets": {d.name: {"models": {model_name(m): d.scores[model_name(m)] for m in models},
+                                    "rows": len(d.prompts)} for d in datasets},
+              "generation": sampling.describe()}
     (ctx.out / "metrics.json").write_text(json.dumps(report, indent=1, sort_keys=True) + "\n",
                                           encoding="utf-8")
     with (ctx.out / "samples.jsonl").open("w", encoding="utf-8", newline="\n") as f:
-        for j in range(min(SAMPLES, len(prompts))):
-            row = {"prompt": prompts[j], "reference": refs[j],
-                   "generations": {n: g[j] for n, g in generations.items()}}
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        for rows in datasets:
+            for k in range(min(shown, len(rows.prompts))):
+                row: dict[str, Any] = {"dataset": rows.name, "prompt": rows.prompts[k], "reference": rows.refs[k],
+                                       "generations": {model_name(m): rows.generations[model_name(m)][k]
+                                                       for m in models}}
+                if rows.name in judged:
+                    row["scores"] = {n: round(s[k], DIGITS) for n, s in judged[rows.name].items()
+                                     if n in row["generations"]}
+                f.write(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n")
     # Timings go to the ledger only: the artifact files must not change between reruns.
     return {**report, "seconds": timings}
+
+
+def _judge(ctx: StepContext, calls: list[Call], datasets: list[Rows], models: list[Artifact],
+           batch_size: int) -> dict[str, dict[str, list[float]]]:
+    """reward(...) and win_rate(...): each judge scores every generation once.
+
+    Returns the first judge's per-row scores (dataset -> model -> scores) for samples.jsonl.
+    """
+    judges: dict[str, Artifact] = {}
+    for c in calls:
+        if c.name in JUDGED:
+            j = c.args["model"] if c.name == "reward" else c.args["judge"]
+            judges.setdefault(j.node, j)
+    shown: dict[str, dict[str, list[float]]] = {}
+    for jnode, judge in judges.items():
+        ctx.log(f"scoring generations with the reward model {model_name(judge)}")
+        rm = gen.RewardModel(judge)
+        scored: dict[str, dict[str, list[float]]] = {}
+        for rows in datasets:
+            scored[rows.name] = {name: rm.score(rows.prompts, texts, batch_size)
+                                 for name, texts in rows.generations.items()}
+        if not shown:
+            shown = scored
+        del rm
+        for c in calls:
+            if c.name == "reward" and c.args["model"].node == jnode:
+                for rows in datasets:
+                    for m in models:
+                        s = scored[rows.name][model_name(m)]
+                        rows.scores[model_name(m)]["reward"] = round(sum(s) / len(s), DIGITS)
+            elif c.name == "win_rate" and c.args["judge"].node == jnode:
+                base = model_name(c.args["against"])
+                for rows in datasets:
+                    for m in models:
+                        rate = text_metrics.win_rate(scored[rows.name][model_name(m)], scored[rows.name][base])
+                        rows.scores[model_name(m)]["win_rate"] = round(rate, DIGITS)
+    return shown

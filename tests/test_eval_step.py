@@ -14,6 +14,7 @@ import json
 import math
 import random
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -231,7 +232,8 @@ def test_reward_and_win_rate_match_transformers_row_by_row(
     for name in ("base", "sft"):
         scores[name] = []
         for r in rows:
-            ids = tok(f"{r['prompt']}\n{r['generations'][name]}")["input_ids"]  # the plain template
+            # the plain template, and EOS at the end as reward_model training appends it
+            ids = tok(f"{r['prompt']}\n{r['generations'][name]}{tok.eos_token}")["input_ids"]
             with torch.no_grad():
                 scores[name].append(float(rm(input_ids=torch.tensor([ids])).logits[0, 0]))
             assert r["scores"][name] == pytest.approx(scores[name][-1], abs=1e-5)
@@ -246,8 +248,11 @@ def test_eval_is_byte_deterministic_and_silent(store: Store, full: tuple[Artifac
     art, _, _, params = full
     ctx = store.ctx("eval.report", params)
     capfd.readouterr()
-    evaluate.run(ctx)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        evaluate.run(ctx)
     out, err = capfd.readouterr()
+    assert [str(w.message) for w in caught] == []
     assert out == "" and err == "", (out, err)  # the step reports through ctx.log only
     assert _files(ctx.out) == _files(art.path)
     assert any(line.startswith("sft on adds: loss ") for line in store.logs)
