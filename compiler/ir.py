@@ -114,6 +114,19 @@ class Node:
         return f"{self.span.file}:{self.span.line}"
 
 
+def files_in(value: Any) -> list[FileValue]:
+    """Every input file a resolved value names (a source, a custom metric's module...)."""
+    if isinstance(value, FileValue):
+        return [value]
+    if isinstance(value, Call):
+        return files_in(list(value.args.values()))
+    if isinstance(value, dict):
+        return files_in(list(value.values()))
+    if isinstance(value, (list, tuple)):
+        return [f for v in value for f in files_in(v)]
+    return []
+
+
 def _collect_refs(value: Any, out: list[RefValue]) -> None:
     if isinstance(value, RefValue):
         out.append(value)

@@ -18,10 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ftlang.compiler.ir import AssertIR, EnvValue, FileValue, Node, OutPath, Program, RefValue
-from ftlang.lang import ast
+from ftlang.compiler.ir import EnvValue, FileValue, Node, OutPath, Program, RefValue, files_in
 from ftlang.lang.diagnostics import Diagnostic, Label
-from ftlang.runtime import estimate, ledger
+from ftlang.runtime import asserts, estimate, ledger
 from ftlang.runtime.display import Display, fmt_seconds, table
 from ftlang.runtime.hashing import StatCache
 from ftlang.runtime.keys import components, node_key
@@ -157,10 +156,8 @@ def quiet_libraries(verbose: bool) -> Iterator[None]:
 
 
 def source_lines(node: Node, stat: StatCache) -> dict[str, int]:
-    from ftlang.runtime.lockfile import _files
-
     out = {}
-    for f in _files(node.params):
+    for f in files_in(node.params):
         n = stat.lines(Path(f.abs))
         if n is not None:
             out[f.rel] = n
@@ -252,7 +249,7 @@ def _after(node: Node, entry: Entry, store: Store, display: Display, result: Run
         metrics = read_metrics(entry, store)
         outcomes = []
         for a in node.asserts:
-            diag = check_assert(a, metrics)
+            diag = asserts.check(a, metrics)
             outcomes.append({"text": a.text, "line": a.span.line, "ok": diag is None,
                              "detail": diag.labels[0].message if diag and diag.labels else None})
             if diag is not None:
@@ -283,38 +280,3 @@ def publish(src: Path, dest: Path, digest: str, display: Display, nid: str) -> N
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp.rename(dest)
     display.line("export", nid, f"-> {dest}")
-
-
-def _eval_expr(expr: ast.Expr, metrics: dict[str, dict[str, float]]) -> float:
-    if isinstance(expr, ast.Num):
-        return float(expr.value)
-    if isinstance(expr, ast.Ref):
-        model, metric = expr.parts
-        return float(metrics[model][metric])
-    if isinstance(expr, ast.Neg):
-        return -_eval_expr(expr.operand, metrics)
-    if isinstance(expr, ast.BinOp):
-        a, b = _eval_expr(expr.left, metrics), _eval_expr(expr.right, metrics)
-        ops = {"+": a + b, "-": a - b, "*": a * b, "/": a / b if b else float("inf"),
-               ">=": float(a >= b), "<=": float(a <= b), ">": float(a > b), "<": float(a < b),
-               "==": float(a == b), "!=": float(a != b)}
-        return ops[expr.op]
-    raise ValueError(f"cannot evaluate {expr!r}")
-
-
-def check_assert(a: AssertIR, metrics: dict[str, dict[str, float]]) -> Diagnostic | None:
-    expr = a.expr
-    try:
-        if isinstance(expr, ast.BinOp) and expr.op in (">=", "<=", ">", "<", "==", "!="):
-            left, right = _eval_expr(expr.left, metrics), _eval_expr(expr.right, metrics)
-            ok = bool(_eval_expr(expr, metrics))
-            detail = f"{left:.4g} {expr.op} {right:.4g} is false"
-        else:
-            value = _eval_expr(expr, metrics)
-            ok, detail = bool(value), f"the value is {value:.4g}"
-    except (KeyError, ValueError, ZeroDivisionError) as exc:
-        return Diagnostic("FT0202", f"assertion could not be evaluated: {a.text}", [Label(a.span, str(exc))])
-    if ok:
-        return None
-    return Diagnostic("FT0202", f"assertion failed: {a.text}", [Label(a.span, detail)],
-                      help="the trained artifacts are kept in the cache; fix the data or the settings and run again")

@@ -68,6 +68,17 @@ def runs(root: Path, limit: int = 20) -> list[dict[str, Any]]:
         con.close()
 
 
+def _decoded(cur: Any) -> list[dict[str, Any]]:
+    """Node rows as dicts with their JSON columns parsed."""
+    cols = [d[0] for d in cur.description]
+    out = [dict(zip(cols, r)) for r in cur.fetchall()]
+    for r in out:
+        r["meta"] = json.loads(r["meta"] or "{}")
+        r["reasons"] = json.loads(r["reasons"] or "[]")
+        r["params"] = json.loads(r["params"] or "{}")
+    return out
+
+
 def resolve_run(root: Path, ref: str) -> str | None:
     """A run id from a prefix, `last`, or `last~N` (N runs before the last)."""
     if not (root / "ledger.duckdb").exists():
@@ -107,13 +118,7 @@ def run_nodes(root: Path, run_id: str) -> list[dict[str, Any]]:
     try:
         rid = (rid_value,)
         cur = con.execute("SELECT * FROM nodes WHERE run_id = ? ORDER BY rowid", [rid[0]])
-        cols = [d[0] for d in cur.description]
-        out = [dict(zip(cols, r)) for r in cur.fetchall()]
-        for r in out:
-            r["meta"] = json.loads(r["meta"] or "{}")
-            r["reasons"] = json.loads(r["reasons"] or "[]")
-            r["params"] = json.loads(r["params"] or "{}")
-        return out
+        return _decoded(cur)
     finally:
         con.close()
 
@@ -145,13 +150,7 @@ def nodes_of_runs(root: Path, run_ids: list[str], kinds: tuple[str, ...]) -> lis
             "SELECT n.*, r.started, r.status AS run_status FROM nodes n JOIN runs r USING (run_id) "
             "WHERE n.run_id IN (SELECT unnest(?)) AND n.kind IN (SELECT unnest(?)) "
             "ORDER BY r.started DESC, n.run_id DESC, n.rowid", [list(run_ids), list(kinds)])
-        cols = [d[0] for d in cur.description]
-        out = [dict(zip(cols, r)) for r in cur.fetchall()]
-        for r in out:
-            r["meta"] = json.loads(r["meta"] or "{}")
-            r["reasons"] = json.loads(r["reasons"] or "[]")
-            r["params"] = json.loads(r["params"] or "{}")
-        return out
+        return _decoded(cur)
     finally:
         con.close()
 

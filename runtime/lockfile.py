@@ -12,24 +12,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ftlang.compiler.ir import FileValue, Program
+from ftlang.compiler.ir import Program, files_in
 from ftlang.runtime.hashing import StatCache
 from ftlang.runtime.keys import environment
-from ftlang.stdlib.spec import Call
 
 LOCK_NAME = "ft.lock"
-
-
-def _files(value: Any) -> list[FileValue]:
-    if isinstance(value, FileValue):
-        return [value]
-    if isinstance(value, Call):
-        return _files(list(value.args.values()))
-    if isinstance(value, dict):
-        return _files(list(value.values()))
-    if isinstance(value, (list, tuple)):
-        return [f for v in value for f in _files(v)]
-    return []
 
 
 def resolve(program: Program, stat: StatCache) -> dict[str, Any]:
@@ -38,7 +25,7 @@ def resolve(program: Program, stat: StatCache) -> dict[str, Any]:
     models: dict[str, Any] = {}
     seeds: dict[str, int] = {}
     for nid, node in program.nodes.items():
-        for f in _files(node.params):
+        for f in files_in(node.params):
             sources[f.rel] = "sha256:" + stat.digest(Path(f.abs))
         if node.kind == "model" and node.params.get("hub"):
             models[nid] = {"hub": node.params["hub"], "revision": node.params.get("revision")}

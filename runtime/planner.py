@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ftlang.compiler.ir import FileValue, Node, Program, RefValue
+from ftlang.compiler.ir import FileValue, Node, Program, RefValue, files_in
 from ftlang.runtime.hashing import StatCache
 from ftlang.runtime.keys import components, node_key
 from ftlang.runtime.store import Entry, Store
@@ -185,7 +185,7 @@ def explain(node: Node, comp: dict[str, Any], state: dict[str, Any] | None, key:
         if a == b:
             continue
         raw = node.params.get(name)
-        files = _files(raw)
+        files = files_in(raw)
         refs = _refs(raw)
         if files:
             out += [_file_change(f, state, stat) for f in files]
@@ -231,17 +231,3 @@ def _refs(value: Any) -> list[RefValue]:
     out: list[RefValue] = []
     _collect_refs(value, out)
     return out
-
-
-def _files(value: Any) -> list[FileValue]:
-    from ftlang.stdlib.spec import Call
-
-    if isinstance(value, FileValue):
-        return [value]
-    if isinstance(value, Call):
-        return _files(list(value.args.values()))
-    if isinstance(value, dict):
-        return _files(list(value.values()))
-    if isinstance(value, (list, tuple)):
-        return [f for v in value for f in _files(v)]
-    return []

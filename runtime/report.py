@@ -25,7 +25,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from ftlang.runtime import ledger
+from ftlang.runtime import asserts, ledger
 from ftlang.runtime.compare import metric_columns, metric_rows, runs_of_file, short_name
 
 PALETTE = ("#2563eb", "#dc2626", "#059669", "#d97706", "#7c3aed", "#0891b2", "#db2777", "#4b5563",
@@ -605,43 +605,13 @@ def _assertions(run: Run, node: str, models: dict[str, dict[str, Any]]) -> str:
     items = []
     for a in run.program.nodes[node].asserts:
         try:
-            ok, detail = _check(a.expr, models)
+            ok, detail = asserts.evaluate(a.expr, models)
         except (KeyError, TypeError, ValueError, ZeroDivisionError) as exc:
             ok, detail = None, f"cannot be evaluated: {exc}"
         cls, word = {True: ("pass", "pass"), False: ("fail", "fail"), None: ("neutral", "?")}[ok]
         items.append(f'<li><span class="badge st-{cls}">{word}</span> <code>assert {esc(a.text)}</code> '
                      f'<span class="dim">{esc(detail)}</span></li>')
     return f'<ul class="asserts">{"".join(items)}</ul>' if items else ""
-
-
-def _value(expr: Any, models: dict[str, dict[str, Any]]) -> float:
-    from ftlang.lang import ast
-
-    if isinstance(expr, ast.Num):
-        return float(expr.value)
-    if isinstance(expr, ast.Ref):
-        model, metric = expr.parts
-        return float(models[model][metric])
-    if isinstance(expr, ast.Neg):
-        return -_value(expr.operand, models)
-    if isinstance(expr, ast.BinOp):
-        a, b = _value(expr.left, models), _value(expr.right, models)
-        ops = {"+": a + b, "-": a - b, "*": a * b, "/": a / b if b else math.inf,
-               ">=": float(a >= b), "<=": float(a <= b), ">": float(a > b), "<": float(a < b),
-               "==": float(a == b), "!=": float(a != b)}
-        return ops[expr.op]
-    raise ValueError(f"cannot evaluate {type(expr).__name__}")
-
-
-def _check(expr: Any, models: dict[str, dict[str, Any]]) -> tuple[bool, str]:
-    from ftlang.lang import ast
-
-    if isinstance(expr, ast.BinOp) and expr.op in (">=", "<=", ">", "<", "==", "!="):
-        left, right = _value(expr.left, models), _value(expr.right, models)
-        ok = bool(_value(expr, models))
-        return ok, f"{left:.4g} {expr.op} {right:.4g}"
-    v = _value(expr, models)
-    return bool(v), f"value {v:.4g}"
 
 
 def history_plots(run: Run, node: str, dataset: str, order: Sequence[str] = ()) -> str:
