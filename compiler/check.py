@@ -11,7 +11,7 @@ from ftlang.compiler.symbols import desugar
 from ftlang.lang import ast
 from ftlang.lang.diagnostics import Diagnostic, Label, did_you_mean
 from ftlang.stdlib import registry
-from ftlang.stdlib.spec import Attr, StepSpec
+from ftlang.stdlib.spec import Attr, Call, StepSpec
 
 SCHEMA_TYPES = ("str", "int", "float", "bool")
 
@@ -258,14 +258,15 @@ def _block_rules(kind: str, block: ast.Block, params: dict[str, Any], spans: dic
                  asserts: list[AssertIR], ctx: T.Ctx) -> None:
     """Rules across attributes of one block."""
     if kind == "model":
-        given = [k for k in ("path", "hub", "init") if k in spans]
+        given = [k for k in ("path", "hub", "init", "gguf") if k in spans]
         if len(given) != 1:
             where = [Label(spans[k], f"`{k}`", False) for k in given[1:]]
             ctx.diagnostics.append(Diagnostic(
-                "FT0114", f"model `{block.name.name}` needs exactly one of path, hub or init"
+                "FT0114", f"model `{block.name.name}` needs exactly one of path, hub, init or gguf"
                 + (f" (found {', '.join(given)})" if given else ""),
                 [Label(block.name.span, "this model"), *where],
-                help="path = \"models/x\" (a local folder), hub = \"org/name\" with revision, or init = tiny(...)"))
+                help="path = \"models/x\" (a local folder), hub = \"org/name\" with revision, "
+                     "gguf = \"x.gguf\", or init = tiny(...)"))
         elif params.get("hub") is not None and params.get("revision") is None:
             ctx.diagnostics.append(Diagnostic(
                 "FT0114", f"model `{block.name.name}` is not pinned to a revision", [Label(spans["hub"], "unpinned")],
@@ -274,11 +275,103 @@ def _block_rules(kind: str, block: ast.Block, params: dict[str, Any], spans: dic
         ctx.diagnostics.append(Diagnostic(
             "FT0114", "a template has no effect with objective = clm", [Label(spans["template"], "ignored")],
             level="warning", help="remove `template`, or use objective = sft"))
+    if kind == "train":
+        _method_rules(block, params, spans, ctx)
+    if kind == "merge":
+        _merge_rules(block, params, spans, ctx)
     if kind == "eval":
         models = {r.node.split(".", 1)[1] for r in params.get("models") or [] if isinstance(r, RefValue)}
-        metrics = {c.name for c in params.get("metrics") or [] if hasattr(c, "name")}
+        from ftlang.stdlib.evaluate_spec import metric_key
+
+        metrics = {metric_key(c) for c in params.get("metrics") or [] if hasattr(c, "name")}
         for a in asserts:
             _check_assert(a.expr, models, metrics, ctx)
+
+
+def _attr_expr(block: ast.Block, name: str) -> ast.Expr | None:
+    for stmt in block.body:
+        if isinstance(stmt, ast.Attr) and stmt.name == name:
+            return stmt.value
+    return None
+
+
+def _upstream_adapter(ref: Any, ctx: T.Ctx) -> str | None:
+    """The method name written in the train block `ref` points at, when that block trains an
+    adapter (anything but full weights); None otherwise."""
+    if not isinstance(ref, RefValue) or not ref.node.startswith("train."):
+        return None
+    block = ctx.symbols.blocks.get(ref.node.split(".", 1)[1].split("[", 1)[0])
+    if block is None:
+        return None
+    expr = _attr_expr(block, "method")
+    name = expr.dotted if isinstance(expr, (ast.CallExpr, ast.Ref)) else None
+    if name is None or name == "full":
+        return None
+    if name in registry.METHODS and name not in registry.ADAPTERS:
+        adapter = next((kw.value for kw in expr.kwargs if kw.name == "adapter"), None) \
+            if isinstance(expr, ast.CallExpr) else None
+        inner = adapter.dotted if isinstance(adapter, (ast.CallExpr, ast.Ref)) else None
+        return None if inner in (None, "full") else inner
+    return name
+
+
+def _method_rules(block: ast.Block, params: dict[str, Any], spans: dict[str, ast.Span], ctx: T.Ctx) -> None:
+    """Method/model compatibility inside one train block."""
+    method = params.get("method")
+    if not isinstance(method, Call):
+        return
+    mspan = spans.get("method", block.name.span)
+    name = method.name
+    warn = lambda msg, span, label, help_: ctx.diagnostics.append(  # noqa: E731
+        Diagnostic("FT0114", msg, [Label(span, label)], level="warning", help=help_))
+    adapter = method.args.get("adapter")
+    if isinstance(adapter, Call) and adapter.name not in registry.ADAPTERS:
+        ctx.error("FT0114", f"`adapter = {adapter.name}(...)` is not a way to train weights", mspan,
+                  "not an adapter", help=f"adapter is one of: {', '.join(registry.ADAPTERS)}")
+        return
+    quant = method.args.get("quant") if name == "lora" else None
+    if name == "lora" and method.args.get("double_quant") and quant not in ("nf4", "fp4"):
+        warn("double_quant applies to 4-bit quantisation only", mspan, "no effect",
+             'use quant = "nf4" (or "fp4") with double_quant = true')
+    if name not in registry.ADAPTERS and "objective" in spans:
+        warn(f"`objective` has no effect with method = {name}(...): the method is the objective",
+             spans["objective"], "ignored", "remove `objective`")
+    if params.get("patience") is not None and params.get("eval_data") is None:
+        ctx.error("FT0114", "early stopping needs validation data", spans.get("patience", block.name.span),
+                  "`patience` without `eval_data`", help="add `eval_data = <dataset>`, or remove `patience`")
+    if params.get("optimizer") == "adamw_8bit" and params.get("device") in ("cpu", "mps"):
+        ctx.error("FT0114", "adamw_8bit runs on CUDA only", spans.get("optimizer", block.name.span),
+                  f"device = {params.get('device')}", help="use optimizer = adamw on this device")
+    if params.get("packing") and name not in registry.ADAPTERS:
+        warn(f"packing applies to sft, chat and clm training, not {name}", spans["packing"], "ignored",
+             "remove `packing`")
+    if name in ("dpo", "kto", "online_dpo", "rloo") or (name == "grpo" and (method.args.get("beta") or 0) > 0):
+        lower = _upstream_adapter(params.get("from"), ctx)
+        if lower is not None:
+            ref = params["from"]
+            ctx.diagnostics.append(Diagnostic(
+                "FT0114", f"the reference model of {name} is `{ref.label}` with its {lower} adapter merged",
+                [Label(spans.get("from", block.name.span), "policy and reference start here")],
+                level="note", help=None))
+    for r in method.args.get("reward") or []:
+        if isinstance(r, Call) and r.name == "rm" and isinstance(r.args.get("model"), RefValue):
+            target = r.args["model"]
+            tb = ctx.symbols.blocks.get(target.node.split(".", 1)[1].split("[", 1)[0])
+            expr = _attr_expr(tb, "method") if tb is not None and tb.kind.name == "train" else None
+            if tb is not None and not (isinstance(expr, (ast.CallExpr, ast.Ref)) and expr.dotted == "reward_model"):
+                warn(f"`{target.label}` is not trained with method = reward_model(...)", target.span or mspan,
+                     "not a reward model", "rm(...) scores with a sequence-classification model")
+
+
+def _merge_rules(block: ast.Block, params: dict[str, Any], spans: dict[str, ast.Span], ctx: T.Ctx) -> None:
+    models, weights = params.get("models"), params.get("weights")
+    if isinstance(models, list) and isinstance(weights, list) and len(models) != len(weights):
+        ctx.error("FT0114", f"{len(weights)} weights for {len(models)} models", spans["weights"],
+                  "one weight per model", help=f"give {len(models)} weights, or leave `weights` out")
+    if isinstance(models, list) and len(models) < 2 and isinstance(params.get("method"), Call) \
+            and params["method"].name != "linear":
+        ctx.error("FT0114", "merging needs at least two models", spans.get("models", block.name.span),
+                  "one model", help="to fold an adapter into its base, export it with merge = true")
 
 
 def _check_assert(expr: ast.Expr, models: set[str], metrics: set[str], ctx: T.Ctx) -> None:

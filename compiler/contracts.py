@@ -48,8 +48,14 @@ OBJECTIVE_COLUMNS: dict[str, tuple[str, ...]] = {
     "dpo": ("prompt", "chosen", "rejected"),
     "orpo": ("prompt", "chosen", "rejected"),
     "kto": ("prompt", "completion", "label"),
+    "reward_model": ("prompt", "chosen", "rejected"),
+    "grpo": ("prompt",),
+    "rloo": ("prompt",),
+    "online_dpo": ("prompt",),
+    "chat": ("messages_field",),
 }
-FIELD_DEFAULTS = {"prompt_field": "prompt", "completion_field": "completion", "text_field": "text"}
+FIELD_DEFAULTS = {"prompt_field": "prompt", "completion_field": "completion", "text_field": "text",
+                  "messages_field": "messages"}
 
 
 def check(nodes: dict[str, Node], ctx: T.Ctx) -> None:

@@ -73,12 +73,27 @@ class StatCache:
             except (OSError, ValueError):
                 self.entries = {}
 
+    @staticmethod
+    def signature(path: Path) -> list[Any]:
+        """(size, mtime_ns, inode) of a file; for a folder, the same over all its files,
+        so a file rewritten inside a dataset or model folder is noticed."""
+        if not path.is_dir():
+            st = path.stat()
+            return [st.st_size, st.st_mtime_ns, st.st_ino]
+        stats = []
+        for p in sorted(path.rglob("*")):
+            if p.is_file():
+                st = p.stat()
+                stats.append((p.relative_to(path).as_posix(), st.st_size, st.st_mtime_ns, st.st_ino))
+        listing = hashlib.sha256(repr(stats).encode()).hexdigest()
+        return [sum(x[1] for x in stats), max((x[2] for x in stats), default=0), listing]
+
     def digest(self, file: Path) -> str:
-        st = file.stat()
         key = str(file.resolve())
-        sig = [st.st_size, st.st_mtime_ns, st.st_ino]
+        sig = self.signature(file)
+        mtime = sig[1]
         entry = self.entries.get(key)
-        if entry and entry[:3] == sig and entry[4] - st.st_mtime_ns > self.RACY_NS:
+        if entry and entry[:3] == sig and entry[4] - mtime > self.RACY_NS:
             return str(entry[3])
         if file.is_file():
             sha, lines = _hash_and_count(file)

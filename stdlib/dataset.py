@@ -52,9 +52,12 @@ def run(ctx: StepContext) -> dict[str, Any]:
     """Read the source file into `data.parquet`, checking the schema when one is declared."""
     source: Call = ctx.params["source"]
     schema: dict[str, str] | None = ctx.params.get("schema") or None
+    _check_schema_decl(schema)
+    if source.name in ("hf_disk", "hub"):
+        table, shown = _read_hf(ctx, source, schema)
+        return _finish(ctx, table, shown)
     path = Path(source["path"])
     shown = _shown(path, ctx.project)
-    _check_schema_decl(schema)
     if not path.exists():
         raise StepError("file not found", path=shown,
                         hint=f"paths in a .ft file are relative to its folder ({ctx.project})")
@@ -72,6 +75,10 @@ def run(ctx: StepContext) -> dict[str, Any]:
     else:
         raise StepError(f"unknown source '{source.name}'", hint="use jsonl(...), csv(...) or parquet(...)")
 
+    return _finish(ctx, table, shown)
+
+
+def _finish(ctx: StepContext, table: pa.Table, shown: str) -> dict[str, Any]:
     if table.num_rows == 0:
         raise StepError("the file has no rows", path=shown)
     if table.num_columns == 0:
@@ -83,6 +90,73 @@ def run(ctx: StepContext) -> dict[str, Any]:
     write_parquet(table, ctx.out / "data.parquet")
     ctx.log(f"{shown}: {table.num_rows} rows, columns {', '.join(table.column_names)}")
     return {"rows": table.num_rows, "columns": list(table.column_names)}
+
+
+def _read_hf(ctx: StepContext, source: Call, schema: dict[str, str] | None) -> tuple[pa.Table, str]:
+    """Rows of a saved Hugging Face dataset folder (hf_disk) or a pinned hub dataset (hub)."""
+    from datasets.utils.logging import disable_progress_bar
+
+    disable_progress_bar()
+    split = source.get("split")
+    if source.name == "hf_disk":
+        from datasets import DatasetDict, load_from_disk
+
+        path = Path(source["path"])
+        shown = _shown(path, ctx.project)
+        if not path.is_dir():
+            raise StepError("not a folder: hf_disk reads a folder written by save_to_disk()", path=shown)
+        try:
+            ds = load_from_disk(str(path))
+        except (FileNotFoundError, ValueError, OSError) as e:
+            raise StepError(f"not a saved Hugging Face dataset: {e}", path=shown,
+                            hint="write it with Dataset.save_to_disk(folder)") from None
+        if isinstance(ds, DatasetDict):
+            names = list(ds)
+            if split is None and len(names) == 1:
+                split = names[0]
+            if split not in ds:
+                raise StepError(f"the saved dataset has the splits {', '.join(names)}"
+                                + (f", not {split!r}" if split else ": say which"), path=shown,
+                                hint=f'hf_disk("{source["path"]}", split = "{names[0]}")')
+            ds = ds[split]
+        elif split is not None:
+            ctx.log(f"{shown} holds one split: split = {split!r} is ignored")
+    else:
+        from ftlang.stdlib.model import HUB_PROBE_TIMEOUT_S, _hub_reachable, _offline
+
+        name, revision = source["name"], source.get("revision")
+        shown = f"hub:{name}@{revision}"
+        why = "HF_HUB_OFFLINE is set" if _offline() else None
+        if why is None:
+            import os
+
+            endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+            if not _hub_reachable(endpoint, HUB_PROBE_TIMEOUT_S):
+                why = f"no connection to {endpoint} within {HUB_PROBE_TIMEOUT_S:.0f} s"
+        if why is not None:
+            raise StepError(f"cannot fetch hub dataset {name!r}: the Hugging Face hub is unreachable ({why})",
+                            hint="save it where the hub is reachable (load_dataset(...).save_to_disk(\"data/NAME\")), "
+                                 "then write source = hf_disk(\"data/NAME\")")
+        from datasets import load_dataset
+
+        try:
+            ds = load_dataset(name, source.get("config"), revision=revision, split=split or "train",
+                              cache_dir=str(ctx.cache / "hub-datasets"))
+        except Exception as e:  # the hub client raises many types; all mean "could not get it"
+            raise StepError(f"cannot fetch hub dataset {name!r}: {type(e).__name__}: {e}",
+                            hint="check the dataset id, revision, config and split") from None
+    table = ds.flatten_indices().data.table if ds._indices is not None else ds.data.table
+    plain = pa_schema_without_temporal(table)
+    if plain is not None:
+        table = table.cast(plain)
+    return _apply_schema(table, schema, shown, lambda: None), shown
+
+
+def pa_schema_without_temporal(table: pa.Table) -> pa.Schema | None:
+    import pyarrow as pa
+
+    plain = pa.schema([f.with_type(_without_temporal(f.type)) for f in table.schema])
+    return plain if plain != table.schema else None
 
 
 def write_parquet(table: pa.Table, path: Path) -> None:

@@ -17,6 +17,20 @@ def _write_folder(ctx: StepContext, src: Artifact, merge: bool) -> int:
     meta = modelio.read_meta(src)
     template = meta.get("template")
     tokenizer = modelio.load_tokenizer(src)
+    if modelio.is_classifier(src):
+        # A reward model: already plain weights with its classification head; copied as is.
+        folder = modelio.weights_folder(src)
+        for f in sorted(folder.iterdir()):
+            if f.is_file() and f.name != modelio.META:
+                shutil.copy2(f, ctx.out / f.name)
+        modelio.write_meta(ctx.out, {"type": "full", "template": template})
+        ctx.log("a reward model (sequence classifier): exported with its head")
+        from transformers import AutoModelForSequenceClassification
+
+        return modelio.count_params(AutoModelForSequenceClassification.from_pretrained(str(folder)))
+    if meta["type"] == "adapter" and merge and modelio.is_prompt_learning(src):
+        ctx.log("a prompt- or prefix-tuned adapter has no weights to merge: exported unmerged")
+        merge = False
     if meta["type"] == "adapter" and not merge:
         # Unmerged: the (merged) base weights at the top, so transformers loads the
         # folder alone, and the adapter in adapter/ for PeftModel.from_pretrained.

@@ -19,17 +19,62 @@ HUB_PROBE_TIMEOUT_S = 3.0
 
 def run(ctx: StepContext) -> dict[str, Any]:
     p = ctx.params
-    given = [k for k in ("path", "hub", "init") if p.get(k) is not None]
+    given = [k for k in ("path", "hub", "init", "gguf") if p.get(k) is not None]
     if len(given) != 1:
         raise StepError(
-            "a model needs exactly one of `path`, `hub` or `init`"
+            "a model needs exactly one of `path`, `hub`, `init` or `gguf`"
             + (f"; got {', '.join(given)}" if given else ""),
             hint='e.g. path = "models/my-model", or init = tiny(data = corpus)')
     if p.get("path") is not None:
         return _from_path(ctx, Path(p["path"]))
     if p.get("hub") is not None:
         return _from_hub(ctx, p["hub"], p.get("revision"))
+    if p.get("gguf") is not None:
+        return _from_gguf(ctx, Path(p["gguf"]))
     return _from_tiny(ctx, p["init"])
+
+
+# ---- gguf -----------------------------------------------------------------------------
+
+def _from_gguf(ctx: StepContext, file: Path) -> dict[str, Any]:
+    """A GGUF file (llama.cpp's format, often quantised), dequantised once to fp32 and
+    stored as a plain safetensors model: later steps load it like any model."""
+    if not file.is_absolute():
+        file = ctx.project / file
+    if not file.is_file():
+        raise StepError("no such GGUF file", path=file)
+    try:
+        import gguf  # noqa: F401
+    except ImportError as e:
+        raise StepError("reading GGUF files needs the gguf package", hint="pip install gguf") from e
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    modelio.quiet()
+    ctx.log(f"dequantising {file.name} to fp32 (once: the result is cached)")
+    import transformers.modeling_gguf_pytorch_utils as gguf_utils
+
+    bar = gguf_utils.tqdm  # the GGUF reader's own progress bar: ctx.log reports instead
+    gguf_utils.tqdm = lambda items, *a, **k: items
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(file.parent), gguf_file=file.name)
+        lm = AutoModelForCausalLM.from_pretrained(str(file.parent), gguf_file=file.name, dtype=torch.float32)
+    except (OSError, ValueError, KeyError, RuntimeError) as e:
+        raise StepError(f"cannot load the GGUF file: {type(e).__name__}: {e}", path=file,
+                        hint="transformers reads GGUF for llama, mistral, qwen2, gemma, phi3 and a few more") from e
+    finally:
+        gguf_utils.tqdm = bar
+    quantizer = getattr(lm, "hf_quantizer", None)
+    if quantizer is not None:  # the weights are plain fp32 now: do not record a GGUF quantisation
+        quantizer.remove_quantization_config(lm)
+    lm.eval()
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    lm.generation_config.pad_token_id = tokenizer.pad_token_id
+    modelio.save_full(lm, tokenizer, ctx.out, template=None)
+    n = modelio.count_params(lm)
+    ctx.log(f"{lm.config.model_type}: {n:,} parameters, vocab {len(tokenizer)}")
+    return {"source": "gguf", "model_type": lm.config.model_type, "params": n}
 
 
 # ---- path -------------------------------------------------------------------------
@@ -124,19 +169,38 @@ def _from_hub(ctx: StepContext, hub: str, revision: str | None) -> dict[str, Any
 
 # ---- tiny(...) ------------------------------------------------------------------------
 
+def _strings(value: Any) -> list[str]:
+    """Every string inside a nested value (chat messages: a list of {role, content})."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [t for v in value.values() for t in _strings(v)]
+    if isinstance(value, (list, tuple)):
+        return [t for v in value for t in _strings(v)]
+    return []
+
+
 def _texts(data: Artifact) -> list[str]:
-    """Every row's string columns joined by newlines: the tokenizer's training text."""
+    """Every row's text joined by newlines: the tokenizer's training text. String columns,
+    and the strings inside list/struct columns (chat `messages`)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     table = pq.read_table(data.dataset_file())
-    cols = [f.name for f in table.schema
-            if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]
+
+    def texty(t: Any) -> bool:
+        if pa.types.is_string(t) or pa.types.is_large_string(t):
+            return True
+        if pa.types.is_list(t) or pa.types.is_large_list(t):
+            return texty(t.value_type)
+        return pa.types.is_struct(t) and any(texty(f.type) for f in t)
+
+    cols = [f.name for f in table.schema if texty(f.type)]
     if not cols:
         raise StepError("the tokenizer dataset has no text (string) columns",
                         path=data.dataset_file())
     columns = [table.column(c).to_pylist() for c in cols]
-    return ["\n".join(v for v in row if v) for row in zip(*columns, strict=True)]
+    return ["\n".join(t for v in row for t in _strings(v) if t) for row in zip(*columns, strict=True)]
 
 
 def train_tokenizer(texts: list[str], vocab: int) -> Any:

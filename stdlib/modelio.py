@@ -154,12 +154,62 @@ def load_model(model: Artifact | Path, *, merged: bool = False) -> Any:
     from peft import PeftModel
 
     base = load_model(base_folder(folder), merged=True)
+    if not is_plain(base):
+        raise StepError("an adapter over a prompt- or prefix-tuned model cannot be loaded", path=folder)
     with quiet_peft():
         lm = PeftModel.from_pretrained(base, str(folder / ADAPTER_DIR))
     lm.eval()
+    if lm.peft_config["default"].is_prompt_learning:
+        # Virtual tokens have no weights to merge into: the model stays a PeftModel, and its
+        # logits are cut to the real positions so it reads like any causal LM.
+        return _real_positions(lm)
     if merged:
         lm = lm.merge_and_unload()
         lm.eval()
+    return lm
+
+
+def is_classifier(model: Artifact | Path) -> bool:
+    """Whether the model is a sequence classifier (a reward model), not a causal LM."""
+    if read_meta(model)["type"] == "adapter":
+        return False  # ftlang saves reward models as full weights
+    cfg = weights_folder(model) / "config.json"
+    archs = (json.loads(cfg.read_text(encoding="utf-8")).get("architectures") or []) if cfg.is_file() else []
+    return any(a.endswith(("ForSequenceClassification", "ForRewardModeling")) for a in archs)
+
+
+def is_prompt_learning(model: Artifact | Path) -> bool:
+    """Whether an adapter artifact is prompt or prefix tuning (virtual tokens, nothing to merge)."""
+    cfg = _folder(model) / ADAPTER_DIR / "adapter_config.json"
+    if read_meta(model)["type"] != "adapter" or not cfg.is_file():
+        return False
+    return json.loads(cfg.read_text(encoding="utf-8")).get("peft_type") in (
+        "PROMPT_TUNING", "PREFIX_TUNING", "P_TUNING", "MULTITASK_PROMPT_TUNING")
+
+
+def is_plain(lm: Any) -> bool:
+    """False for a prompt/prefix-tuned PeftModel (which load_model cannot merge)."""
+    config = getattr(lm, "peft_config", None)
+    return not (isinstance(config, dict) and any(c.is_prompt_learning for c in config.values()))
+
+
+def _real_positions(lm: Any) -> Any:
+    """Prompt tuning prepends its virtual tokens to the sequence: drop their logits (when no
+    labels are given) so that position t still predicts token t + 1."""
+    config = lm.peft_config["default"]
+    if str(getattr(config.peft_type, "value", config.peft_type)) != "PROMPT_TUNING":
+        return lm
+    n = int(config.num_virtual_tokens)
+    forward = lm.forward
+
+    def real_forward(*args: Any, **kwargs: Any) -> Any:
+        out = forward(*args, **kwargs)
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        if kwargs.get("labels") is None and ids is not None and out.logits.shape[1] == ids.shape[1] + n:
+            out.logits = out.logits[:, n:]
+        return out
+
+    lm.forward = real_forward
     return lm
 
 
@@ -196,7 +246,10 @@ def save_adapter(lm: Any, tokenizer: Any, out: Path, *, base_digest: str,
                  template: dict[str, Any] | None) -> None:
     """A peft adapter over the model artifact `base_digest` + the tokenizer."""
     out.mkdir(parents=True, exist_ok=True)
-    lm.save_pretrained(str(out / ADAPTER_DIR))
+    # Only the trained adapter: trl adds a frozen "ref" copy to a PeftModel for DPO/KTO.
+    names = list(getattr(lm, "peft_config", None) or [])
+    only = {"selected_adapters": ["default"]} if len(names) > 1 and "default" in names else {}
+    lm.save_pretrained(str(out / ADAPTER_DIR), **only)
     scrub_adapter_config(out / ADAPTER_DIR)
     # peft's generated model card is boilerplate with version strings: not part of the model.
     (out / ADAPTER_DIR / "README.md").unlink(missing_ok=True)
@@ -215,6 +268,11 @@ def scrub_adapter_config(folder: Path) -> None:
     cfg = json.loads(cfg_file.read_text(encoding="utf-8"))
     cfg["base_model_name_or_path"] = None
     cfg["revision"] = None
+    if cfg.get("tokenizer_name_or_path"):
+        # Prompt tuning initialised from text: the tokenizer path was needed only for that
+        # initialisation; the trained embeddings are in the file, so reload as "RANDOM".
+        cfg["tokenizer_name_or_path"] = None
+        cfg["prompt_tuning_init"] = "RANDOM"
     # peft keeps resolved module names in a set: its order changes with the process's
     # hash seed, so the same training would write different bytes on each run.
     for key in ("target_modules", "exclude_modules", "modules_to_save"):

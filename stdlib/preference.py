@@ -1,0 +1,225 @@
+"""Preference optimisation with trl: dpo, orpo, kto and reward_model.
+
+In:  a train block whose `method` is one of these calls, `from` a model (usually an SFT
+     result), `data` with prompt/chosen/rejected columns (kto: prompt/completion/label).
+Out: a model artifact like any train step's: an adapter over `from` (adapter = lora(...),
+     ...) or full weights; reward_model writes a full sequence-classification model.
+
+The reference model (dpo, kto) is `from` itself, adapters merged: with an adapter, trl
+computes it by disabling the adapter; with full weights, a frozen copy is loaded.
+Prompts and completions are rendered with the template the model was trained with (or
+`template`), exactly as sft renders them, so preference training sees the same text.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ftlang.stdlib import devices, modelio
+from ftlang.stdlib import template as templates
+from ftlang.stdlib.spec import Artifact, Call, StepContext, StepError
+from ftlang.stdlib.train import (
+    _call,
+    adapter_of,
+    apply_adapter,
+    callbacks,
+    checkpoint_dir,
+    clamp_length,
+    default_lr,
+    fit,
+    load_base,
+    read_columns,
+    report,
+    save_trained,
+    trainer_settings,
+)
+
+COLUMNS = {"dpo": ("prompt", "chosen", "rejected"), "orpo": ("prompt", "chosen", "rejected"),
+           "reward_model": ("prompt", "chosen", "rejected"), "kto": ("prompt", "completion", "label")}
+
+
+@dataclass
+class Setup:
+    """What every trl-based method needs before its trainer is built."""
+
+    method: Call
+    adapter: Call
+    src: Artifact
+    device: str
+    seed: int
+    lr: float
+    tokenizer: Any
+    template: dict[str, Any]
+
+
+def setup(ctx: StepContext) -> Setup:
+    from datasets.utils.logging import disable_progress_bar
+    from transformers import set_seed
+
+    disable_progress_bar()  # trl maps its datasets with tqdm bars; ctx.progress reports instead
+
+    p = ctx.params
+    method = _call(p["method"])
+    adapter = adapter_of(method)
+    device = devices.resolve(p.get("device"))
+    seed = int(p.get("seed") or 0)
+    set_seed(seed)
+    src: Artifact = p["from"]
+    tokenizer = modelio.load_tokenizer(src)
+    tpl = templates.load(p["template"]) if p.get("template") is not None else \
+        (modelio.template_of(src) or templates.load(None))
+    lr = float(p["lr"]) if p.get("lr") is not None else default_lr(method)
+    return Setup(method, adapter, src, device, seed, lr, tokenizer, tpl)
+
+
+def trl_settings(ctx: StepContext, s: Setup, *, has_eval: bool) -> tuple[dict[str, Any], Any]:
+    """trainer_settings for a trl config, plus the checkpoint folder."""
+    folder = checkpoint_dir(ctx)
+    kw = trainer_settings(ctx.params, s.lr, folder, s.device, has_eval=has_eval)
+    return kw, folder
+
+
+def _rows(data: Artifact, method: str, tpl: dict[str, Any], eos: str) -> dict[str, list[Any]]:
+    names = COLUMNS[method]
+    cols = read_columns(data, list(names), hints={
+        n: f"{method} reads the columns {', '.join(names)}: rename yours in a curate query "
+           f"(SELECT x AS {n})" for n in names})
+    n = len(cols["prompt"])
+    keep = [i for i in range(n) if all(cols[c][i] is not None for c in names)]
+    if not keep:
+        raise StepError(f"no usable rows: {method} needs non-empty {', '.join(names)}", path=data.dataset_file())
+    prompts = [templates.render_prompt(tpl, str(cols["prompt"][i])) for i in keep]
+    if method == "kto":
+        labels = cols["label"]
+        bad = [labels[i] for i in keep if not isinstance(labels[i], (bool, int))]
+        if bad:
+            raise StepError(f"kto's label column holds {bad[0]!r}: it must be true/false",
+                            path=data.dataset_file())
+        return {"prompt": prompts,
+                "completion": [templates.render_completion(tpl, str(cols["completion"][i])) for i in keep],
+                "label": [bool(labels[i]) for i in keep]}
+    out = {"prompt": prompts,
+           "chosen": [templates.render_completion(tpl, str(cols["chosen"][i])) for i in keep],
+           "rejected": [templates.render_completion(tpl, str(cols["rejected"][i])) for i in keep]}
+    if method == "reward_model":
+        # The reward is read at the last token: EOS, as trl appends it (and as rm() scores).
+        out["chosen"] = [c + eos for c in out["chosen"]]
+        out["rejected"] = [r + eos for r in out["rejected"]]
+    return out
+
+
+def dataset(data: Artifact, method: str, tpl: dict[str, Any], tokenizer: Any) -> Any:
+    from datasets import Dataset
+
+    return Dataset.from_dict(_rows(data, method, tpl, tokenizer.eos_token))
+
+
+def run(ctx: StepContext) -> dict[str, Any]:
+    p = ctx.params
+    s = setup(ctx)
+    name = s.method.name
+    a = s.method.args
+    train_ds = dataset(p["data"], name, s.template, s.tokenizer)
+    eval_ds = dataset(p["eval_data"], name, s.template, s.tokenizer) if p.get("eval_data") is not None else None
+
+    from transformers import set_seed
+
+    head = "reward" if name == "reward_model" else "causal"
+    lm = load_base(s.src, s.adapter, s.device, ctx.cache, head=head,
+                   gradient_checkpointing=bool(p.get("gradient_checkpointing")))
+    max_length = clamp_length(ctx, lm, int(p.get("max_length") or 512))
+    set_seed(s.seed)
+    lm = apply_adapter(lm, s.adapter, "SEQ_CLS" if head == "reward" else "CAUSAL_LM",
+                       tokenizer_dir=modelio.tokenizer_folder(s.src))
+    trainable = modelio.count_params(lm, trainable=True)
+    ctx.log(f"{name} with {s.adapter.name}: {len(train_ds)} rows, {trainable:,} trainable parameters, "
+            f"lr {s.lr:g}, device {s.device}")
+    kw, folder = trl_settings(ctx, s, has_eval=eval_ds is not None)
+    history: list[dict[str, float]] = []
+    evals: list[dict[str, float]] = []
+    common = dict(train_dataset=train_ds, eval_dataset=eval_ds, processing_class=s.tokenizer,
+                  callbacks=callbacks(ctx, history, evals, p))
+    if name == "dpo":
+        from trl import DPOConfig, DPOTrainer
+
+        config = DPOConfig(**kw, beta=float(a["beta"]), loss_type=[a.get("loss") or "sigmoid"],
+                           label_smoothing=float(a.get("label_smoothing") or 0.0), max_length=max_length)
+        trainer = DPOTrainer(model=lm, ref_model=_reference(s, ctx), args=config, **common)
+    elif name == "kto":
+        from trl import KTOConfig, KTOTrainer
+
+        # KTO estimates its KL term against neighbouring rows of a fixed-order batch: trl
+        # needs the sequential sampler, so the rows are shuffled once here instead.
+        if kw["train_sampling_strategy"] == "random":
+            common["train_dataset"] = train_ds.shuffle(seed=s.seed)
+        kw["train_sampling_strategy"] = "sequential"
+        config = KTOConfig(**kw, beta=float(a["beta"]), desirable_weight=float(a["desirable_weight"]),
+                           undesirable_weight=float(a["undesirable_weight"]), max_length=max_length)
+        trainer = KTOTrainer(model=lm, ref_model=_reference(s, ctx), args=config, **common)
+    elif name == "orpo":
+        from trl.experimental.orpo import ORPOConfig, ORPOTrainer
+
+        config = ORPOConfig(**kw, beta=float(a["beta"]), max_length=max_length)
+        trainer = ORPOTrainer(model=lm, args=config, **common)
+    elif name == "reward_model":
+        from trl import RewardConfig, RewardTrainer
+
+        center = float(a.get("center") or 0.0)
+        config = RewardConfig(**kw, max_length=max_length, center_rewards_coefficient=center or None)
+        trainer = RewardTrainer(model=lm, args=config, **common)
+    else:
+        raise StepError(f"{name} is not a preference method")
+    result, seconds = fit(ctx, trainer, folder)
+    trained = trainer.model
+    if name == "reward_model":
+        _save_reward_model(trained, s, ctx)
+    else:
+        save_trained(trained, s.tokenizer, ctx, s.src, s.adapter, s.template)
+    extra = _last_metrics(trainer)
+    meta = report(history, evals, result, seconds, examples=len(train_ds), trainable_params=trainable,
+                  lr=s.lr, device=s.device, **extra)
+    ctx.log(f"{name}: {meta['steps']} steps in {seconds:.1f} s; final loss {meta['final_loss']:.4f}"
+            + "".join(f", {k} {v:.3f}" for k, v in extra.items() if isinstance(v, float)))
+    return meta
+
+
+def _reference(s: Setup, ctx: StepContext) -> Any:
+    """The frozen reference for full-weight training: `from`, adapters merged. With an
+    adapter trl disables it to get the same model, so no second copy is loaded."""
+    if s.adapter.name != "full":
+        return None
+    ref = load_base(s.src, Call("full", {}), s.device, ctx.cache)
+    ref.eval()
+    for param in ref.parameters():
+        param.requires_grad_(False)
+    return ref
+
+
+def _save_reward_model(lm: Any, s: Setup, ctx: StepContext) -> None:
+    """A reward model is saved as plain weights (adapter folded in), so that any
+    AutoModelForSequenceClassification loader (rm(...), the reward metric) reads it."""
+    if hasattr(lm, "merge_and_unload") and modelio.is_plain(lm):
+        lm = lm.merge_and_unload()
+    elif not modelio.is_plain(lm):
+        raise StepError("reward_model trains through full weights, lora or ia3",
+                        hint="use adapter = lora(...) or full")
+    lm.eval()
+    lm.to("cpu")
+    lm.config.pad_token_id = s.tokenizer.pad_token_id
+    modelio.save_full(lm, s.tokenizer, ctx.out, template=s.template)
+
+
+TRACKED = ("rewards/accuracies", "rewards/margins", "rewards/chosen", "rewards/rejected", "accuracy",
+           "margin", "kl", "log_odds_ratio", "nll_loss")
+
+
+def _last_metrics(trainer: Any) -> dict[str, float]:
+    """Method-specific training metrics at the last logging step (trl names them)."""
+    out: dict[str, float] = {}
+    for entry in trainer.state.log_history:
+        for k, v in entry.items():
+            if k.split("/", 1)[-1] in TRACKED or k in TRACKED:
+                if isinstance(v, (int, float)) and not k.startswith("eval_"):
+                    out[k.replace("/", "_")] = round(float(v), 6)
+    return out

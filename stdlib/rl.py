@@ -1,0 +1,239 @@
+"""Online RL with trl: grpo, rloo and online_dpo, rewarded by Python functions or a reward model.
+
+In:  a train block whose `method` is grpo(...), rloo(...) or online_dpo(...), `from` a
+     model, `data` with a prompt column (other columns reach Python rewards as keyword
+     arguments). `reward` is a list of py("file.py", "fn") and rm(model) calls.
+Out: a model artifact (an adapter over `from`, or full weights) and, in the metadata, the
+     mean reward at each logging step (`reward`), so a run shows whether it rose.
+
+RLHF end to end is: an sft train block, a reward_model(...) block trained on preference
+pairs, then rloo(reward = rm(that_block)) or grpo(...). trl 1.16 has no PPO trainer;
+RLOO is its on-policy REINFORCE replacement (and GRPO its group-normalised variant).
+
+A py(...) reward is `fn(prompts, completions, **columns) -> list[float]`: prompts as
+written in the data (not templated), completions as generated text. Its file's content
+enters the node key (a `path` argument), so editing the reward reruns the training.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+from ftlang.stdlib import modelio
+from ftlang.stdlib import template as templates
+from ftlang.stdlib.preference import Setup, _reference, setup, trl_settings
+from ftlang.stdlib.spec import Artifact, Call, StepContext, StepError
+from ftlang.stdlib.train import (
+    apply_adapter,
+    callbacks,
+    clamp_length,
+    fit,
+    load_base,
+    report,
+    save_trained,
+)
+
+PROMPT_COLUMN = "_ft_prompt"  # the untemplated prompt, handed to py() rewards as `prompts`
+# trl keeps a `completion` column from reward functions: it travels under this name instead.
+COMPLETION_COLUMN = "_ft_completion"
+
+
+def load_function(file: Path, function: str) -> Any:
+    """The function `function` defined in the Python file `file`."""
+    file = Path(file)
+    if not file.is_file():
+        raise StepError("reward file not found", path=file)
+    name = "ftlang_reward_" + hashlib.sha256(str(file.resolve()).encode()).hexdigest()[:12]
+    spec = importlib.util.spec_from_file_location(name, file)
+    if spec is None or spec.loader is None:
+        raise StepError("cannot import the reward file", path=file)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as e:
+        raise StepError(f"importing the reward file failed: {type(e).__name__}: {e}", path=file) from e
+    fn = getattr(module, function, None)
+    if not callable(fn):
+        defined = sorted(k for k, v in vars(module).items() if callable(v) and not k.startswith("_"))
+        raise StepError(f"the reward file defines no function {function!r}", path=file,
+                        hint=f"functions there: {', '.join(defined) or 'none'}")
+    return fn
+
+
+def py_reward(call: Call) -> Any:
+    fn = load_function(call.args["file"], str(call.args["function"]))
+
+    def reward(prompts: list[str], completions: list[Any], **columns: Any) -> list[float]:
+        raw = columns.pop(PROMPT_COLUMN, prompts)
+        if COMPLETION_COLUMN in columns:
+            columns["completion"] = columns.pop(COMPLETION_COLUMN)
+        for k in ("completion_ids", "trainer_state", "log_extra", "log_metric"):
+            columns.pop(k, None)
+        texts = [c if isinstance(c, str) else str(c) for c in completions]
+        values = fn(list(raw), texts, **columns)
+        try:
+            out = [float(v) for v in values]
+        except (TypeError, ValueError) as e:
+            raise StepError(f"reward {call.args['function']} must return a list of numbers, got {values!r}"[:300]) from e
+        if len(out) != len(texts):
+            raise StepError(f"reward {call.args['function']} returned {len(out)} values for {len(texts)} completions")
+        return out
+
+    reward.__name__ = str(call.args["function"])
+    return reward
+
+
+class RewardModel:
+    """rm(model): a sequence-classification model's logit for prompt + completion + EOS
+    (the text shape reward_model training used)."""
+
+    def __init__(self, artifact: Artifact, device: str) -> None:
+        import torch
+        from transformers import AutoModelForSequenceClassification
+
+        modelio.quiet()
+        folder = modelio.weights_folder(artifact)
+        if modelio.read_meta(artifact)["type"] == "adapter":
+            raise StepError("rm(...) needs a reward model saved as weights (method = reward_model(...))",
+                            path=artifact.path)
+        try:
+            self.lm = AutoModelForSequenceClassification.from_pretrained(str(folder), dtype=torch.float32)
+        except (OSError, ValueError) as e:
+            raise StepError(f"rm(...): cannot load {artifact.node} as a reward model: {e}",
+                            hint="train it with method = reward_model(...)") from e
+        if int(getattr(self.lm.config, "num_labels", 1)) != 1:
+            raise StepError(f"rm(...): {artifact.node} has {self.lm.config.num_labels} labels, not 1")
+        self.lm.eval().to(device)
+        for param in self.lm.parameters():
+            param.requires_grad_(False)
+        self.tokenizer = modelio.load_tokenizer(artifact)
+        self.device = device
+        self.__name__ = "rm_" + artifact.node.split(".", 1)[-1]
+
+    def __call__(self, prompts: list[str], completions: list[Any], **_: Any) -> list[float]:
+        import torch
+
+        tok = self.tokenizer
+        texts = [p + (c if isinstance(c, str) else str(c)) + tok.eos_token for p, c in zip(prompts, completions)]
+        scores: list[float] = []
+        with torch.no_grad():
+            # One row at a time when pad == eos: the pooling would mistake the EOS for padding.
+            step = 16 if tok.pad_token_id != tok.eos_token_id else 1
+            for i in range(0, len(texts), step):
+                enc = tok(texts[i:i + step], add_special_tokens=True, padding=True, return_tensors="pt")
+                out = self.lm(input_ids=enc["input_ids"].to(self.device),
+                              attention_mask=enc["attention_mask"].to(self.device))
+                scores += [float(x) for x in out.logits[:, 0]]
+        return scores
+
+
+def reward_functions(calls: list[Any], device: str) -> list[Any]:
+    out = []
+    for c in calls or []:
+        if not isinstance(c, Call):
+            raise StepError(f"a reward is py(...) or rm(...), got {c!r}")
+        out.append(py_reward(c) if c.name == "py" else RewardModel(c.args["model"], device))
+    if not out:
+        raise StepError("no reward given", hint='reward = py("rewards.py", "my_reward")')
+    return out
+
+
+def dataset(data: Artifact, tpl: dict[str, Any]) -> Any:
+    import pyarrow.parquet as pq
+    from datasets import Dataset
+
+    table = pq.read_table(data.dataset_file())
+    if "prompt" not in table.column_names:
+        raise StepError(f"the dataset {data.node} has no column 'prompt' (it has "
+                        f"{', '.join(table.column_names)})",
+                        hint="rename it in a curate query: SELECT question AS prompt, ...")
+    cols = table.to_pydict()
+    raw = [str(p) for p in cols.pop("prompt")]
+    cols = {(COMPLETION_COLUMN if k == "completion" else k): v for k, v in cols.items()
+            if k not in ("chosen", "rejected")}
+    return Dataset.from_dict({"prompt": [templates.render_prompt(tpl, p) for p in raw], PROMPT_COLUMN: raw, **cols})
+
+
+def run(ctx: StepContext) -> dict[str, Any]:
+    p = ctx.params
+    s: Setup = setup(ctx)
+    name, a = s.method.name, s.method.args
+    train_ds = dataset(p["data"], s.template)
+    rewards = reward_functions(a.get("reward") or [], s.device)
+
+    from transformers import set_seed
+
+    lm = load_base(s.src, s.adapter, s.device, ctx.cache,
+                   gradient_checkpointing=bool(p.get("gradient_checkpointing")))
+    max_length = clamp_length(ctx, lm, int(p.get("max_length") or 512))
+    set_seed(s.seed)
+    lm = apply_adapter(lm, s.adapter, tokenizer_dir=modelio.tokenizer_folder(s.src))
+    trainable = modelio.count_params(lm, trainable=True)
+    kw, folder = trl_settings(ctx, s, has_eval=False)
+    stop = [s.tokenizer.eos_token_id]
+    if s.template.get("style") == "chatml":
+        im_end = s.tokenizer.convert_tokens_to_ids("<|im_end|>")
+        if isinstance(im_end, int) and im_end != s.tokenizer.unk_token_id:
+            stop.append(im_end)
+    gen_kwargs = {"eos_token_id": stop, "pad_token_id": s.tokenizer.pad_token_id}
+    history: list[dict[str, float]] = []
+    evals: list[dict[str, float]] = []
+    cbs = callbacks(ctx, history, evals, p)
+    new_tokens = int(a.get("max_new_tokens") or 16)
+    if name in ("grpo", "rloo"):
+        g = int(a.get("generations") or 4)
+        # The batch counts completions: a whole number of groups of `generations`.
+        batch = max(g, -(-int(p.get("batch_size") or 8) // g) * g)
+        kw["per_device_train_batch_size"] = batch
+        common = dict(num_generations=g, max_completion_length=new_tokens,
+                      temperature=float(a.get("temperature") or 1.0), beta=float(a.get("beta") or 0.0),
+                      generation_kwargs=gen_kwargs, shuffle_dataset=kw["train_sampling_strategy"] == "random")
+        if name == "grpo":
+            from trl import GRPOConfig, GRPOTrainer
+
+            config = GRPOConfig(**kw, **common, loss_type=a.get("loss") or "dapo")
+            trainer = GRPOTrainer(model=lm, reward_funcs=rewards, args=config, train_dataset=train_ds,
+                                  processing_class=s.tokenizer, callbacks=cbs)
+        else:
+            from trl import RLOOConfig, RLOOTrainer
+
+            config = RLOOConfig(**kw, **common)
+            trainer = RLOOTrainer(model=lm, reward_funcs=rewards, args=config, train_dataset=train_ds,
+                                  processing_class=s.tokenizer, callbacks=cbs)
+    elif name == "online_dpo":
+        from trl.experimental.online_dpo import OnlineDPOConfig, OnlineDPOTrainer
+
+        config = OnlineDPOConfig(**kw, beta=[float(a.get("beta") or 0.1)], loss_type=a.get("loss") or "sigmoid",
+                                 max_new_tokens=new_tokens, max_length=max_length,
+                                 temperature=float(a.get("temperature") or 0.9), generation_kwargs=gen_kwargs)
+        trainer = OnlineDPOTrainer(model=lm, ref_model=_reference(s, ctx), reward_funcs=rewards, args=config,
+                                   train_dataset=train_ds, processing_class=s.tokenizer, callbacks=cbs)
+    else:
+        raise StepError(f"{name} is not an online RL method")
+    ctx.log(f"{name} with {s.adapter.name}: {len(train_ds)} prompts, {trainable:,} trainable parameters, "
+            f"lr {s.lr:g}, rewards {', '.join(getattr(r, '__name__', 'rm') for r in rewards)}")
+    result, seconds = fit(ctx, trainer, folder)
+    save_trained(trainer.model, s.tokenizer, ctx, s.src, s.adapter, s.template)
+    curve = _reward_curve(trainer)
+    meta = report(history, evals, result, seconds, prompts=len(train_ds), trainable_params=trainable,
+                  lr=s.lr, device=s.device, reward=[r for _, r in curve], reward_steps=[k for k, _ in curve])
+    if curve:
+        meta["final_reward"] = curve[-1][1]
+        ctx.log(f"{name}: {meta['steps']} steps in {seconds:.1f} s; mean reward "
+                f"{curve[0][1]:.3f} -> {curve[-1][1]:.3f}")
+    return meta
+
+
+def _reward_curve(trainer: Any) -> list[tuple[int, float]]:
+    """(step, mean reward) at each logging step: trl logs `reward` (grpo, rloo) or
+    `objective/scores` (online dpo)."""
+    out = []
+    for entry in trainer.state.log_history:
+        for key in ("reward", "objective/scores"):
+            if key in entry and isinstance(entry[key], (int, float)):
+                out.append((int(entry.get("step", 0)), round(float(entry[key]), 6)))
+                break
+    return out
