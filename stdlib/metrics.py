@@ -11,18 +11,15 @@ Nothing here imports torch; sacrebleu is imported only by bleu and chrf.
 
 from __future__ import annotations
 
-import hashlib
-import importlib.util
 import inspect
 import math
 import re
-import sys
-import traceback
 import unicodedata
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from ftlang.stdlib.pyfunc import load_function, where_in
 from ftlang.stdlib.spec import Call, StepError
 
 _SPACE = re.compile(r"\s+")
@@ -198,43 +195,6 @@ def win_rate(scores: Sequence[float], against: Sequence[float]) -> float:
 
 # ---- custom Python metrics ----------------------------------------------------------------
 
-def load_function(file: Path, function: str) -> Callable[..., Any]:
-    """`function` from the Python file `file`, imported under a name unique to its content."""
-    file = Path(file)
-    if not file.is_file():
-        raise StepError("the metric file does not exist", path=file)
-    source = file.read_bytes()
-    name = "ftlang_metric_" + hashlib.sha256(source).hexdigest()[:16]
-    module = sys.modules.get(name)
-    if module is None:
-        spec = importlib.util.spec_from_file_location(name, file)
-        if spec is None or spec.loader is None:
-            raise StepError("cannot import the metric file", path=file)
-        module = importlib.util.module_from_spec(spec)
-        try:
-            spec.loader.exec_module(module)
-        except Exception as e:
-            raise StepError(f"importing the metric file failed: {type(e).__name__}: {e}", path=file,
-                            hint=_where(e, file)) from e
-        sys.modules[name] = module
-    fn = getattr(module, function, None)
-    if not callable(fn):
-        names = sorted(n for n, v in vars(module).items() if callable(v) and not n.startswith("_")
-                       and getattr(v, "__module__", None) == name)
-        raise StepError(f"the metric file has no function {function!r}", path=file,
-                        hint=f"functions in it: {', '.join(names)}" if names else
-                        "define def FUNCTION(predictions, references, prompts) -> float")
-    return fn
-
-
-def _where(exc: BaseException, file: Path) -> str | None:
-    """`file:line` of the innermost frame of `exc` inside the user's file."""
-    frames = [f for f in traceback.extract_tb(exc.__traceback__) if Path(f.filename) == file]
-    if not frames:
-        return None
-    f = frames[-1]
-    return f"at {file.name}:{f.lineno}: {f.line}" if f.line else f"at {file.name}:{f.lineno}"
-
 
 def _arity(fn: Callable[..., Any]) -> int:
     """How many positional arguments to pass: 3 (predictions, references, prompts) or fewer."""
@@ -259,7 +219,7 @@ def custom(file: Path, function: str, predictions: Sequence[str], references: Se
         raise
     except Exception as e:
         raise StepError(f"the metric {function} raised {type(e).__name__}: {e}", path=Path(file),
-                        hint=_where(e, Path(file))) from e
+                        hint=where_in(e, Path(file))) from e
     try:
         number = float(value)  # ints, numpy scalars, 0-d tensors
     except (TypeError, ValueError):

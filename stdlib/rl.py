@@ -17,14 +17,12 @@ enters the node key (a `path` argument), so editing the reward reruns the traini
 
 from __future__ import annotations
 
-import hashlib
-import importlib.util
-from pathlib import Path
 from typing import Any
 
 from ftlang.stdlib import modelio
 from ftlang.stdlib import template as templates
 from ftlang.stdlib.preference import Setup, _reference, setup, trl_settings
+from ftlang.stdlib.pyfunc import load_function
 from ftlang.stdlib.spec import Artifact, Call, StepContext, StepError
 from ftlang.stdlib.train import (
     apply_adapter,
@@ -41,30 +39,8 @@ PROMPT_COLUMN = "_ft_prompt"  # the untemplated prompt, handed to py() rewards a
 COMPLETION_COLUMN = "_ft_completion"
 
 
-def load_function(file: Path, function: str) -> Any:
-    """The function `function` defined in the Python file `file`."""
-    file = Path(file)
-    if not file.is_file():
-        raise StepError("reward file not found", path=file)
-    name = "ftlang_reward_" + hashlib.sha256(str(file.resolve()).encode()).hexdigest()[:12]
-    spec = importlib.util.spec_from_file_location(name, file)
-    if spec is None or spec.loader is None:
-        raise StepError("cannot import the reward file", path=file)
-    module = importlib.util.module_from_spec(spec)
-    try:
-        spec.loader.exec_module(module)
-    except Exception as e:
-        raise StepError(f"importing the reward file failed: {type(e).__name__}: {e}", path=file) from e
-    fn = getattr(module, function, None)
-    if not callable(fn):
-        defined = sorted(k for k, v in vars(module).items() if callable(v) and not k.startswith("_"))
-        raise StepError(f"the reward file defines no function {function!r}", path=file,
-                        hint=f"functions there: {', '.join(defined) or 'none'}")
-    return fn
-
-
 def py_reward(call: Call) -> Any:
-    fn = load_function(call.args["file"], str(call.args["function"]))
+    fn = load_function(call.args["file"], str(call.args["function"]), what="reward")
 
     def reward(prompts: list[str], completions: list[Any], **columns: Any) -> list[float]:
         raw = columns.pop(PROMPT_COLUMN, prompts)
