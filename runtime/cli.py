@@ -277,6 +277,15 @@ def cmd_runs(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=1, default=str))
         return EXIT_OK
+    if args.csv:
+        import csv
+
+        writer = csv.writer(sys.stdout)
+        writer.writerow(["run", "file", "started", "finished", "status", "ran", "cached", "failed"])
+        for r in rows:
+            writer.writerow([r["run_id"], r["file"], r["started"], r["finished"], r["status"], r["ran"],
+                             r["cached"], r["failed"]])
+        return EXIT_OK
     if not rows:
         print("no runs yet")
         return EXIT_OK
@@ -494,7 +503,9 @@ def build_parser() -> argparse.ArgumentParser:
     fmt.add_argument("--csv", action="store_true")
     rn = add("runs", cmd_runs, "list recorded runs")
     rn.add_argument("--limit", type=int, default=20)
-    rn.add_argument("--json", action="store_true")
+    rfmt = rn.add_mutually_exclusive_group()
+    rfmt.add_argument("--json", action="store_true")
+    rfmt.add_argument("--csv", action="store_true")
     return p
 
 

@@ -239,8 +239,9 @@ _TRAIN_COMMON = (
     Attr("save_steps", "int", None, "write a checkpoint every N steps; a rerun with the same key "
          "resumes from the last one", ge=1, semantic=False),
     Attr("save_limit", "int", 2, "checkpoints kept", ge=1, semantic=False),
-    Attr("report_to", "list[enum]", [], "loggers: tensorboard (logs under .ft/cache/runs/<node>)",
-         choices=("tensorboard",), semantic=False),
+    Attr("report_to", "list[enum]", [], "trackers, writing under .ft/cache/runs/<node>: tensorboard, "
+         "mlflow (a file store), wandb (offline mode)", choices=("tensorboard", "mlflow", "wandb"),
+         semantic=False),
     Attr("logging_steps", "int", 10, "log the loss every N steps", ge=1, semantic=False),
 )
 

@@ -53,7 +53,8 @@ def row_hash(row: Mapping[str, Any], fields: Sequence[str]) -> str:
 
 def encode_rows(rows: Sequence[Mapping[str, Any]], fields: Sequence[str],
                 encode_batch: Callable[[list[Mapping[str, Any]]], list[Encoded]],
-                ns: str, cache_root: Path, batch: int = 1024) -> tuple[list[Encoded], TokenStats]:
+                ns: str, cache_root: Path, batch: int = 1024,
+                progress: Callable[..., None] | None = None) -> tuple[list[Encoded], TokenStats]:
     """Encoded rows in input order, tokenizing only rows this namespace has not seen."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -83,6 +84,8 @@ def encode_rows(rows: Sequence[Mapping[str, Any]], fields: Sequence[str],
         idx = todo[start:start + batch]
         for i, enc in zip(idx, encode_batch([rows[i] for i in idx]), strict=True):
             fresh[hashes[i]] = enc
+        if progress is not None:
+            progress(min(start + batch, len(todo)), len(todo), "rows tokenized")
     if fresh:
         cached.update(fresh)
         columns = columns or sorted(next(iter(fresh.values())))

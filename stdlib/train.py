@@ -71,6 +71,7 @@ class TokenCache:
     root: Path  # ctx.cache
     tokenizer: str  # digest of the tokenizer files
     tokenized: int = 0  # rows that missed the cache (for the ledger)
+    progress: Any = None  # ctx.progress: "rows tokenized" for long datasets
 
 
 def _encode(rows: list[dict[str, str]], fields: list[str], encode: Any, kind: str,
@@ -85,7 +86,7 @@ def _encode(rows: list[dict[str, str]], fields: list[str], encode: Any, kind: st
     from ftlang.stdlib import tokencache
 
     ns = tokencache.namespace(kind=kind, tokenizer=cache.tokenizer, **key)
-    encoded, stats = tokencache.encode_rows(rows, fields, encode, ns, cache.root)
+    encoded, stats = tokencache.encode_rows(rows, fields, encode, ns, cache.root, progress=cache.progress)
     cache.tokenized += stats.tokenized
     return encoded, stats.tokenized
 
@@ -587,7 +588,35 @@ def callbacks(ctx: StepContext, history: list[dict[str, float]], evals: list[dic
         logdir.mkdir(parents=True, exist_ok=True)
         out.append(TensorBoardCallback(tb_writer=SummaryWriter(log_dir=str(logdir))))
         ctx.log(f"tensorboard logs in {logdir}")
+    out += _file_trackers(ctx, p.get("report_to") or [])
     return out
+
+
+def _file_trackers(ctx: StepContext, names: list[str]) -> list[Any]:
+    """mlflow and wandb, kept on disk under the run's folder in .ft/ (no server, no network)."""
+    import importlib.util
+    import os
+
+    callbacks: list[Any] = []
+    logdir = ctx.cache / "runs" / re.sub(r"[^\w.=-]+", "_", ctx.node)
+    for name in ("mlflow", "wandb"):
+        if name not in names:
+            continue
+        if importlib.util.find_spec(name) is None:
+            raise StepError(f"report_to = [\"{name}\"] needs the {name} package", hint=f"pip install {name}")
+        logdir.mkdir(parents=True, exist_ok=True)
+        if name == "mlflow":
+            from transformers.integrations import MLflowCallback
+
+            os.environ["MLFLOW_TRACKING_URI"] = (logdir / "mlruns").as_uri()
+            callbacks.append(MLflowCallback())
+        else:
+            from transformers.integrations import WandbCallback
+
+            os.environ.update(WANDB_MODE="offline", WANDB_DIR=str(logdir), WANDB_SILENT="true")
+            callbacks.append(WandbCallback())
+        ctx.log(f"{name} logs in {logdir}")
+    return callbacks
 
 
 def fit(ctx: StepContext, trainer: Any, folder: Path) -> tuple[Any, float]:
@@ -705,7 +734,8 @@ def run(ctx: StepContext) -> dict[str, Any]:
 
     from ftlang.stdlib import tokencache
 
-    cache = TokenCache(ctx.cache, tokencache.tokenizer_digest(modelio.tokenizer_folder(src)))
+    cache = TokenCache(ctx.cache, tokencache.tokenizer_digest(modelio.tokenizer_folder(src)),
+                       progress=ctx.progress)
     own_template = modelio.template_of(src)
     if objective in ("sft", "chat"):
         # An explicit template wins; else keep the one the model was trained with.

@@ -272,3 +272,9 @@ def test_show_diff_gc_verify(project: Path) -> None:
     victim.write_bytes(victim.read_bytes() + b"x")
     out = run_ft("verify", "p.ft", cwd=project)
     assert out.returncode == 1 and "corrupt" in out.stdout
+
+
+def test_runs_as_csv(project: Path) -> None:
+    run_ft("run", "p.ft", cwd=project)
+    out = run_ft("runs", "p.ft", "--csv", cwd=project).stdout.splitlines()
+    assert out[0].startswith("run,file,started") and len(out) == 2 and ",ok,4,0,0" in out[1]
