@@ -206,3 +206,20 @@ def test_tensorboard_logs_under_the_cache(store: Store, base: Artifact, data: di
                                  "report_to": ["tensorboard"], "logging_steps": 1})
     train.run(ctx)
     assert list(Path(ctx.cache / "runs" / "train.tb").glob("events.out.tfevents.*"))
+
+
+@pytest.mark.parametrize("tracker", ["mlflow", "wandb"])
+def test_file_trackers_log_under_the_cache_or_say_what_to_install(
+        tracker: str, store: Store, base: Artifact, data: dict[str, Artifact]) -> None:
+    import importlib.util
+
+    from ftlang.stdlib.spec import StepError
+
+    ctx = store.ctx(f"train.{tracker}", {**TRAIN, "from": base, "data": data["train"], "max_steps": 2,
+                                         "report_to": [tracker], "logging_steps": 1})
+    if importlib.util.find_spec(tracker) is None:
+        with pytest.raises(StepError, match=f"needs the {tracker} package"):
+            train.run(ctx)
+        return
+    train.run(ctx)
+    assert any((ctx.cache / "runs" / f"train.{tracker}").iterdir())
