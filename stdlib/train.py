@@ -608,7 +608,8 @@ def _file_trackers(ctx: StepContext, names: list[str]) -> list[Any]:
         if name == "mlflow":
             from transformers.integrations import MLflowCallback
 
-            os.environ["MLFLOW_TRACKING_URI"] = (logdir / "mlruns").as_uri()
+            # A plain file store under .ft/: no server (mlflow 3 wants an explicit opt-in for it).
+            os.environ.update(MLFLOW_TRACKING_URI=(logdir / "mlruns").as_uri(), MLFLOW_ALLOW_FILE_STORE="true")
             callbacks.append(MLflowCallback())
         else:
             from transformers.integrations import WandbCallback
