@@ -221,5 +221,12 @@ def test_file_trackers_log_under_the_cache_or_say_what_to_install(
         with pytest.raises(StepError, match=f"needs the {tracker} package"):
             train.run(ctx)
         return
-    train.run(ctx)
+    import os
+
+    saved = dict(os.environ)  # the step points the tracker at .ft/ through the environment
+    try:
+        train.run(ctx)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
     assert any((ctx.cache / "runs" / f"train.{tracker}").iterdir())
