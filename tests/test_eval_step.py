@@ -9,11 +9,9 @@ forward pass, one row at a time.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import random
-import shutil
 import warnings
 from pathlib import Path
 from typing import Any
@@ -21,55 +19,12 @@ from typing import Any
 import pytest
 from ftlang.stdlib import evaluate, model, modelio, train
 from ftlang.stdlib.evaluate_spec import EVAL_SPEC, METRICS
-from ftlang.stdlib.spec import Artifact, Call, StepContext, StepError
+from ftlang.stdlib.spec import Artifact, Call, StepError
+from stepkit import Store, files
 
 WORDS = ("cat", "dog", "sun", "moon", "tree", "bird", "fish", "star")
 TINY = {"arch": "llama", "hidden": 32, "layers": 1, "heads": 2, "intermediate": None,
         "vocab": 300, "context": 64, "seed": 0}
-
-
-def _digest(folder: Path) -> str:
-    h = hashlib.sha256()
-    for f in sorted(folder.rglob("*")):
-        if f.is_file():
-            h.update(str(f.relative_to(folder)).encode() + b"\0" + f.read_bytes())
-    return h.hexdigest()[:24]
-
-
-def _files(folder: Path) -> dict[str, bytes]:
-    return {str(f.relative_to(folder)): f.read_bytes() for f in sorted(folder.rglob("*")) if f.is_file()}
-
-
-class Store:
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        (root / "objects").mkdir(parents=True, exist_ok=True)
-        self.logs: list[str] = []
-        self.n = 0
-
-    def ctx(self, node: str, params: dict[str, Any]) -> StepContext:
-        self.n += 1
-        out = self.root / f"tmp{self.n}"
-        out.mkdir()
-        return StepContext(node=node, name=node.split(".", 1)[1], params=params, out=out,
-                           project=self.root, cache=self.root / "cache", log=self.logs.append)
-
-    def commit(self, ctx: StepContext, port: str | None = None) -> Artifact:
-        digest = _digest(ctx.out)
-        dest = self.root / "objects" / digest
-        if dest.exists():
-            shutil.rmtree(ctx.out)
-        else:
-            ctx.out.rename(dest)
-        return Artifact(ctx.node, digest, dest, port)
-
-    def dataset(self, node: str, rows: list[dict[str, Any]]) -> Artifact:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        ctx = self.ctx(node, {})
-        pq.write_table(pa.Table.from_pylist(rows), ctx.out / "data.parquet")
-        return self.commit(ctx)
 
 
 def _reverse(n: int, seed: int) -> list[dict[str, str]]:
@@ -254,7 +209,7 @@ def test_eval_is_byte_deterministic_and_silent(store: Store, full: tuple[Artifac
     out, err = capfd.readouterr()
     assert [str(w.message) for w in caught] == []
     assert out == "" and err == "", (out, err)  # the step reports through ctx.log only
-    assert _files(ctx.out) == _files(art.path)
+    assert files(ctx.out) == files(art.path)
     assert any(line.startswith("sft on adds: loss ") for line in store.logs)
 
 

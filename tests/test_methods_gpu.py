@@ -9,7 +9,8 @@ import pytest
 from ftlang.stdlib import devices, modelio, train
 from ftlang.stdlib import model as model_step
 from ftlang.stdlib.spec import Artifact, Call
-from test_stdlib_ml import LORA, TINY, TRAIN, Store, _counts, _tasks
+from stepkit import Store
+from test_stdlib_ml import LORA, TINY, TRAIN, _counts, _tasks
 
 pytestmark = pytest.mark.gpu
 

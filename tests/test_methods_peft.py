@@ -13,7 +13,8 @@ import pytest
 from ftlang.stdlib import model as model_step
 from ftlang.stdlib import modelio, train
 from ftlang.stdlib.spec import Artifact, Call, StepError
-from test_stdlib_ml import LORA, TINY, TRAIN, Store, _counts, _tasks
+from stepkit import Store
+from test_stdlib_ml import LORA, TINY, TRAIN, _counts, _tasks
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,8 @@ import pytest
 from ftlang.stdlib import model as model_step
 from ftlang.stdlib import modelio, train
 from ftlang.stdlib.spec import Artifact, Call, StepError
-from test_stdlib_ml import TINY, TRAIN, Store, _counts, _files, _tasks
+from stepkit import Store, files
+from test_stdlib_ml import TINY, TRAIN, _counts, _tasks
 
 CHATML = {"style": "chatml", "system": "", "separator": "\n"}
 
@@ -191,7 +192,7 @@ def test_checkpoints_resume_only_under_the_same_key(store: Store, base: Artifact
     assert not folder.exists()  # removed after success
     assert meta["steps"] == 20 and meta["loss_steps"][0] > 10
     # The resumed run ends where the uninterrupted one did.
-    assert _files(again.out) == _files(clean.out)
+    assert files(again.out) == files(clean.out)
     # Another key never sees these checkpoints.
     other = store.ctx("train.other", {**params, "lr": 4e-3})
     other.key, other.log = "k-other", logs.append

@@ -6,19 +6,18 @@ the runtime does, so adapters find their base by digest.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
 import shutil
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from ftlang.stdlib import evaluate, export, model, modelio, template, train
-from ftlang.stdlib.spec import Artifact, Call, StepContext, StepError
+from ftlang.stdlib.spec import Artifact, Call, StepError
+from stepkit import Store, files
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -52,59 +51,6 @@ def _counts(n: int, seed: int = 1) -> list[dict[str, str]]:
         words = rng.sample(WORDS, rng.randint(2, 4))
         rows.append({"prompt": "Count: " + " ".join(words), "completion": str(len(words))})
     return rows
-
-
-def _digest(folder: Path) -> str:
-    h = hashlib.sha256()
-    for f in sorted(folder.rglob("*")):
-        if f.is_file():
-            h.update(str(f.relative_to(folder)).encode() + b"\0" + f.read_bytes())
-    return h.hexdigest()[:24]
-
-
-def _files(folder: Path) -> dict[str, bytes]:
-    return {str(f.relative_to(folder)): f.read_bytes() for f in sorted(folder.rglob("*")) if f.is_file()}
-
-
-class Store:
-    """A stand-in for the runtime: run a step in a temp dir, commit it by digest."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        (root / "objects").mkdir(parents=True, exist_ok=True)
-        self.logs: list[str] = []
-        self.n = 0
-
-    def ctx(self, node: str, params: dict[str, Any]) -> StepContext:
-        self.n += 1
-        out = self.root / f"tmp{self.n}"
-        out.mkdir()
-        return StepContext(node=node, name=node.split(".", 1)[1], params=params, out=out,
-                           project=self.root, cache=self.root / "cache", log=self.logs.append)
-
-    def commit(self, ctx: StepContext) -> Artifact:
-        digest = _digest(ctx.out)
-        dest = self.root / "objects" / digest
-        if dest.exists():
-            shutil.rmtree(ctx.out)
-        else:
-            ctx.out.rename(dest)
-        return Artifact(ctx.node, digest, dest)
-
-    def run(self, step: Callable[[StepContext], dict[str, Any]], node: str,
-            params: dict[str, Any]) -> tuple[Artifact, dict[str, Any]]:
-        ctx = self.ctx(node, params)
-        meta = step(ctx)
-        json.dumps(meta)  # metadata must be JSON-serialisable
-        return self.commit(ctx), meta
-
-    def dataset(self, node: str, rows: list[dict[str, Any]]) -> Artifact:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        ctx = self.ctx(node, {})
-        pq.write_table(pa.Table.from_pylist(rows), ctx.out / "data.parquet")
-        return self.commit(ctx)
 
 
 @pytest.fixture(scope="module")
@@ -152,7 +98,7 @@ def lora(store: Store, warm: Artifact, data: dict[str, Artifact]) -> tuple[Artif
 def test_tiny_init_is_deterministic(store: Store, base: Artifact, data: dict[str, Artifact]) -> None:
     ctx = store.ctx("model.again", _tiny_params(data["text"]))
     model.run(ctx)
-    assert _files(ctx.out) == _files(base.path)
+    assert files(ctx.out) == files(base.path)
     assert modelio.read_meta(base) == {"type": "full", "template": None}
     tok = modelio.load_tokenizer(base)
     # The chat markers are single special tokens; EOS and pad are distinct.
@@ -161,7 +107,7 @@ def test_tiny_init_is_deterministic(store: Store, base: Artifact, data: dict[str
     # A text and its decode round-trip (the prefix space is stripped again).
     assert tok.decode(tok("Reverse: cat dog 12")["input_ids"]) == "Reverse: cat dog 12"
     assert tok.eos_token == "<|endoftext|>" and tok.pad_token == "<pad>"
-    assert not any(str(store.root) in b.decode("utf-8", "replace") for b in _files(base.path).values())
+    assert not any(str(store.root) in b.decode("utf-8", "replace") for b in files(base.path).values())
 
 
 def test_tiny_rejects_bad_heads(store: Store, data: dict[str, Artifact]) -> None:
@@ -194,7 +140,7 @@ def test_adapter_reloads_to_identical_logits(store: Store, warm: Artifact,
     params = {**TRAIN, "from": warm, "data": data["train"], "method": LORA, "lr": 1e-2, "max_steps": 5}
     first, second = store.ctx("train.a", params), store.ctx("train.b", params)
     meta_first, meta_second = train.run(first), train.run(second)
-    assert _files(first.out) == _files(second.out)
+    assert files(first.out) == files(second.out)
     # The second run found every row in the tokenization cache.
     assert meta_second["tokenized_rows"] == 0
     assert meta_second["train_loss"] == meta_first["train_loss"]
@@ -296,7 +242,7 @@ def test_eval_computes_metrics(store: Store, base: Artifact, lora: tuple[Artifac
     # Same inputs, same bytes (timings live only in the returned metadata).
     again = store.ctx("eval.again", params)
     evaluate.run(again)
-    assert _files(again.out) == _files(art.path)
+    assert files(again.out) == files(art.path)
 
 
 def test_export_loads_with_transformers(store: Store, lora: tuple[Artifact, dict[str, Any]]) -> None:
