@@ -11,7 +11,7 @@ from ftlang.compiler.ir import Node, Program
 
 
 def compile_source(text: str, file: str | Path, project: Path | None = None) -> Program:
-    from ftlang.compiler import check, contracts, graph, sweeps, symbols, types
+    from ftlang.compiler import check, contracts, graph, outputs, sweeps, symbols, types
     from ftlang.lang.diagnostics import FtError
     from ftlang.lang.parser import parse
 
@@ -22,6 +22,7 @@ def compile_source(text: str, file: str | Path, project: Path | None = None) -> 
     ctx = types.Ctx(syms, project, text, list(syms.diagnostics), sources={file: text, **syms.sources})
     nodes = check.check_blocks(ctx)
     contracts.check(nodes, ctx)
+    outputs.check(nodes, ctx)
     if any(n.select is not None for n in nodes.values()):
         nodes = sweeps.select_nodes(nodes, ctx)
     g, cycle_diags = graph.build(nodes)
@@ -42,14 +43,18 @@ def compile_source(text: str, file: str | Path, project: Path | None = None) -> 
 
 
 def compile_file(path: str | Path) -> Program:
+    from ftlang.lang.parser import read_source
+
     p = Path(path)
-    return compile_source(p.read_text(encoding="utf-8"), _display(p), p.resolve().parent)
+    shown = _display(p)
+    text = read_source(p, shown)  # FtError (FT0131): unreadable, not a regular file, not UTF-8
+    return compile_source(text, shown, p.resolve().parent)
 
 
 def _display(p: Path) -> str:
     try:
         return str(p.resolve().relative_to(Path.cwd()))
-    except ValueError:
+    except (ValueError, OSError, RuntimeError):  # RuntimeError: a symlink loop (Python 3.11)
         return str(p)
 
 
@@ -60,7 +65,7 @@ def _order(d: object) -> tuple[int, int]:
 
 # The passes, in order (documented in compiler/README.md).
 PASSES = ("lang.parser.parse", "symbols.collect", "check.check_blocks", "contracts.check",
-          "sweeps.select_nodes",
+          "outputs.check", "sweeps.select_nodes",
           "graph.build", "sweeps.expand")
 
 __all__ = ["Node", "Program", "compile_file", "compile_source", "PASSES"]

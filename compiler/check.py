@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from ftlang.compiler import presets
@@ -25,6 +26,7 @@ def check_blocks(ctx: T.Ctx) -> dict[str, Node]:
     nodes: dict[str, Node] = {}
     for name, block in ctx.symbols.blocks.items():
         ctx.base = ctx.symbols.dirs.get(name)
+        ctx.origin = ctx.symbols.origin.get(name)
         definition = ctx.symbols.definitions.get(name)
         if definition is not None and _is_preset_call(definition.value, ctx):
             block = _expand_definition(definition, ctx)
@@ -33,7 +35,7 @@ def check_blocks(ctx: T.Ctx) -> dict[str, Node]:
         node = check_block(block, ctx)
         if node is not None:
             nodes[node.id] = node
-    ctx.base = None
+    ctx.base = ctx.origin = None
     return nodes
 
 
@@ -198,7 +200,8 @@ def _unknown_attr(stmt: ast.Attr, spec: StepSpec, ctx: T.Ctx) -> None:
 
 
 def _source_text(ctx: T.Ctx, span: ast.Span) -> str:
-    lines = ctx.source.splitlines()
+    # An imported block's spans point into its own file, not the one being compiled.
+    lines = (ctx.sources.get(span.file) or ctx.source).splitlines()
     if span.line != span.end_line or span.line > len(lines):
         return " ".join(lines[span.line - 1:span.end_line]).strip()
     return lines[span.line - 1][span.col - 1:span.end_col - 1]
@@ -271,12 +274,18 @@ def _block_rules(kind: str, block: ast.Block, params: dict[str, Any], spans: dic
             ctx.diagnostics.append(Diagnostic(
                 "FT0114", f"model `{block.name.name}` is not pinned to a revision", [Label(spans["hub"], "unpinned")],
                 level="warning", help="add `revision = \"<commit>\"`: cache keys need a fixed revision"))
+        elif isinstance(params.get("revision"), str) and not _looks_like_commit(params["revision"]):
+            ctx.diagnostics.append(Diagnostic(
+                "FT0114", f"`revision = \"{params['revision']}\"` names a branch or tag, not a commit",
+                [Label(spans["revision"], "moves when the repository changes")], level="warning",
+                help="pin a commit hash: the cache key sees only this string, not what it points at"))
     if kind == "train" and params.get("objective") == "clm" and params.get("template") is not None:
         ctx.diagnostics.append(Diagnostic(
             "FT0114", "a template has no effect with objective = clm", [Label(spans["template"], "ignored")],
             level="warning", help="remove `template`, or use objective = sft"))
     if kind == "train":
         _method_rules(block, params, spans, ctx)
+        _cadence_rules(params, spans, ctx)
     if kind == "merge":
         _merge_rules(block, params, spans, ctx)
     if kind == "eval":
@@ -286,6 +295,24 @@ def _block_rules(kind: str, block: ast.Block, params: dict[str, Any], spans: dic
         metrics = {metric_key(c) for c in params.get("metrics") or [] if hasattr(c, "name")}
         for a in asserts:
             _check_assert(a.expr, models, metrics, ctx)
+
+
+def _looks_like_commit(rev: str) -> bool:
+    return bool(re.fullmatch(r"[0-9a-f]{7,40}", rev))
+
+
+def _cadence_rules(params: dict[str, Any], spans: dict[str, ast.Span], ctx: T.Ctx) -> None:
+    """Settings that are legal one by one but cannot do what they say together: warnings."""
+    warmup, steps = params.get("warmup"), params.get("max_steps")
+    if isinstance(warmup, (int, float)) and isinstance(steps, int) and warmup >= 1 and 0 < steps < warmup:
+        ctx.diagnostics.append(Diagnostic(
+            "FT0114", f"`warmup` ({warmup:g} steps) is longer than `max_steps` ({steps})",
+            [Label(spans["warmup"], "never finishes")], level="warning",
+            help="the learning rate never reaches `lr`: shorten warmup, or give it as a ratio (< 1)"))
+    if "eval_steps" in spans and params.get("eval_data") is None:
+        ctx.diagnostics.append(Diagnostic(
+            "FT0114", "`eval_steps` has no effect without `eval_data`", [Label(spans["eval_steps"], "ignored")],
+            level="warning", help="add `eval_data = <dataset>` (validation rows), or remove eval_steps"))
 
 
 def _attr_expr(block: ast.Block, name: str) -> ast.Expr | None:

@@ -19,11 +19,13 @@ a column produced by a subquery) makes its columns unknown, never an error.
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+from ftlang.compiler import sqlrules
 from ftlang.compiler import types as T
 from ftlang.compiler.ir import FileValue, Node, RefValue
 from ftlang.lang import ast
@@ -68,6 +70,7 @@ class _Contracts:
         self.ctx = ctx
         self.columns: dict[str, Columns | None] = {}
         self.busy: set[str] = set()
+        self.sql = sqlrules.SqlChecker(nodes, ctx)  # DuckDB's view of the queries
 
     def run(self) -> None:
         for nid in list(self.nodes):
@@ -98,7 +101,7 @@ class _Contracts:
         node = self.nodes[nid]
         cols = None
         if node.kind == "dataset":
-            cols = _dataset_columns(node)
+            cols = _dataset_columns(node, self.ctx)
         elif node.kind == "curate":
             cols = self.curate(node)
         self.columns[nid] = cols
@@ -111,6 +114,10 @@ class _Contracts:
         if not isinstance(sql, str) or span is None:
             return None
         where = _SqlPosition(sql, span, self.ctx)
+        verdict = self.sql.review(node, sql, where)
+        if verdict == sqlrules.REFUSED:
+            return None  # SET, CALL, ...: sqlglot would misread them; the columns stay unknown
+        mark = len(self.ctx.diagnostics)
         tree = _parse(sql)
         if isinstance(tree, _SqlError):
             if not _duckdb_accepts(sql):  # sqlglot does not know every DuckDB form
@@ -119,7 +126,8 @@ class _Contracts:
             return None
         if tree is None:
             return None
-        tables = _tables(tree)
+        made = sqlrules.created(sql)  # CREATE TEMP TABLE x before the query: x is no input
+        tables = {n: t for n, t in _tables(tree).items() if n.lower() not in made}
         inputs = node.params.get("from")
         if inputs is None:
             inputs = self.infer_from(node, tables, where)
@@ -147,6 +155,10 @@ class _Contracts:
                                extra=[Label(out.span, f"returns {', '.join(out.names)}", False)] if out.span else [],
                                help=f"did you mean `{guess}`?" if guess else
                                f"split by one of: {', '.join(out.names)}")
+        if verdict == "ok" and len(self.ctx.diagnostics) == mark and \
+                all(c is not None and c.exact for c in table_cols.values()):
+            self.sql.bind(node, sql, where, table_cols,  # type: ignore[arg-type]
+                          {name: ref.node for name, ref in known.items()})
         return out
 
     def infer_from(self, node: Node, tables: dict[str, tuple[int, int]], where: _SqlPosition) -> list[Any] | None:
@@ -228,14 +240,17 @@ class _Contracts:
 # ---- datasets -------------------------------------------------------------------------
 
 
-def _dataset_columns(node: Node) -> Columns | None:
+def _dataset_columns(node: Node, ctx: T.Ctx) -> Columns | None:
     schema = node.params.get("schema") or {}
     span = node.attr_spans.get("schema")
     source = node.params.get("source")
     path = source.args.get("path") if source is not None and hasattr(source, "args") else None
     peeked = None
     if isinstance(path, FileValue):
-        peeked = _peek(source.name, path.abs, str(source.args.get("delimiter") or ","))
+        peeked = _peek(source.name, path.abs, path.rel, str(source.args.get("delimiter") or ","))
+        if isinstance(peeked, _Unreadable):
+            ctx.error(peeked.code, peeked.message, path.span or node.span, peeked.label, help=peeked.help)
+            return None  # columns unknown: consumers are not blamed for it
     if peeked is not None:
         names = tuple(dict.fromkeys([*schema, *peeked]))
         return Columns(names, True, span, path.rel if isinstance(path, FileValue) else "")
@@ -244,34 +259,55 @@ def _dataset_columns(node: Node) -> Columns | None:
     return None
 
 
+@dataclass(frozen=True)
+class _Unreadable:
+    code: str
+    message: str
+    label: str
+    help: str | None = None
+
+
+def _peek(kind: str, path: str, rel: str, delimiter: str) -> tuple[str, ...] | _Unreadable | None:
+    """Column names from the start of a file, read as the dataset step reads it
+    (stdlib.tabular); _Unreadable when the step could not open it (a folder, a pipe, a
+    link loop, no permission) or a CSV header shows the wrong delimiter; None when the
+    columns cannot be known cheaply."""
+    from pathlib import Path
+
+    from ftlang.stdlib import tabular
+
+    if kind not in ("jsonl", "csv", "parquet"):
+        return None  # hf_disk reads a folder; the step checks it
+    problem = tabular.check_file(Path(path), rel)  # stat before opening: a pipe would block
+    if problem is not None:
+        return _Unreadable("FT0131", str(problem), "cannot be read", problem.hint)
+    st = os.stat(path)  # in the key: a long-lived process (the language server) sees edits
+    return _peek_file(kind, path, rel, delimiter, st.st_size, st.st_mtime_ns)
+
+
 @lru_cache(maxsize=256)
-def _peek(kind: str, path: str, delimiter: str) -> tuple[str, ...] | None:
-    """Column names from the start of a file; None when it cannot be read cheaply."""
+def _peek_file(kind: str, path: str, rel: str, delimiter: str, size: int,
+               mtime_ns: int) -> tuple[str, ...] | _Unreadable | None:
+    from pathlib import Path
+
+    from ftlang.stdlib import tabular
+    from ftlang.stdlib.spec import StepError
+
+    file = Path(path)
     try:
         if kind == "jsonl":
-            names: dict[str, None] = {}
-            with open(path, encoding="utf-8") as f:
-                for i, line in enumerate(f):
-                    if i >= PEEK_ROWS:
-                        break
-                    if line.strip():
-                        row = json.loads(line)
-                        if not isinstance(row, dict):
-                            return None
-                        names.update(dict.fromkeys(row))
-            return tuple(names) or None
+            return tuple(tabular.jsonl_columns(file, rel, PEEK_ROWS) or ()) or None
         if kind == "csv":
-            import csv
-
-            with open(path, encoding="utf-8", newline="") as f:
-                header = next(csv.reader(f, delimiter=delimiter or ","), None)
-            return tuple(header) if header else None
+            header = tabular.csv_header(file, rel, delimiter)
+            sep = tabular.wrong_delimiter(file, rel, delimiter) if len(header) == 1 else None
+            if sep:
+                return _Unreadable("FT0125", f"{rel}: the header is one column, {header[0]!r}: wrong delimiter",
+                                   f"read with delimiter {delimiter!r}", tabular.delimiter_hint(rel, sep))
+            return tuple(header) or None
         if kind == "parquet":
-            import pyarrow.parquet as pq
-
-            return tuple(pq.read_schema(path).names)
-    except (OSError, ValueError, UnicodeDecodeError, StopIteration, ImportError):
-        return None
+            return tuple(tabular.parquet_columns(file))
+    except (OSError, StepError, ImportError):
+        return None  # bad bytes or rows: the dataset step names the line
     except Exception:  # a malformed Parquet footer: the dataset step reports it properly
         return None
     return None
@@ -296,7 +332,8 @@ def _parse(sql: str) -> Any:
     from sqlglot.errors import ParseError, TokenError
 
     try:
-        statements = [s for s in sqlglot.parse(sql, read="duckdb") if s is not None]
+        with sqlrules.quiet_sqlglot():  # its "falling back to Command" warnings: FT0128 says it better
+            statements = [s for s in sqlglot.parse(sql, read="duckdb") if s is not None]
     except ParseError as exc:
         err = exc.errors[0] if exc.errors else {}
         highlight = str(err.get("highlight") or "")

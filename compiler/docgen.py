@@ -259,6 +259,28 @@ EXPLAIN: dict[str, str] = {
     "FT0125": "A dataset contract: a consumer needs columns its input does not have, a query "
               "reads a column its tables do not have, or a split is by a missing column.",
     "FT0126": "The SQL of a curate block does not parse; the caret points into the query.",
+    "FT0127": "A curate query whose rows could change between runs over the same inputs: the "
+              "clock (now(), current_date), random() or USING SAMPLE without a seed, DuckDB's "
+              "own state (duckdb_settings(), current_setting(), version()). random() is fine after "
+              "a `SELECT setseed(x);` statement; `deterministic = false` allows the rest, and the "
+              "block then reruns every time.",
+    "FT0128": "A statement or function a curate query may not run: SET, PRAGMA, ATTACH, LOAD, "
+              "COPY, EXPORT, CALL (`CALL enable_logging(...)` would end the process), file "
+              "readers such as read_csv() (declare a dataset block), query() and DuckDB internals; "
+              "or a last statement that is not a query.",
+    "FT0129": "DuckDB's binder rejects a curate query, bound against empty tables with the "
+              "upstream columns: an unknown function or type, a wrong argument type, a column "
+              "missing from GROUP BY, the `x -> x + 1` lambda DuckDB 2.0 no longer reads.",
+    "FT0130": "Brackets, calls, blocks and operators nested more than 100 levels deep, or more "
+              "than 50 operators in one chain (`a + b + ...`). A flat list of any length is fine.",
+    "FT0131": "A file that exists but cannot be read: a folder, a named pipe or device, a symbolic "
+              "link loop, no read permission, or a .ft file that is not UTF-8 (the caret is on "
+              "the first bad byte). Checked with stat before opening, so `ft check` never hangs.",
+    "FT0140": "An export `to` that could replace what ftlang did not write: the project folder or "
+              "one above it, the home folder or one above it, the `.ft/` cache, a folder holding an "
+              "input, another export's folder, or (without `allow_outside = true`) a path outside "
+              "the project. At run time ftlang also replaces only a folder it published itself and "
+              "that is unchanged since (step error FT0201 otherwise).",
     "FT0201": "A step failed while running. Its own message says why; a Python error's traceback "
               "is written to .ft/logs/.",
     "FT0202": "An eval `assert` was false after the eval ran.",

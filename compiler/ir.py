@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -105,41 +106,77 @@ class Node:
         return self.id.split("[", 1)[0]
 
     def refs(self) -> list[RefValue]:
-        out: list[RefValue] = []
-        _collect_refs(self.params, out)
-        return out
+        return refs_in(self.params)
 
     @property
     def line(self) -> str:
         return f"{self.span.file}:{self.span.line}"
 
 
-def files_in(value: Any) -> list[FileValue]:
-    """Every input file a resolved value names (a source, a custom metric's module...)."""
-    if isinstance(value, FileValue):
-        return [value]
-    if isinstance(value, Call):
-        return files_in(list(value.args.values()))
-    if isinstance(value, dict):
-        return files_in(list(value.values()))
-    if isinstance(value, (list, tuple)):
-        return [f for v in value for f in files_in(v)]
-    return []
+# ---- one walk over resolved values ------------------------------------------------------
+# Values nest as Call / dict / list / tuple / SweepValue around leaves (RefValue, FileValue,
+# OutPath, EnvValue, plain constants). Every pass that looks inside a value uses these two.
+
+DESCEND: Any = object()  # a transform function's answer: "not mine, look inside"
 
 
-def _collect_refs(value: Any, out: list[RefValue]) -> None:
-    if isinstance(value, RefValue):
-        out.append(value)
+@dataclass(frozen=True)
+class Splice:
+    """A transform answer that replaces one list item by several (a swept `models` entry)."""
+
+    items: list[Any]
+
+
+def walk(value: Any, name: str = "") -> Iterator[tuple[str, Any]]:
+    """`value` and everything inside it, depth first, each with the attribute or argument
+    name it sits at (list items keep their list's name; a sweep's own name wins)."""
+    yield name, value
+    if isinstance(value, SweepValue):
+        for v in value.values:
+            yield from walk(v, value.name or name)
     elif isinstance(value, Call):
-        _collect_refs(value.args, out)
-    elif isinstance(value, SweepValue):
-        _collect_refs(list(value.values), out)
+        for k, v in value.args.items():
+            yield from walk(v, k)
     elif isinstance(value, dict):
-        for v in value.values():
-            _collect_refs(v, out)
+        for k, v in value.items():
+            yield from walk(v, k)
     elif isinstance(value, (list, tuple)):
         for v in value:
-            _collect_refs(v, out)
+            yield from walk(v, name)
+
+
+def transform(value: Any, fn: Callable[[Any], Any]) -> Any:
+    """Rebuilds `value` top-down: `fn(v)` returns v's replacement, or DESCEND to keep v's
+    shape and transform what is inside it. Lists stay lists and tuples tuples."""
+    new = fn(value)
+    if new is not DESCEND:
+        return new
+    if isinstance(value, SweepValue):
+        return replace(value, values=tuple(transform(v, fn) for v in value.values))
+    if isinstance(value, Call):
+        return Call(value.name, {k: transform(v, fn) for k, v in value.args.items()})
+    if isinstance(value, dict):
+        return {k: transform(v, fn) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        out: list[Any] = []
+        for v in value:
+            r = transform(v, fn)
+            if isinstance(r, Splice):
+                out += r.items
+            else:
+                out.append(r)
+        return out if isinstance(value, list) else tuple(out)
+    return value
+
+
+def files_in(value: Any) -> list[FileValue]:
+    """Every input file a resolved value names (a source, a custom metric's module...)."""
+    return [v for _, v in walk(value) if isinstance(v, FileValue)]
+
+
+def refs_in(value: Any) -> list[RefValue]:
+    """Every reference to another node inside a value."""
+    return [v for _, v in walk(value) if isinstance(v, RefValue)]
 
 
 @dataclass

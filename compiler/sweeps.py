@@ -24,10 +24,19 @@ from decimal import Decimal
 from typing import Any
 
 from ftlang.compiler import types as T
-from ftlang.compiler.ir import Node, RefValue, SelectIR, SweepValue
+from ftlang.compiler.ir import (
+    DESCEND,
+    Node,
+    RefValue,
+    SelectIR,
+    Splice,
+    SweepValue,
+    refs_in,
+    transform,
+    walk,
+)
 from ftlang.lang import ast
 from ftlang.lang.diagnostics import Diagnostic, Label
-from ftlang.stdlib.spec import Call
 
 Dim = tuple[str, str]  # (block-level id that sweeps it, dimension name)
 MAX_NODES = 10_000  # fan-out multiplies: past this a typo, not a plan, is the likely cause
@@ -142,17 +151,12 @@ def _plain(value: Any, default: str) -> Any:
 
 
 def _redirect(value: Any, redirect: dict[str, str]) -> Any:
-    if isinstance(value, RefValue):
-        return replace(value, node=redirect[value.node]) if value.node in redirect else value
-    if isinstance(value, Call):
-        return Call(value.name, {k: _redirect(v, redirect) for k, v in value.args.items()})
-    if isinstance(value, SweepValue):
-        return replace(value, values=tuple(_redirect(v, redirect) for v in value.values))
-    if isinstance(value, dict):
-        return {k: _redirect(v, redirect) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_redirect(v, redirect) for v in value]
-    return value
+    def fn(v: Any) -> Any:
+        if isinstance(v, RefValue):
+            return replace(v, node=redirect[v.node]) if v.node in redirect else v
+        return DESCEND
+
+    return transform(value, fn)
 
 
 def expand(nodes: dict[str, Node], order: list[str], ctx: T.Ctx) -> dict[str, Node]:
@@ -170,11 +174,11 @@ def expand(nodes: dict[str, Node], order: list[str], ctx: T.Ctx) -> dict[str, No
             picked = {id(sv): i for (_, sv), i in zip(sweeps, choice)}
             params = _pick(node.params, picked)
             mine = {(bid, n): sweeps[k][1].labels[i] for k, (n, i) in enumerate(zip(names, choice))}
-            singles = sorted({r.node for r in _refs(params) if not r.many and r.node in points})
+            singles = sorted({r.node for r in refs_in(params) if not r.many and r.node in points})
             if node.kind == "select":
                 # Chooses among the points of one train block, once per point of what that
                 # block inherits from upstream.
-                cand = [r.node for r in _refs(params) if r.many][0]
+                cand = [r.node for r in refs_in(params) if r.many][0]
                 inherited = [_Point("", {k: v for k, v in p.dims.items() if k not in own[cand]})
                              for p in points[cand]]
                 options = [[p for i, p in enumerate(inherited) if p.dims not in [q.dims for q in inherited[:i]]]]
@@ -203,15 +207,7 @@ def expand(nodes: dict[str, Node], order: list[str], ctx: T.Ctx) -> dict[str, No
 
 def _find_sweeps(value: Any, name: str) -> list[tuple[str, SweepValue]]:
     """Every SweepValue inside `value`, with the attribute or argument name it sits at."""
-    if isinstance(value, SweepValue):
-        return [(value.name or name, value)]
-    if isinstance(value, Call):
-        return [s for k, v in value.args.items() for s in _find_sweeps(v, k)]
-    if isinstance(value, dict):
-        return [s for k, v in value.items() for s in _find_sweeps(v, k)]
-    if isinstance(value, list):
-        return [s for v in value for s in _find_sweeps(v, name)]
-    return []
+    return [(v.name or n, v) for n, v in walk(value, name) if isinstance(v, SweepValue)]
 
 
 def _dim_names(sweeps: list[tuple[str, SweepValue]]) -> list[str]:
@@ -225,23 +221,10 @@ def _dim_names(sweeps: list[tuple[str, SweepValue]]) -> list[str]:
 
 
 def _pick(value: Any, picked: dict[int, int]) -> Any:
-    if isinstance(value, SweepValue):
-        return _pick(value.values[picked[id(value)]], picked)
-    if isinstance(value, Call):
-        return Call(value.name, {k: _pick(v, picked) for k, v in value.args.items()})
-    if isinstance(value, dict):
-        return {k: _pick(v, picked) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_pick(v, picked) for v in value]
-    return value
+    def fn(v: Any) -> Any:
+        return _pick(v.values[picked[id(v)]], picked) if isinstance(v, SweepValue) else DESCEND
 
-
-def _refs(value: Any) -> list[RefValue]:
-    from ftlang.compiler.ir import _collect_refs
-
-    out: list[RefValue] = []
-    _collect_refs(value, out)
-    return out
+    return transform(value, fn)
 
 
 def _join(options: list[list[_Point]], start: dict[Dim, str]) -> list[tuple[dict[Dim, str], list[_Point]]]:
@@ -264,29 +247,19 @@ def _consistent(p: _Point, dims: dict[Dim, str]) -> bool:
 def _resolve(value: Any, points: dict[str, list[_Point]], dims: dict[Dim, str],
              fixed: dict[str, _Point]) -> Any:
     """Block-level references -> the points that agree with `dims`."""
-    if isinstance(value, RefValue):
-        if value.node not in points:
-            return value
-        if not value.many and value.node in fixed:
-            return replace(value, node=fixed[value.node].id)
-        match = [p for p in points[value.node] if _consistent(p, dims)]
-        if value.many:
-            return [replace(value, node=p.id) for p in match]
-        return replace(value, node=match[0].id) if match else value
-    if isinstance(value, Call):
-        return Call(value.name, {k: _resolve(v, points, dims, fixed) for k, v in value.args.items()})
-    if isinstance(value, dict):
-        return {k: _resolve(v, points, dims, fixed) for k, v in value.items()}
-    if isinstance(value, list):
-        out: list[Any] = []
-        for v in value:
-            r = _resolve(v, points, dims, fixed)
-            if isinstance(v, RefValue) and v.many and isinstance(r, list):
-                out += r
-            else:
-                out.append(r)
-        return out
-    return value
+    def fn(v: Any) -> Any:
+        if not isinstance(v, RefValue):
+            return DESCEND
+        if v.node not in points:
+            return v
+        if not v.many and v.node in fixed:
+            return replace(v, node=fixed[v.node].id)
+        match = [p for p in points[v.node] if _consistent(p, dims)]
+        if v.many:  # a list entry: every agreeing point takes its place in the list
+            return Splice([replace(v, node=p.id) for p in match])
+        return replace(v, node=match[0].id) if match else v
+
+    return transform(value, fn)
 
 
 def _dim_text(bid: str, d: Dim) -> str:

@@ -29,6 +29,12 @@ class Symbols:
     dirs: dict[str, Path] = field(default_factory=dict)  # imported block -> folder its paths start from
     diagnostics: list[Diagnostic] = field(default_factory=list)
     sources: dict[str, str] = field(default_factory=dict)  # imported files, for rendering
+    # Imports: `use "./lib.ft" { sft }` brings `sft` and, as hidden dependencies, what it
+    # refers to there. origin: imported block -> the file it came through; hidden: a
+    # dependency nobody imported by name -> (that file, the imported name that needs it).
+    # Only blocks of that file may refer to a hidden name.
+    origin: dict[str, str] = field(default_factory=dict)
+    hidden: dict[str, tuple[str, str]] = field(default_factory=dict)
 
     def kind_of(self, name: str) -> str | None:
         b = self.blocks.get(name)
@@ -121,7 +127,7 @@ class _Loader:
             return
         for n in use.names:
             if lib is not None and (n.name in lib.blocks or n.name in lib.presets):
-                _import(n.name, lib, syms)
+                _import(n.name, lib, syms, use.module if use.is_file else f"<{use.module}>")
             elif n.name not in offered:
                 names = sorted({*offered, *(lib.blocks if lib else ()), *(lib.presets if lib else ())})
                 guess = did_you_mean(n.name, names)
@@ -194,8 +200,10 @@ def _display(path: Path, project: Path) -> str:
         return str(path)
 
 
-def _import(name: str, lib: Symbols, syms: Symbols) -> None:
-    """Brings `name` and, transitively, the blocks and presets it refers to in its file."""
+def _import(name: str, lib: Symbols, syms: Symbols, via: str) -> None:
+    """Brings `name` and, transitively, the blocks and presets it refers to in its file;
+    those that were not imported by name stay hidden from the importing file."""
+    syms.hidden.pop(name, None)  # imported by name now: visible, even if an earlier import hid it
     todo, seen = [name], set()
     while todo:
         n = todo.pop()
@@ -211,13 +219,27 @@ def _import(name: str, lib: Symbols, syms: Symbols) -> None:
                 todo += _names_in(lib.presets[n].value)
         if n in lib.blocks:
             block = lib.blocks[n]
-            if syms.blocks.get(n) is not block:
+            mine = syms.blocks.get(n)
+            if mine is not None and mine is not block and n != name:
+                _clash(n, via, name, mine.name.span, block.name.span, syms)
+            elif mine is not block:
+                syms.origin[n] = via
+                if n != name:
+                    syms.hidden[n] = (via, name)
                 if _add(block, syms) and n in lib.definitions:
                     syms.definitions[n] = lib.definitions[n]
                 if n in lib.dirs:
                     syms.dirs[n] = lib.dirs[n]
             for stmt in block.body:
                 todo += _stmt_names(stmt)
+
+
+def _clash(name: str, via: str, needed_by: str, here: ast.Span, there: ast.Span, syms: Symbols) -> None:
+    """A block of the importing file has the name of a block an import needs."""
+    syms.diagnostics.append(Diagnostic(
+        "FT0103", f"the name `{name}` is also a block of {via}, which the imported `{needed_by}` uses",
+        [Label(here, "defined here too"), Label(there, f"`{needed_by}` refers to this one", primary=False)],
+        help="block names are shared by the whole pipeline (they name its steps): rename this one"))
 
 
 def _stmt_names(stmt: ast.Stmt) -> list[str]:
@@ -285,6 +307,10 @@ def _add(block: ast.Block, syms: Symbols) -> bool:
             help=help_))
         return False
     name = block.name.name
+    if name in syms.hidden and name in syms.blocks and syms.blocks[name] is not block:
+        via, needed_by = syms.hidden[name]
+        _clash(name, via, needed_by, block.name.span, syms.blocks[name].name.span, syms)
+        return False
     if name in syms.blocks:
         _duplicate(name, block.name.span, syms.blocks[name].name.span, syms)
         return False

@@ -6,9 +6,10 @@ Resolution is type-directed: `by = prompt` is a column name because `by` is an
 
 from __future__ import annotations
 
+import math
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +18,13 @@ from ftlang.compiler.symbols import Symbols
 from ftlang.lang import ast
 from ftlang.lang.diagnostics import Diagnostic, Label, did_you_mean
 from ftlang.stdlib import registry
-from ftlang.stdlib.spec import Attr, Call, Signature
+from ftlang.stdlib.spec import INT_LIMIT, Attr, Call, Signature
 
 YAML_BOOLS = {"yes": True, "no": False, "on": True, "off": False, "True": True, "False": False,
               "TRUE": True, "FALSE": False, "y": True, "n": False}
 REF_KINDS = ("dataset", "model", "template")
+# Names people write for the non-finite floats; ftlang has no such literals.
+NON_FINITE_NAMES = ("nan", "inf", "infinity")
 INVALID = object()  # a value that already produced a diagnostic
 
 
@@ -36,6 +39,7 @@ class Ctx:
     source: str = ""
     diagnostics: list[Diagnostic] = field(default_factory=list)
     base: Path | None = None  # folder relative paths start from (an imported block's file)
+    origin: str | None = None  # the `use` path the block being checked came through (None: this file)
     sweep_ok: bool = False  # `sweep [...]` is allowed where the value is being checked
     broken_presets: set[str] = field(default_factory=set)  # definitions that reported errors
     preset_stack: list[str] = field(default_factory=list)
@@ -46,6 +50,9 @@ class Ctx:
         self.diagnostics.append(Diagnostic(code, message, [Label(span, label), *(extra or [])], help=help))
         return INVALID
 
+    def warn(self, code: str, message: str, span: ast.Span, label: str = "", help: str | None = None) -> None:
+        self.diagnostics.append(Diagnostic(code, message, [Label(span, label)], level="warning", help=help))
+
 
 def describe(expr: ast.Expr) -> str:
     return {ast.Str: "a string", ast.Num: "a number", ast.Bool: "a boolean", ast.ListExpr: "a list",
@@ -54,7 +61,10 @@ def describe(expr: ast.Expr) -> str:
 
 
 def const_number(expr: ast.Expr) -> int | float | None:
-    """Folds constant arithmetic (2 * 16, -1e-3); None when it is not constant."""
+    """Folds constant arithmetic (2 * 16, -1e-3); None when it is not constant.
+
+    Floats follow IEEE rules (1e308 * 10 is inf): the caller refuses non-finite results.
+    """
     if isinstance(expr, ast.Num):
         return expr.value
     if isinstance(expr, ast.Neg):
@@ -64,9 +74,43 @@ def const_number(expr: ast.Expr) -> int | float | None:
         a, b = const_number(expr.left), const_number(expr.right)
         if a is None or b is None:
             return None
-        if expr.op == "/":
-            return a / b if b else None
-        return {"+": a + b, "-": a - b, "*": a * b}[expr.op]
+        return _arith(expr.op, a, b)
+    return None
+
+
+def _arith(op: str, a: int | float, b: int | float) -> int | float | None:
+    if isinstance(a, float) or isinstance(b, float):
+        a, b = to_float(a), to_float(b)
+    if op == "/":
+        if not b:
+            return None
+        try:
+            return a / b
+        except OverflowError:  # int / int beyond the float range
+            return math.copysign(math.inf, a) * math.copysign(1.0, b)
+    return a + b if op == "+" else a - b if op == "-" else a * b
+
+
+def to_float(value: int | float) -> float:
+    """float(value), with an int beyond the float range as +-inf instead of an OverflowError."""
+    try:
+        return float(value)
+    except OverflowError:
+        return math.copysign(math.inf, value)
+
+
+def non_finite(expr: ast.Expr) -> ast.Expr | None:
+    """The first part of `expr` that is not a finite number: a literal that overflows
+    (1e999), or a name such as `nan` or `inf`; with its sign when negated (-1e999)."""
+    if isinstance(expr, ast.Num):
+        return expr if isinstance(expr.value, float) and not math.isfinite(expr.value) else None
+    if isinstance(expr, ast.Ref):
+        return expr if len(expr.parts) == 1 and expr.parts[0].lower() in NON_FINITE_NAMES else None
+    if isinstance(expr, ast.Neg):
+        inner = non_finite(expr.operand)
+        return expr if inner is not None and inner is expr.operand else inner
+    if isinstance(expr, ast.BinOp):
+        return non_finite(expr.left) or non_finite(expr.right)
     return None
 
 
@@ -98,7 +142,7 @@ def check(expr: ast.Expr, attr: Attr, ctx: Ctx) -> Any:
 def _check(expr: ast.Expr, attr: Attr, ctx: Ctx, swept: bool) -> Any:
     t = attr.type
     if t.startswith("list[") and t.endswith("]"):
-        inner = Attr(attr.name, t[5:-1], None, ge=attr.ge, gt=attr.gt, le=attr.le, choices=attr.choices)
+        inner = replace(attr, type=t[5:-1], default=None)
         items = expr.items if isinstance(expr, ast.ListExpr) else (expr,)
         values = [check(e, inner, ctx) for e in items]
         if any(v is INVALID for v in values):
@@ -133,23 +177,29 @@ def _check(expr: ast.Expr, attr: Attr, ctx: Ctx, swept: bool) -> Any:
                              "YAML-style boolean", help=f"write `{word}`: only true and false are booleans")
         return _wrong(expr, "true or false", attr, ctx)
     if t in ("int", "float"):
+        blame = non_finite(expr)
+        if blame is not None:
+            return not_finite(blame, attr, ctx)
         value = const_number(expr)
         if value is None or isinstance(expr, ast.Bool):
             if isinstance(expr, ast.Str):
                 try:
-                    float(expr.value)
+                    if not math.isfinite(float(expr.value)):
+                        return not_finite(expr, attr, ctx)
                     return ctx.error("FT0106", f"`{attr.name}` takes a number, not a string", expr.span,
                                      "quoted number", help=f"write `{attr.name} = {expr.value}` without quotes")
                 except ValueError:
                     pass
             return _wrong(expr, "an integer" if t == "int" else "a number", attr, ctx)
+        if isinstance(value, float) and not math.isfinite(value):
+            return not_finite(expr, attr, ctx, value)  # arithmetic that overflows: 1e308 * 10
         if t == "int":
             if isinstance(value, float):
                 if not value.is_integer():
                     return _wrong(expr, "an integer", attr, ctx)
                 value = int(value)
         else:
-            value = float(value)
+            value = to_float(value)
         return _range(value, expr, attr, ctx)
     if t in ("enum", "ident"):
         word = expr.dotted if isinstance(expr, ast.Ref) and len(expr.parts) == 1 else (
@@ -220,6 +270,9 @@ def _env(expr: ast.CallExpr, attr: Attr, ctx: Ctx) -> Any:
     if len(expr.args) == 2:
         d = expr.args[1]
         n = const_number(d)
+        blame = non_finite(d)
+        if blame is not None:
+            return not_finite(blame, attr, ctx)
         if isinstance(d, ast.Str):
             default = d.value
         elif isinstance(d, ast.Bool):
@@ -275,19 +328,65 @@ def _wrong(expr: ast.Expr, want: str, attr: Attr, ctx: Ctx) -> Any:
 
 
 def _range(value: float, expr: ast.Expr, attr: Attr, ctx: Ctx) -> Any:
-    bad = ((attr.ge is not None and value < attr.ge) or (attr.gt is not None and value <= attr.gt)
-           or (attr.le is not None and value > attr.le))
+    if isinstance(value, float) and not math.isfinite(value):
+        return not_finite(expr, attr, ctx, value)  # env("LR") = "inf"
+    ge, gt, le = attr.ge, attr.gt, attr.le
+    if isinstance(value, int):  # every int is bounded, declared or not
+        le = INT_LIMIT if le is None else le
+        ge = -INT_LIMIT if ge is None and gt is None else ge
+    bad = ((ge is not None and value < ge) or (gt is not None and value <= gt)
+           or (le is not None and value > le))
     if not bad:
+        if attr.warn_above is not None and value > attr.warn_above:
+            ctx.warn("FT0107", f"`{attr.name}` = {show_number(value)} is unusually large", expr.span,
+                     f"above {show_number(attr.warn_above)}",
+                     help="it is legal, but training this way usually diverges; a loss that becomes "
+                          "nan or inf fails the step")
         return value
-    parts = []
-    if attr.gt is not None:
-        parts.append(f"> {attr.gt:g}")
-    if attr.ge is not None:
-        parts.append(f">= {attr.ge:g}")
-    if attr.le is not None:
-        parts.append(f"<= {attr.le:g}")
-    return ctx.error("FT0107", f"`{attr.name}` must be {' and '.join(parts)}, found {value:g}", expr.span,
-                     "out of range")
+    # Only the side that is broken: `r` must be >= 1 (its sanity upper bound is noise there).
+    above = le is not None and value > le
+    parts = [f"<= {show_number(le)}"] if above else []
+    if gt is not None and not above:
+        parts.append(f"> {show_number(gt)}")
+    if ge is not None and not above:
+        parts.append(f">= {show_number(ge)}")
+    help_ = None
+    if (value > INT_LIMIT and attr.le is None) or (value < -INT_LIMIT and attr.ge is None and attr.gt is None):
+        help_ = "an integer this large is a typo: every integer is within +-2**53 (9007199254740992)"
+    elif above:
+        help_ = f"{show_number(le)} is the most `{attr.name}` may be: a larger value is most likely a typo"
+    return ctx.error("FT0107", f"`{attr.name}` must be {' and '.join(parts)}, found {show_number(value)}",
+                     expr.span, "out of range", help=help_)
+
+
+def not_finite(expr: ast.Expr, attr: Attr, ctx: Ctx, value: float | None = None) -> Any:
+    """FT0107 for a value that is not a finite number, pointing at the part that is not."""
+    if isinstance(expr, ast.Num):
+        shown, label = expr.text, "overflows to infinity"
+    elif isinstance(expr, ast.Neg) and isinstance(expr.operand, (ast.Num, ast.Ref)):
+        inner = expr.operand
+        shown = f"-{inner.text}" if isinstance(inner, ast.Num) else f"`-{inner.dotted}`"
+        label = "overflows to -infinity" if isinstance(inner, ast.Num) else "not a finite number"
+    elif isinstance(expr, ast.Ref):
+        shown, label = f"`{expr.dotted}`", "not a finite number"
+    elif isinstance(expr, ast.Str):
+        shown, label = f'"{expr.value}"', "not a finite number"
+    else:
+        shown, label = f"{value}" if value is not None else "a value", "not a finite number"
+    example = attr.default if isinstance(attr.default, (int, float)) and not isinstance(attr.default, bool) \
+        else None
+    return ctx.error("FT0107", f"`{attr.name}` must be a finite number, found {shown}", expr.span, label,
+                     help="numbers must be finite: the largest float is about 1.8e308 and there is no "
+                          "inf or nan" + (f"; the default is `{attr.name} = {show_number(example)}`"
+                                          if example is not None else ""))
+
+
+def show_number(x: float) -> str:
+    """A number for a message: ints in full (a bound of 4294967295, not 4.29497e+09)."""
+    if isinstance(x, int) or (isinstance(x, float) and x.is_integer() and abs(x) < 1e16):
+        digits = str(int(x))
+        return digits if len(digits) <= 30 else f"{digits[:6]}... ({len(digits)} digits)"
+    return f"{x:g}"
 
 
 def _literal(expr: ast.Expr, attr: Attr, ctx: Ctx) -> Any:
@@ -295,8 +394,15 @@ def _literal(expr: ast.Expr, attr: Attr, ctx: Ctx) -> Any:
         return expr.value
     if isinstance(expr, ast.Bool):
         return expr.value
+    blame = non_finite(expr)
+    if blame is not None:
+        return not_finite(blame, attr, ctx)
     n = const_number(expr)
     if n is not None:
+        if isinstance(n, float) and not math.isfinite(n):
+            return not_finite(expr, attr, ctx, n)
+        if isinstance(n, int) and abs(n) > INT_LIMIT:
+            return _range(n, expr, replace(attr, type="int"), ctx)
         return n
     if isinstance(expr, ast.ListExpr):
         vals = [_literal(e, attr, ctx) for e in expr.items]
@@ -319,6 +425,8 @@ def _path_value(expr: ast.Str, t: str, ctx: Ctx, source: str = "") -> Any:
     try:
         full = (base / raw).resolve() if not os.path.isabs(raw) else Path(raw)
         exists = full.exists()
+    except RuntimeError:  # a symlink loop (Python 3.11): the dataset check names it (FT0131)
+        full, exists = base / raw, True
     except (OSError, ValueError):  # a name too long, a NUL byte: not a file either way
         full, exists = base / "?", False
     if t == "outpath":
@@ -357,8 +465,15 @@ def _check_ref(expr: ast.Expr, want: str, ctx: Ctx) -> Any:
                          f"expected a {want}")
     name, *rest = expr.parts
     block = ctx.symbols.blocks.get(name)
+    hidden = ctx.symbols.hidden.get(name)
+    if block is not None and hidden is not None and ctx.origin != hidden[0]:
+        via, needed_by = hidden
+        return ctx.error("FT0117", f"`{name}` is not imported", expr.span, "not imported",
+                         help=f"`{name}` comes along with `{needed_by}` from {via} but only `{needed_by}` "
+                              f"is imported: write use \"{via}\" {{ {needed_by}, {name} }}")
     if block is None:
-        guess = did_you_mean(name, list(ctx.symbols.blocks))
+        visible = [b for b in ctx.symbols.blocks if b not in ctx.symbols.hidden]
+        guess = did_you_mean(name, visible)
         hint = f"did you mean `{guess}`?" if guess else f"define a {want} block named `{name}`"
         return ctx.error("FT0102", f"unknown reference `{name}`", expr.span, "not defined", help=hint)
     kind = block.kind.name

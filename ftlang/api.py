@@ -21,57 +21,46 @@ class Pipeline:
     program: Program
 
     @property
-    def store(self) -> Any:
-        from ftlang.runtime.store import Store
+    def session(self) -> Any:
+        from ftlang.runtime.session import Session
 
-        return Store(self.program.project / ".ft")
+        return Session.of(self.program)
+
+    @property
+    def store(self) -> Any:
+        return self.session.store
 
     @property
     def nodes(self) -> list[str]:
         return self.program.order()
 
-    def _stat(self) -> Any:
-        from ftlang.runtime.hashing import StatCache
-
-        return StatCache(self.store.root / "stat.json")
-
-    def plan(self, select: list[str] | None = None) -> list[Any]:
+    def plan(self, select: list[str] | None = None, force: list[str] | None = None) -> list[Any]:
         """PlanItems: node, status (cached/run/pending), reasons."""
-        from ftlang.runtime.planner import plan
-        from ftlang.runtime.planner import select as sel
-
-        return plan(self.program, self.store, self._stat(), sel(self.program, select))
+        return self.session.plan(select, force)
 
     def run(self, select: list[str] | None = None, force: list[str] | None = None,
             keep_going: bool = False, quiet: bool = True) -> Any:
-        """Runs (under the project lock) and returns the RunResult."""
+        """Runs (under the project lock) and returns the RunResult. `force` takes node names
+        as `ft run --force` does (`"sft"`, `"train.sft"`, a sweep block's name)."""
         from ftlang.runtime.display import Display
-        from ftlang.runtime.executor import execute
-        from ftlang.runtime.planner import select as sel
-        from ftlang.runtime.store import ProjectLock
 
-        store = self.store
-        store.ensure()
-        lock = ProjectLock(store.root)
-        lock.acquire(wait=True)
-        try:
-            store.clean_tmp()
-            return execute(self.program, store, self._stat(), sel(self.program, select),
-                           Display(stream=sys.stderr, quiet=quiet), force=set(force or []),
-                           keep_going=keep_going, command="api")
-        finally:
-            lock.release()
+        result, lock_error = self.session.run(Display(stream=sys.stderr, quiet=quiet), select=select,
+                                              force=force, keep_going=keep_going, command="api")
+        if lock_error:
+            print(f"warning: {lock_error}", file=sys.stderr)
+        return result
 
     def artifact(self, node: str) -> Any:
         """The committed Artifact of a node (its folder is `.path`), or None if not cached."""
+        from ftlang.runtime.planner import matches
         from ftlang.stdlib.spec import Artifact
 
-        nid = node if node in self.program.nodes else next(
-            (n for n in self.program.nodes if n.split(".", 1)[1] == node), node)
+        nid = next((n for n in self.program.nodes if matches(self.program, n, node)), node)
+        store = self.store
         for item in self.plan([nid]):
             if item.node == nid and item.entry is not None:
                 e = item.entry
-                return Artifact(nid, e.digest, self.store.object_path(e.digest), None, e.meta)
+                return Artifact(nid, e.digest, store.object_path(e.digest), None, e.meta)
         return None
 
 

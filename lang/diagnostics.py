@@ -45,6 +45,12 @@ CODES: dict[str, str] = {
     "FT0124": "import cycle",
     "FT0125": "dataset contract",
     "FT0126": "SQL syntax error",
+    "FT0127": "nondeterministic SQL",
+    "FT0128": "SQL not allowed in curate",
+    "FT0129": "SQL rejected by DuckDB",
+    "FT0130": "nesting too deep",
+    "FT0131": "file cannot be read",
+    "FT0140": "unsafe export target",
     "FT0201": "step failed",
     "FT0202": "assertion failed",
 }

@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 from collections.abc import Iterator
 from functools import lru_cache
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 from ftlang.lang import ast
 from ftlang.lang.diagnostics import Diagnostic, FtError, Label
 
 SUPPORTED_VERSIONS = ("0.1",)
+
+# How deep the AST may nest (brackets, calls, blocks, each operator of a chain). The
+# compiler's passes recurse over it; real files stay under 10 levels.
+MAX_DEPTH = 100
+MAX_CHAIN = 50  # operators in one chain (`a + b + ...`)
+_CHAINS = ("comparison", "sum", "product")  # one tree node, folded into a chain of BinOps
+BOM = "\ufeff"
 
 # English names for terminals, for "expected ..." lists.
 TERMINAL_NAMES: dict[str, str] = {
@@ -51,14 +61,52 @@ def _parser(strict: bool = False) -> Any:
                 cache=not strict)
 
 
+def read_source(path: str | Path, file: str) -> str:
+    """The text of a .ft file, shown as `file` in diagnostics: UTF-8, without a leading
+    byte-order mark. FtError (FT0131) when it is not a readable regular file, or not UTF-8
+    (naming the line and column of the first bad byte)."""
+    p = Path(path)
+    try:
+        if not stat.S_ISREG(os.stat(p).st_mode):  # a pipe would block the read forever
+            raise _unreadable(file, "not a regular file")
+        data = p.read_bytes()
+    except OSError as e:
+        raise _unreadable(file, e.strerror or str(e)) from None
+    try:
+        return data.decode("utf-8").removeprefix(BOM)
+    except UnicodeDecodeError as e:
+        raise _not_utf8(data, e, file) from None
+
+
+def _unreadable(file: str, why: str) -> FtError:
+    return FtError([Diagnostic("FT0131", f"cannot read {file}: {why}", [],
+                               help="check the path and the file's permissions")])
+
+
+def _not_utf8(data: bytes, e: UnicodeDecodeError, file: str) -> FtError:
+    line = data.count(b"\n", 0, e.start) + 1
+    start = data.rfind(b"\n", 0, e.start) + 1
+    before = data[start:e.start].decode("utf-8").removeprefix(BOM)  # valid: the first bad byte is at e.start
+    col = len(before) + 1
+    text = data.decode("utf-8", "replace").removeprefix(BOM)  # each bad byte shows as U+FFFD
+    diag = Diagnostic("FT0131", f"{file} is not UTF-8 text: byte 0x{data[e.start]:02x} is not valid here",
+                      [Label(ast.Span(file, line, col, line, col + 1), "not UTF-8")],
+                      help="save the file as UTF-8 (for Latin-1: iconv -f latin1 -t utf-8)")
+    return FtError([diag], sources={file: text})
+
+
 def parse(text: str, file: str = "<input>") -> ast.Module:
     """Parse a whole file; raises FtError with one diagnostic on a syntax error."""
     from lark.exceptions import UnexpectedInput
 
+    text = text.removeprefix(BOM)  # some editors start UTF-8 files with one
     try:
         tree = _parser().parse(text + "\n")
     except UnexpectedInput as exc:
         raise FtError([convert_error(exc, text, file)]) from None
+    deep = _nesting_error(tree, file)
+    if deep is not None:
+        raise FtError([deep])
     module = _Builder(file).module(tree)
     module.source = text
     module.comments = collect_comments(text)
@@ -68,6 +116,37 @@ def parse(text: str, file: str = "<input>") -> ast.Module:
             [Label(module.version.span, "this version is not known")],
             help=f"this ftlang understands: {', '.join('ft ' + v for v in SUPPORTED_VERSIONS)}")])
     return module
+
+
+def _nesting_error(tree: Any, file: str) -> Diagnostic | None:
+    """FT0130 where the AST would nest deeper than MAX_DEPTH levels, or a chain of
+    operators (folded into nested BinOps) is longer than MAX_CHAIN; found without recursion."""
+    stack = [(tree, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if not hasattr(node, "data"):
+            continue  # a token
+        ops = (len(node.children) - 1) // 2 if node.data in _CHAINS else 0
+        if ops > MAX_CHAIN:
+            return Diagnostic("FT0130", f"expression too long: {ops + 1} terms in one chain of operators",
+                              [Label(_tree_span(node, file), f"at most {MAX_CHAIN} operators")],
+                              help="compute the value outside the .ft file, or write a list")
+        depth += max(1, ops)
+        if depth > MAX_DEPTH:
+            span = _tree_span(node, file)
+            return Diagnostic("FT0130", f"nested too deeply: more than {MAX_DEPTH} levels",
+                              [Label(ast.Span(file, span.line, span.col, span.line, span.col + 1),
+                                     "the nesting passes the limit here")],
+                              help=f"flatten the value: brackets, calls, blocks and operators nest at "
+                                   f"most {MAX_DEPTH} levels deep (a flat list of any length is fine)")
+        stack.extend((c, depth) for c in node.children)
+    return None
+
+
+def _tree_span(node: Any, file: str) -> ast.Span:
+    m = node.meta
+    line, col = getattr(m, "line", 1), getattr(m, "column", 1)
+    return ast.Span(file, line, col, getattr(m, "end_line", line), getattr(m, "end_column", col + 1))
 
 
 # ---- tree -> AST ------------------------------------------------------------

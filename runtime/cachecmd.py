@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from ftlang.runtime import integrity
 from ftlang.runtime.hashing import tree_digest, tree_files
 from ftlang.runtime.store import Store
 
@@ -33,7 +34,7 @@ def entries(store: Store) -> list[dict[str, Any]]:
             continue
         obj = store.object_path(data["digest"])
         out.append({"key": kf.stem, "node": data["node"], "digest": data["digest"],
-                    "present": obj.is_dir(), "file": kf})
+                    "present": obj.is_dir(), "file": kf, "files": data.get("files") or {}})
     return out
 
 
@@ -76,6 +77,7 @@ def gc(store: Store, keep_digests: set[str], dry_run: bool = False) -> tuple[int
         freed += info["size"]
         if not dry_run:
             shutil.rmtree(store.object_path(digest), ignore_errors=True)
+            integrity.record_path(store.root, digest).unlink(missing_ok=True)
     if not dry_run:
         for e in entries(store):
             if e["digest"] not in keep:
@@ -84,14 +86,20 @@ def gc(store: Store, keep_digests: set[str], dry_run: bool = False) -> tuple[int
     return removed, freed
 
 
-def verify(store: Store) -> list[str]:
-    """Re-hashes every object; returns the problems found."""
+def verify(store: Store) -> list[tuple[str, str]]:
+    """Re-hashes every object in full; returns (digest, problem) for each corrupt one."""
+    files = {e["digest"]: e["files"] for e in entries(store) if e["present"] and e["files"]}
     problems = []
     for obj in sorted(store.objects.iterdir()) if store.objects.exists() else []:
-        actual = tree_digest(tree_files(obj))
-        if actual != obj.name:
-            problems.append(f"{obj.name[:16]}: content does not match its digest (now {actual[:16]})")
-    for e in entries(store):
-        if not e["present"]:
-            problems.append(f"key {e['key'][:16]} ({e['node']}): its object {e['digest'][:16]} is missing")
+        if obj.name in files:
+            why = store.check(obj.name, files[obj.name], full=True)
+        else:  # no key names its files: the folder's own digest is the test
+            why = None if tree_digest(tree_files(obj)) == obj.name else "content does not match its digest"
+        if why is not None:
+            problems.append((obj.name, why))
     return problems
+
+
+def missing(store: Store) -> list[str]:
+    return [f"key {e['key'][:16]} ({e['node']}): its object {e['digest'][:16]} is missing"
+            for e in entries(store) if not e["present"]]

@@ -29,21 +29,21 @@ def _compile(args: argparse.Namespace) -> Any:
     from ftlang.lang.diagnostics import FtError, render_all, to_json
 
     path = Path(args.file)
-    if not path.is_file():
+    if not os.path.lexists(path):
         print(f"error: no such file: {args.file}", file=sys.stderr)
         return None
     try:
         program = compile_file(path)
     except FtError as exc:
-        text = path.read_text(encoding="utf-8")
+        try:  # for the source lines under each caret; a file that cannot be decoded still shows
+            text = path.read_text(encoding="utf-8", errors="replace").removeprefix("\ufeff")
+        except OSError:
+            text = ""
         sources = {d.span.file: text for d in exc.diagnostics if d.span} | exc.sources
         if getattr(args, "format", "text") == "json":
             print(to_json(exc.diagnostics))
         else:
             print(render_all(exc.diagnostics, sources, _color(args, sys.stderr)), file=sys.stderr)
-        return None
-    except UnicodeDecodeError as exc:
-        print(f"error: {args.file} is not UTF-8 text ({exc.reason})", file=sys.stderr)
         return None
     if program.warnings and getattr(args, "format", "text") != "json":
         from ftlang.lang.diagnostics import render
@@ -51,12 +51,6 @@ def _compile(args: argparse.Namespace) -> Any:
         for w in program.warnings:
             print(render(w, program.sources, _color(args, sys.stderr)) + "\n", file=sys.stderr)
     return program
-
-
-def _store(program: Any) -> Any:
-    from ftlang.runtime.store import Store
-
-    return Store(program.project / ".ft")
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -72,21 +66,25 @@ def cmd_check(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_plan(args: argparse.Namespace) -> int:
-    from ftlang.runtime.hashing import StatCache
-    from ftlang.runtime.planner import plan, select
+def _session(args: argparse.Namespace) -> Any:
+    """The file's Session, or None after printing its diagnostics."""
+    from ftlang.runtime.session import Session
 
     program = _compile(args)
-    if program is None:
+    return None if program is None else Session.of(program)
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from ftlang.runtime.session import SessionError
+
+    session = _session(args)
+    if session is None:
         return EXIT_ERRORS
-    store = _store(program)
-    stat = StatCache(store.root / "stat.json")
     try:
-        order = select(program, args.select)
-    except KeyError as exc:
-        print(f"error: --select: no node named {exc}", file=sys.stderr)
-        return EXIT_ERRORS
-    items = plan(program, store, stat, order, set(_force(args, program)))
+        items = session.plan(args.select, args.force)
+    except SessionError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.code
     if args.json:
         print(json.dumps([i.to_json() for i in items], indent=1))
         return EXIT_OK
@@ -102,75 +100,46 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _force(args: argparse.Namespace, program: Any) -> list[str]:
-    out = []
-    for name in getattr(args, "force", None) or []:
-        from ftlang.runtime.planner import matches
-
-        out += [n for n in program.nodes if matches(program, n, name)]
-    return out
-
-
 def cmd_run(args: argparse.Namespace) -> int:
+    import time
+
     from ftlang.lang.diagnostics import render_all
-    from ftlang.runtime.display import Display, fmt_seconds
-    from ftlang.runtime.executor import execute
-    from ftlang.runtime.hashing import StatCache
-    from ftlang.runtime.planner import select
-    from ftlang.runtime.store import ProjectLock
+    from ftlang.runtime.display import Display, fmt_seconds, plural
+    from ftlang.runtime.session import SessionError
 
-    program = _compile(args)
-    if program is None:
+    session = _session(args)
+    if session is None:
         return EXIT_ERRORS
-    store = _store(program)
-    store.ensure()
-    lock = ProjectLock(store.root)
     display = Display(color=_color(args, sys.stderr), quiet=args.quiet, verbose=args.verbose)
-
-    def waiting(holder: str) -> None:
-        display.text(f"waiting for another ft run on this project (pid {holder}) to finish...")
-
-    if not lock.acquire(wait=not args.no_wait, on_wait=waiting):
-        print(f"error: another ft run holds {store.root / 'lock'} (pid {lock.holder()}); "
-              "run again when it finishes, or drop --no-wait to wait", file=sys.stderr)
-        return EXIT_FAILED
-    from ftlang.runtime import lockfile
-
-    stat = StatCache(store.root / "stat.json")
-    facts = lockfile.resolve(program, stat)
-    if args.locked:
-        diffs = lockfile.differences(lockfile.read(program), facts)
-        if diffs:
-            lock.release()
-            print("error: --locked: the inputs differ from ft.lock:\n  " + "\n  ".join(diffs), file=sys.stderr)
-            return EXIT_FAILED
+    t0 = time.monotonic()
     try:
-        store.clean_tmp()
-        try:
-            order = select(program, args.select)
-        except KeyError as exc:
-            print(f"error: --select: no node named {exc}", file=sys.stderr)
-            return EXIT_ERRORS
-        import time
-
-        t0 = time.monotonic()
-        result = execute(program, store, stat, order, display,
-                         force=set(_force(args, program)), keep_going=args.keep_going)
-        if result.ok and not args.select:
-            lockfile.write(program, facts, {r.node: r.key for r in result.records if r.key})
-    finally:
-        lock.release()
+        result, lock_error = session.run(display, select=args.select, force=args.force,
+                                         keep_going=args.keep_going, locked=args.locked, wait=not args.no_wait)
+    except SessionError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.code
+    except OSError as exc:  # the cache folder itself: read-only, full, not ours
+        message, hint = _os_error(exc)
+        print(f"error: cannot write the cache folder {_rel_cwd(session.store.root)}: {message}", file=sys.stderr)
+        if hint:
+            print(f"  = help: {hint}", file=sys.stderr)
+        return EXIT_FAILED
+    program = session.program
     if result.diagnostics:
         print("\n" + render_all(result.diagnostics, program.sources, _color(args, sys.stderr)), file=sys.stderr)
     ran, cached = result.count("ran"), result.count("cached")
     took = fmt_seconds(time.monotonic() - t0)
     if result.interrupted:
-        return 130
+        return EXIT_SIGINT
     if ran == 0 and result.ok:
-        display.text(f"nothing to do: {cached} steps cached ({took})")
+        display.text(f"nothing to do: {plural(cached, 'step')} cached ({took})")
     else:
         display.text(f"{ran} ran, {cached} cached, {result.count('failed')} failed, "
                      f"{result.count('skipped')} skipped in {took} (run {result.run_id})")
+    if lock_error:
+        print(f"error: {lock_error}\n  = help: free some disk space and run again: nothing reruns",
+              file=sys.stderr)
+        return EXIT_FAILED
     return EXIT_OK if result.ok else EXIT_FAILED
 
 
@@ -178,12 +147,14 @@ def cmd_fmt(args: argparse.Namespace) -> int:
     """Rewrites files in the canonical layout; --check only reports (for CI)."""
     from ftlang.lang.diagnostics import FtError, render_all
     from ftlang.lang.format import format_source
+    from ftlang.lang.parser import read_source
 
     code = EXIT_OK
     for name in args.files:
         path = Path(name)
-        text = path.read_text(encoding="utf-8")
+        text = ""
         try:
+            text = read_source(path, name)
             new = format_source(text, name)
         except FtError as exc:
             print(render_all(exc.diagnostics, {name: text} | exc.sources, _color(args, sys.stderr)),
@@ -259,7 +230,11 @@ def cmd_status(args: argparse.Namespace) -> int:
     if code != EXIT_OK:
         return code
     program = _compile(argparse.Namespace(file=args.file, format="json", color="never"))
-    runs = ledger.runs(program.project / ".ft", limit=1)
+    try:
+        runs = ledger.runs(program.project / ".ft", limit=1, file=args.file)
+    except ledger.LedgerError as exc:
+        print(f"last run: unknown ({exc})")
+        return EXIT_OK
     if runs:
         r = runs[0]
         print(f"last run {r['run_id']}: {r['status']} ({r['ran']} ran, {r['cached']} cached, {r['failed']} failed)")
@@ -273,7 +248,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
     from ftlang.runtime.display import table
 
     root = Path(args.file).resolve().parent / ".ft"
-    rows = ledger.runs(root, limit=args.limit)
+    rows = ledger.runs(root, limit=args.limit, file=args.file)
     if args.json:
         print(json.dumps(rows, indent=1, default=str))
         return EXIT_OK
@@ -295,15 +270,23 @@ def cmd_runs(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _rel_cwd(p: Path) -> str:
+    try:
+        return str(p.relative_to(Path.cwd()))
+    except ValueError:
+        return str(p)
+
+
 def _root(args: argparse.Namespace) -> Path:
-    return Path(args.file).resolve().parent / ".ft"
+    """The .ft/ cache beside the file (or in the current folder when no file is given)."""
+    return (Path(args.file).resolve().parent if args.file else Path.cwd()) / ".ft"
 
 
 def cmd_show(args: argparse.Namespace) -> int:
     from ftlang.runtime import ledger
     from ftlang.runtime.display import table
 
-    nodes = ledger.run_nodes(_root(args), args.run)
+    nodes = ledger.run_nodes(_root(args), args.run, args.file)
     if not nodes:
         print(f"error: no run matches {args.run!r}", file=sys.stderr)
         return EXIT_FAILED
@@ -337,7 +320,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
     from ftlang.runtime import ledger
 
     root = _root(args)
-    a, b = ledger.run_nodes(root, args.run_a), ledger.run_nodes(root, args.run_b)
+    a, b = ledger.run_nodes(root, args.run_a, args.file), ledger.run_nodes(root, args.run_b, args.file)
     if not a or not b:
         print("error: both runs must exist (see `ft runs`)", file=sys.stderr)
         return EXIT_FAILED
@@ -397,38 +380,82 @@ def cmd_cache(args: argparse.Namespace) -> int:
 
 
 def cmd_gc(args: argparse.Namespace) -> int:
-    from ftlang.runtime import cachecmd, ledger
-    from ftlang.runtime.store import ProjectLock, Store
+    """Keeps what any .ft file in the folder last resolved, and what the last N runs used.
 
-    program = _compile(args)
-    if program is None:
+    The lock is taken before anything is decided: a run in progress finishes first, and
+    its fresh artifacts are then in its state, so they are kept.
+    """
+    from ftlang.runtime import cachecmd, ledger
+    from ftlang.runtime.store import ProjectLock
+
+    session = _session(args)
+    if session is None:
         return EXIT_ERRORS
-    store = Store(program.project / ".ft")
-    keep = {st["digest"] for nid in program.nodes if (st := store.read_state(nid)) and st.get("digest")}
-    keep |= ledger.referenced_digests(store.root, args.keep_runs)
+    program, store = session.program, session.store
     lock = ProjectLock(store.root)
-    lock.acquire(wait=True)
+    lock.acquire(wait=True, on_wait=lambda pid: print(f"waiting for the ft run holding the project (pid {pid})...",
+                                                       file=sys.stderr))
     try:
+        mine = Path(program.file).name
+        keep: set[str] = set()
+        others: dict[str, int] = {}
+        for scope, states in store.scopes().items():
+            if scope == mine:  # only this file's current nodes: state of removed blocks goes
+                digests = {st["digest"] for nid, st in states.items() if nid in program.nodes and st.get("digest")}
+            elif (program.project / scope).is_file():
+                digests = {st["digest"] for st in states.values() if st.get("digest")}
+                others[scope] = len(digests)
+            else:
+                print(f"note: {scope} is gone: the artifacts only it used are not kept", file=sys.stderr)
+                continue
+            keep |= digests
+        keep |= ledger.referenced_digests(store.root, args.keep_runs)
         removed, freed = cachecmd.gc(store, keep, dry_run=args.dry_run)
     finally:
         lock.release()
     verb = "would remove" if args.dry_run else "removed"
-    print(f"{verb} {removed} artifacts, {cachecmd.human(freed)}; kept {len(keep)} referenced by "
-          f"{args.file} and the last {args.keep_runs} runs")
+    also = f", {', '.join(sorted(others))}" if others else ""
+    from ftlang.runtime.display import plural
+
+    print(f"{verb} {plural(removed, 'artifact')}, {cachecmd.human(freed)}; kept {len(keep)} used by "
+          f"{args.file}{also} and the last {args.keep_runs} runs")
     return EXIT_OK
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    """Re-hashes every artifact; --repair quarantines the corrupt ones and rebuilds them."""
     from ftlang.runtime import cachecmd
-    from ftlang.runtime.store import Store
+    from ftlang.runtime.display import plural
+    from ftlang.runtime.store import ProjectLock, Store
 
     store = Store(_root(args))
-    problems = cachecmd.verify(store)
-    for p in problems:
-        print(f"corrupt: {p}")
-    n = len(cachecmd.objects(store))
-    print(f"{n} artifacts checked, {len(problems)} problem{'s' if len(problems) != 1 else ''}")
-    return EXIT_FAILED if problems else EXIT_OK
+    lock = ProjectLock(store.root)
+    if args.repair:
+        lock.acquire(wait=True)
+    try:
+        problems = cachecmd.verify(store)
+        absent = cachecmd.missing(store)  # before quarantining: those are reported above
+        for digest, why in problems:
+            where = ""
+            if args.repair:
+                where = f"; moved to {store.quarantine(digest).relative_to(store.root.parent)}"
+            print(f"corrupt: {digest[:16]}: {why}{where}")
+        for line in absent:
+            print(f"note: {line}")
+    finally:
+        lock.release()
+    n = len(cachecmd.objects(store)) + (len(problems) if args.repair else 0)
+    print(f"{plural(n, 'artifact')} checked, {plural(len(problems), 'problem')}")
+    if not args.repair:
+        if problems:
+            print(f"run `ft verify {args.file} --repair` to quarantine and rebuild them")
+        return EXIT_FAILED if problems else EXIT_OK
+    if not problems:
+        return EXIT_OK
+    print(f"rebuilding with `ft run {args.file}` (other .ft files rebuild theirs on their next run)")
+    run_args = argparse.Namespace(file=args.file, color=args.color, select=None, force=None, keep_going=True,
+                                  no_wait=False, locked=False, quiet=False, verbose=False)
+    return cmd_run(run_args)
 
 
 def _lazy(target: str) -> Any:
@@ -451,7 +478,8 @@ def build_parser() -> argparse.ArgumentParser:
     def add(name: str, func: Any, help: str) -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=help, description=help)
         sp.add_argument("file", help="the .ft file")
-        sp.add_argument("--color", choices=("auto", "always", "never"), default="auto")
+        sp.add_argument("--color", choices=("auto", "always", "never"), default="auto",
+                        help="colour the output: auto (on a terminal, unless NO_COLOR is set), always, never")
         sp.set_defaults(func=func)
         return sp
 
@@ -465,32 +493,43 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--quiet", "-q", action="store_true", help="no progress display")
     r.add_argument("--verbose", "-v", action="store_true", help="show step logs")
     pl = add("plan", cmd_plan, "show what a run would do, and why")
-    pl.add_argument("--json", action="store_true")
-    pl.add_argument("--select", "-s", action="append", metavar="NODE")
-    pl.add_argument("--force", action="append", metavar="NODE")
+    pl.add_argument("--json", action="store_true", help="the plan as JSON (node, status, reasons, key, digest)")
+    pl.add_argument("--select", "-s", action="append", metavar="NODE",
+                    help="plan NODE and its ancestors; NODE+ adds its descendants")
+    pl.add_argument("--force", action="append", metavar="NODE", help="plan as if NODE were forced to rerun")
     c = add("check", cmd_check, "compile only: report every error")
-    c.add_argument("--format", choices=("text", "json"), default="text")
+    c.add_argument("--format", choices=("text", "json"), default="text",
+                   help="diagnostics as text (rustc-style) or JSON (for editors and CI)")
     g = add("graph", cmd_graph, "print the dependency graph")
-    g.add_argument("--format", choices=("mermaid", "dot", "svg", "png"), default="mermaid")
+    g.add_argument("--format", choices=("mermaid", "dot", "svg", "png"), default="mermaid",
+                   help="mermaid or DOT text, or SVG/PNG rendered by Graphviz")
     g.add_argument("--output", "-o", help="write the SVG/PNG here instead of stdout")
     f = sub.add_parser("fmt", help="format .ft files canonically", description="format .ft files canonically")
-    f.add_argument("files", nargs="+", metavar="FILE")
+    f.add_argument("files", nargs="+", metavar="FILE", help="the .ft files to format in place")
     f.add_argument("--check", action="store_true", help="exit 1 if a file would change; write nothing")
-    f.add_argument("--color", choices=("auto", "always", "never"), default="auto")
+    f.add_argument("--color", choices=("auto", "always", "never"), default="auto",
+                   help="colour the diagnostics: auto, always, never")
     f.set_defaults(func=cmd_fmt)
     add("status", cmd_status, "what is cached, what is stale, and the last run")
     sh = add("show", cmd_show, "one run: its nodes, timings and metrics")
     sh.add_argument("run", nargs="?", default="last", help="a run id (prefix), last, or last~N")
-    sh.add_argument("--json", action="store_true")
+    sh.add_argument("--json", action="store_true", help="the run's nodes as JSON")
     df = add("diff", cmd_diff, "what changed between two runs")
     df.add_argument("run_a", help="run id, last~1, ...")
-    df.add_argument("run_b", nargs="?", default="last")
-    ca = add("cache", cmd_cache, "list cached artifacts (ls) or their disk use (du)")
-    ca.add_argument("action", choices=("ls", "du"), nargs="?", default="ls")
+    df.add_argument("run_b", nargs="?", default="last", help="the second run (default: last)")
+    ca = sub.add_parser("cache", help="list cached artifacts (ls) or their disk use (du)",
+                        description="list cached artifacts (ls) or their disk use (du)")
+    ca.add_argument("action", choices=("ls", "du"), help="ls: every artifact; du: disk use by step kind")
+    ca.add_argument("file", nargs="?", default="", help="a .ft file whose folder's cache to read "
+                    "(default: the .ft/ in the current folder)")
+    ca.set_defaults(func=cmd_cache)
     gcp = add("gc", cmd_gc, "delete artifacts the file and the last N runs do not use")
-    gcp.add_argument("--keep-runs", type=int, default=5)
-    gcp.add_argument("--dry-run", action="store_true")
-    add("verify", cmd_verify, "re-hash every artifact and report corruption")
+    gcp.add_argument("--keep-runs", type=int, default=5, metavar="N",
+                     help="also keep what the last N runs produced or used (default 5)")
+    gcp.add_argument("--dry-run", action="store_true", help="say what would be removed; remove nothing")
+    vf = add("verify", cmd_verify, "re-hash every artifact and report corruption")
+    vf.add_argument("--repair", action="store_true",
+                    help="move corrupt artifacts to .ft/quarantine/ and rebuild them with `ft run`")
     rp = add("report", _lazy("ftlang.runtime.report:cmd_report"),
              "write a self-contained HTML report of a run")
     rp.add_argument("run", nargs="?", default="last", help="a run id (prefix), last, or last~N")
@@ -499,29 +538,89 @@ def build_parser() -> argparse.ArgumentParser:
              "metrics across runs and sweep points, side by side")
     cp.add_argument("runs", nargs="*", help="run ids (default: the last 10)")
     fmt = cp.add_mutually_exclusive_group()
-    fmt.add_argument("--json", action="store_true")
-    fmt.add_argument("--csv", action="store_true")
+    fmt.add_argument("--json", action="store_true", help="the table as JSON")
+    fmt.add_argument("--csv", action="store_true", help="the table as CSV")
     rn = add("runs", cmd_runs, "list recorded runs")
-    rn.add_argument("--limit", type=int, default=20)
+    rn.add_argument("--limit", type=int, default=20, metavar="N", help="the last N runs (default 20)")
     rfmt = rn.add_mutually_exclusive_group()
-    rfmt.add_argument("--json", action="store_true")
-    rfmt.add_argument("--csv", action="store_true")
+    rfmt.add_argument("--json", action="store_true", help="the runs as JSON")
+    rfmt.add_argument("--csv", action="store_true", help="the runs as CSV")
     return p
 
 
+EXIT_SIGINT, EXIT_SIGTERM = 130, 143
+_terminated = False
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    """SIGTERM stops like Ctrl-C (committed work kept, a ledger row, a message), exit 143."""
+    global _terminated
+    _terminated = True
+    raise KeyboardInterrupt
+
+
+def _os_error(exc: OSError) -> tuple[str, str | None]:
+    import errno
+
+    where = f": {exc.filename}" if exc.filename else ""
+    hints = {errno.ENOSPC: "free some disk space and run again; committed artifacts are intact",
+             errno.EROFS: "the folder is read-only; run where ftlang may write its .ft/ cache",
+             errno.EACCES: "check the folder's permissions",
+             errno.EPERM: "check the folder's permissions",
+             errno.ELOOP: "a symbolic link points at itself"}
+    return f"{exc.strerror or exc}{where}", hints.get(exc.errno or 0)
+
+
+def _fatal(exc: BaseException) -> int:
+    """Any error that escaped a command, as one clear line: never a traceback."""
+    from ftlang.runtime.ledger import LedgerError
+
+    if isinstance(exc, LedgerError):
+        message, hint = str(exc), "move the file aside (a new ledger is started); the cache is intact"
+    elif isinstance(exc, OSError):
+        message, hint = _os_error(exc)
+    else:  # a bug in ftlang: the traceback goes to a file, the user gets one line
+        import tempfile
+        import traceback
+
+        fd, log = tempfile.mkstemp(prefix="ft-crash-", suffix=".log")
+        with os.fdopen(fd, "w") as f:
+            f.write(traceback.format_exc())
+        message = f"internal error: {type(exc).__name__}: {exc}"
+        hint = f"this is a bug in ftlang; the traceback is in {log}"
+    print(f"error: {message}", file=sys.stderr)
+    if hint:
+        print(f"  = help: {hint}", file=sys.stderr)
+    return EXIT_FAILED
+
+
 def main(argv: list[str] | None = None) -> int:
+    import signal
+
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "command", None):
         parser.print_help()
         return EXIT_OK
+    global _terminated
+    _terminated = False
+    import threading
+
+    main_thread = threading.current_thread() is threading.main_thread()  # signals: main thread only
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if main_thread else None
     try:
-        return int(args.func(args))
+        code = int(args.func(args))
+        return EXIT_SIGTERM if _terminated and code == EXIT_SIGINT else code
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+        print("terminated" if _terminated else "interrupted", file=sys.stderr)
+        return EXIT_SIGTERM if _terminated else EXIT_SIGINT
     except BrokenPipeError:
         return EXIT_OK
+    except Exception as exc:
+        return _fatal(exc)
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

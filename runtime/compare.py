@@ -33,12 +33,8 @@ def short_name(node: str) -> str:
 
 
 def runs_of_file(root: Path, file: str, limit: int) -> list[dict[str, Any]]:
-    """The last `limit` runs of `file` (matched by file name), newest first; every run
-    in the folder when none of them names this file."""
-    rows = ledger.runs(root, limit=10_000)
-    name = Path(file).name
-    mine = [r for r in rows if Path(str(r.get("file") or "")).name == name]
-    return (mine or rows)[:limit]
+    """The last `limit` runs of `file` (matched by file name), newest first."""
+    return ledger.runs(root, limit=limit, file=file)
 
 
 def _dataset_labels(file: str) -> dict[str, list[str]]:
@@ -156,7 +152,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if args.runs:
         run_ids = []
         for ref in args.runs:
-            rid = ledger.resolve_run(root, ref)
+            rid = ledger.resolve_run(root, ref, args.file)
             if rid is None:
                 print(f"error: no run matches {ref!r} (see `ft runs {args.file}`)", file=sys.stderr)
                 return 1

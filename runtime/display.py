@@ -6,8 +6,12 @@ import sys
 import time
 from typing import Any, TextIO
 
-_STYLE = {"cached": "\033[2m", "done": "\033[32m", "run": "\033[36m", "failed": "\033[1;31m",
-          "skipped": "\033[33m", "pending": "\033[36m", "reset": "\033[0m"}
+# Every status word a line may start with, and its colour. `line()` refuses a word that is
+# not here, so a new status cannot crash only when colour is on (it once did: `export`).
+STATUSES = {"cached": "\033[2m", "done": "\033[32m", "run": "\033[36m", "running": "\033[36m",
+            "failed": "\033[1;31m", "skipped": "\033[33m", "pending": "\033[36m",
+            "export": "\033[35m", "warning": "\033[33m"}
+_RESET = "\033[0m"
 
 
 class Display:
@@ -22,8 +26,8 @@ class Display:
         self._live = False
         self._last_draw = 0.0
 
-    def _paint(self, style: str, text: str) -> str:
-        return f"{_STYLE[style]}{text}{_STYLE['reset']}" if self.color else text
+    def _paint(self, status: str, text: str) -> str:
+        return f"{STATUSES[status]}{text}{_RESET}" if self.color else text
 
     def _clear(self) -> None:
         if self._live:
@@ -31,6 +35,8 @@ class Display:
             self._live = False
 
     def line(self, status: str, node: str, detail: str = "") -> None:
+        if status not in STATUSES:
+            raise ValueError(f"unknown status word {status!r}: add it to display.STATUSES")
         self._clear()
         tag = self._paint(status, f"{status:<8}")
         self.stream.write(f"  {tag}{node:<{self.width}} {detail}".rstrip() + "\n")
@@ -66,10 +72,15 @@ class Display:
             if total:
                 n = int(20 * done / total)
                 bar = "[" + "#" * n + "." * (20 - n) + "] "
-            self.stream.write(f"\r\033[K  {self._paint('run', 'running ')}{node:<{self.width}} {bar}{frac} {msg}{eta}")
+            self.stream.write(f"\r\033[K  {self._paint('running', 'running ')}{node:<{self.width}} {bar}{frac} {msg}{eta}")
             self.stream.flush()
             self._live = True
         return _progress
+
+
+def plural(n: int, word: str) -> str:
+    """"1 step", "2 steps"."""
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
 def fmt_seconds(s: float) -> str:

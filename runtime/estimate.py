@@ -107,7 +107,11 @@ def rate(store: Store) -> tuple[float, str]:
     if (store.root / "ledger.duckdb").exists():
         from ftlang.runtime import ledger
 
-        for meta, seconds in ledger.train_history(store.root):
+        try:
+            history = ledger.train_history(store.root)
+        except ledger.LedgerError:  # an unreadable ledger only costs the calibration
+            history = []
+        for meta, seconds in history:
             est = meta.get("est_flops") if isinstance(meta, dict) else None
             if est and seconds and seconds > 0:
                 samples.append(float(est) / float(seconds))

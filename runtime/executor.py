@@ -18,15 +18,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ftlang.compiler.ir import EnvValue, FileValue, Node, OutPath, Program, RefValue, files_in
+from ftlang.compiler.ir import (
+    DESCEND,
+    EnvValue,
+    FileValue,
+    Node,
+    OutPath,
+    Program,
+    RefValue,
+    files_in,
+    transform,
+)
 from ftlang.lang.diagnostics import Diagnostic, Label
 from ftlang.runtime import asserts, estimate, ledger
 from ftlang.runtime.display import Display, fmt_seconds, table
 from ftlang.runtime.hashing import StatCache
 from ftlang.runtime.keys import components, node_key
-from ftlang.runtime.planner import explain
+from ftlang.runtime.planner import decide
+from ftlang.runtime.publish import PublishError, check_target, publish
 from ftlang.runtime.store import Entry, Store
-from ftlang.stdlib.spec import Artifact, Call, StepContext, StepError
+from ftlang.stdlib.spec import Artifact, StepContext, StepError
 
 
 @dataclass
@@ -46,20 +57,17 @@ class RunResult:
 
 def materialize(value: Any, entries: dict[str, Entry], store: Store) -> Any:
     """IR values -> what a step sees: Artifacts, Paths, Calls."""
-    if isinstance(value, RefValue):
-        e = entries[value.node]
-        return Artifact(value.node, e.digest, store.object_path(e.digest), value.port, e.meta)
-    if isinstance(value, (FileValue, OutPath)):
-        return Path(value.abs)
-    if isinstance(value, EnvValue):
-        return value.value
-    if isinstance(value, Call):
-        return Call(value.name, {k: materialize(v, entries, store) for k, v in value.args.items()})
-    if isinstance(value, dict):
-        return {k: materialize(v, entries, store) for k, v in value.items()}
-    if isinstance(value, list):
-        return [materialize(v, entries, store) for v in value]
-    return value
+    def fn(v: Any) -> Any:
+        if isinstance(v, RefValue):
+            e = entries[v.node]
+            return Artifact(v.node, e.digest, store.object_path(e.digest), v.port, e.meta)
+        if isinstance(v, (FileValue, OutPath)):
+            return Path(v.abs)
+        if isinstance(v, EnvValue):
+            return v.value
+        return DESCEND
+
+    return transform(value, fn)
 
 
 def load_step(spec_run: str) -> Any:
@@ -88,15 +96,19 @@ def execute(program: Program, store: Store, stat: StatCache, order: list[str], d
                 display.line("skipped", nid, why)
                 result.records.append(ledger.NodeRecord(nid, node.kind, "skipped", reasons=[why]))
                 continue
-            comp = components(node, {u: entries[u] for u in ups}, stat)
+            comp = components(node, {u: entries[u] for u in ups}, stat, run_id=run_id)
             key = node_key(comp)
-            entry = None if nid in force else store.lookup(key)
+            decision = decide(node, comp, key, store, stat, nid in force)
+            entry, reasons = decision.entry, decision.reasons
+            if decision.corrupt_digest is not None:
+                moved = store.quarantine(decision.corrupt_digest)
+                display.line("warning", nid, f"cached artifact is corrupt: {decision.corrupt}; moved to "
+                             f"{_rel(moved, program.project)}")
             if entry is not None:
                 display.line("cached", nid)
                 result.records.append(ledger.NodeRecord(nid, node.kind, "cached", key, entry.digest,
                                                         meta=entry.meta, params=comp))
             else:
-                reasons = ["forced"] if nid in force else explain(node, comp, store.read_state(nid), key, stat)
                 entry, seconds, diag = _run_node(node, key, entries, store, program, display, reasons)
                 if entry is None:
                     assert diag is not None
@@ -110,18 +122,24 @@ def execute(program: Program, store: Store, stat: StatCache, order: list[str], d
                 result.records.append(ledger.NodeRecord(nid, node.kind, "ran", key, entry.digest, seconds,
                                                         reasons, entry.meta, comp))
                 _show_metrics(node, entry, store, display)
-            store.write_state(nid, {"key": key, "components": comp, "digest": entry.digest,
-                                    "lines": source_lines(node, stat)})
+            try:  # state only explains the next plan and roots gc: losing it loses no artifact
+                store.write_state(nid, {"key": key, "components": comp, "digest": entry.digest,
+                                        "lines": source_lines(node, stat)})
+            except OSError as exc:
+                display.line("warning", nid, f"could not record its state: {exc.strerror or exc}")
             entries[nid] = entry
             _after(node, entry, store, display, result)
     except KeyboardInterrupt:
         result.interrupted = True
         display.text("interrupted: committed results are kept; run again to resume")
     finally:
-        stat.save()
+        try:
+            stat.save()
+        except OSError as exc:  # only a shortcut: the next run re-hashes the sources
+            display.text(f"warning: could not save the stat cache: {exc.strerror or exc}")
         status = "interrupted" if result.interrupted else ("ok" if result.ok else "failed")
         try:
-            ledger.record(store.root, run_id, str(program.file), command, started, time.time(), status,
+            ledger.record(store.root, run_id, Path(program.file).name, command, started, time.time(), status,
                           result.records)
         except Exception as exc:  # the ledger must never turn a good run into a crash
             display.text(f"warning: could not write the run ledger: {exc}")
@@ -167,9 +185,11 @@ def source_lines(node: Node, stat: StatCache) -> dict[str, int]:
 def _run_node(node: Node, key: str, entries: dict[str, Entry], store: Store, program: Program,
               display: Display, reasons: list[str]) -> tuple[Entry | None, float, Diagnostic | None]:
     display.line("run", node.id, "; ".join(reasons))
-    tmp = store.new_tmp(node.id)
     t0 = time.monotonic()
+    tmp: Path | None = None
     try:
+        _preflight(node)
+        tmp = store.new_tmp(node.id)
         ctx = StepContext(node=node.id, name=node.name, params=materialize(node.params, entries, store),
                           out=tmp / "out", project=program.project, cache=store.cache,
                           log=display.log(node.id), progress=display.progress(node.id), key=key,
@@ -181,18 +201,35 @@ def _run_node(node: Node, key: str, entries: dict[str, Entry], store: Store, pro
         return entry, time.monotonic() - t0, None
     except StepError as exc:
         diag = _failure(node, str(exc), exc.hint)
+    except PublishError as exc:
+        diag = _failure(node, str(exc), exc.hint)
     except KeyboardInterrupt:
         raise
     except Exception as exc:
+        if isinstance(exc, OSError) and exc.strerror:
+            message = f"{exc.strerror}" + (f": {exc.filename}" if exc.filename else "")
+        else:
+            message = f"{type(exc).__name__}: {exc}"
         log = store.root / "logs" / f"{node.id}.log"
-        log.parent.mkdir(parents=True, exist_ok=True)
-        log.write_text(traceback.format_exc())
-        diag = _failure(node, f"{type(exc).__name__}: {exc}",
-                        f"the full traceback is in {_rel(log, program.project)}")
+        try:
+            log.parent.mkdir(parents=True, exist_ok=True)
+            log.write_text(traceback.format_exc())
+            hint = f"the full traceback is in {_rel(log, program.project)}"
+        except OSError as log_exc:  # a full disk must not turn a failed step into a crash
+            hint = f"the traceback could not be written to {_rel(log, program.project)} ({log_exc.strerror})"
+        diag = _failure(node, message, hint)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
     display.line("failed", node.id, f"{fmt_seconds(time.monotonic() - t0)}")
     return None, time.monotonic() - t0, diag
+
+
+def _preflight(node: Node) -> None:
+    """Refuse early what would fail after the work: an export whose `to` cannot be replaced."""
+    to = node.params.get("to")
+    if node.kind == "export" and isinstance(to, OutPath):
+        check_target(Path(to.abs))
 
 
 def _rel(p: Path, base: Path) -> str:
@@ -260,23 +297,23 @@ def _after(node: Node, entry: Entry, store: Store, display: Display, result: Run
                 rec.meta = {**rec.meta, "asserts": outcomes}
     to = node.params.get("to")
     if node.kind == "export" and isinstance(to, OutPath):
-        publish(store.object_path(entry.digest), Path(to.abs), entry.digest, display, node.id)
+        _publish(node, entry, Path(to.abs), store, display, result)
 
 
-def publish(src: Path, dest: Path, digest: str, display: Display, nid: str) -> None:
-    """Copies an artifact to a user-visible folder unless it already holds this digest."""
-    marker = dest / ".ftlang-export"
-    if marker.exists() and marker.read_text().strip() == digest:
+def _publish(node: Node, entry: Entry, dest: Path, store: Store, display: Display,
+             result: RunResult) -> None:
+    """Copies an export to its `to` folder; a refusal or an OS error fails the node, in one line."""
+    try:
+        if publish(store.object_path(entry.digest), dest, entry.digest, node.id):
+            display.line("export", node.id, f"-> {_rel(dest, Path.cwd())}")
         return
-    tmp = dest.with_name(f".{dest.name}.tmp-{uuid.uuid4().hex[:6]}")
-    shutil.copytree(src, tmp)
-    (tmp / ".ftlang-export").write_text(digest + "\n")
-    if dest.exists():
-        old = dest.with_name(f".{dest.name}.old-{uuid.uuid4().hex[:6]}")
-        dest.rename(old)
-        tmp.rename(dest)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp.rename(dest)
-    display.line("export", nid, f"-> {dest}")
+    except PublishError as exc:
+        message, hint = str(exc), exc.hint
+    except OSError as exc:
+        message, hint = f"could not publish to {dest}: {exc.strerror or exc}", \
+            "free disk space or fix the folder's permissions, then run again: the cache is intact"
+    result.diagnostics.append(_failure(node, message, hint))
+    display.line("failed", node.id, "export not published")
+    for rec in result.records:
+        if rec.node == node.id:
+            rec.status = "failed"

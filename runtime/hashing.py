@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import stat
 import time
 from pathlib import Path
 from typing import Any
@@ -16,8 +18,19 @@ def file_sha256(path: Path) -> str:
     return _hash_and_count(path)[0]
 
 
+def regular_file(path: Path) -> os.stat_result:
+    """The stat of `path`, a regular file; OSError otherwise. Reading a named pipe or a
+    device would block or never end, so nothing is hashed before this check."""
+    st = os.stat(path)  # a symlink loop raises ELOOP here
+    if not stat.S_ISREG(st.st_mode):
+        what = "a folder" if stat.S_ISDIR(st.st_mode) else "not a regular file (a pipe, socket or device)"
+        raise OSError(errno.EINVAL, f"{what}: refusing to hash it", str(path))
+    return st
+
+
 def _hash_and_count(path: Path) -> tuple[str, int]:
     """sha256 and the number of newline-terminated lines (rows of a JSONL/CSV file)."""
+    regular_file(path)
     h = hashlib.sha256()
     lines = 0
     with open(path, "rb") as f:
@@ -78,7 +91,7 @@ class StatCache:
         """(size, mtime_ns, inode) of a file; for a folder, the same over all its files,
         so a file rewritten inside a dataset or model folder is noticed."""
         if not path.is_dir():
-            st = path.stat()
+            st = regular_file(path)
             return [st.st_size, st.st_mtime_ns, st.st_ino]
         stats = []
         for p in sorted(path.rglob("*")):
@@ -89,14 +102,14 @@ class StatCache:
         return [sum(x[1] for x in stats), max((x[2] for x in stats), default=0), listing]
 
     def digest(self, file: Path) -> str:
-        key = str(file.resolve())
+        key = _key(file)
         sig = self.signature(file)
         mtime = sig[1]
         entry = self.entries.get(key)
         if entry and entry[:3] == sig and entry[4] - mtime > self.RACY_NS:
             return str(entry[3])
-        if file.is_file():
-            sha, lines = _hash_and_count(file)
+        if not file.is_dir():
+            sha, lines = _hash_and_count(file)  # refuses a pipe or device
         else:
             sha, lines = tree_digest(tree_files(file)), -1
         self.hashed.append(key)
@@ -106,7 +119,7 @@ class StatCache:
 
     def lines(self, file: Path) -> int | None:
         """Line count recorded with the digest (call digest() first)."""
-        entry = self.entries.get(str(file.resolve()))
+        entry = self.entries.get(_key(file))
         return entry[5] if entry and len(entry) > 5 and entry[5] >= 0 else None
 
     def save(self) -> None:
@@ -116,3 +129,10 @@ class StatCache:
         tmp.write_text(json.dumps(self.entries))
         os.replace(tmp, self.path)
         self.dirty = False
+
+
+def _key(file: Path) -> str:
+    try:
+        return str(file.resolve())
+    except RuntimeError:  # a symlink loop (Python 3.11); os.stat then raises ELOOP
+        raise OSError(errno.ELOOP, "a symbolic link that loops back on itself", str(file)) from None

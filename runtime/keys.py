@@ -2,22 +2,35 @@
 
 Not in a key: paths (a file enters by content digest), output locations, logging,
 progress and worker counts (attributes declared `semantic=False`). See runtime/README.md.
+
+`deterministic = false` (curate) says the output may differ between runs over the same
+inputs, so no earlier result may stand in for it: a nonce unique to the run enters the key
+instead of the flag. The default (true) adds nothing, so existing keys stay as they were.
 """
 
 from __future__ import annotations
 
 import platform
 import shutil
+import uuid
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
-from ftlang.compiler.ir import EnvValue, FileValue, Node, OutPath, RefValue
+from ftlang.compiler.ir import DESCEND, EnvValue, FileValue, Node, OutPath, RefValue, transform
 from ftlang.runtime.hashing import StatCache, digest_json
 from ftlang.runtime.store import Entry
 from ftlang.stdlib import registry
 from ftlang.stdlib.spec import Call
 
 TRAINING_PACKAGES = ("torch", "transformers", "peft", "trl", "accelerate", "tokenizers")
+DETERMINISTIC = "deterministic"  # the attribute; its value never enters a key as such
+RERUNS_ALWAYS = "deterministic = false: reruns every time"  # the plan's reason
+
+
+def reruns_always(node: Node) -> bool:
+    """`deterministic = false`: the node's output may change between runs of the same inputs."""
+    return node.params.get(DETERMINISTIC) is False
 
 
 @lru_cache(maxsize=1)
@@ -46,39 +59,42 @@ def _call_signature(name: str) -> Any:
 
 def canon(value: Any, inputs: dict[str, Entry], stat: StatCache) -> Any:
     """The semantic, path-free form of a resolved value."""
-    if isinstance(value, RefValue):
-        return {"ref": inputs[value.node].port_digest(value.port)}
-    if isinstance(value, FileValue):
-        from pathlib import Path
+    def fn(v: Any) -> Any:
+        if isinstance(v, RefValue):
+            return {"ref": inputs[v.node].port_digest(v.port)}
+        if isinstance(v, FileValue):
+            return {"file": stat.digest(Path(v.abs))}
+        if isinstance(v, OutPath):
+            return None
+        if isinstance(v, EnvValue):
+            return {"env": v.name} if v.secret else v.value
+        if isinstance(v, Call):
+            sig = _call_signature(v.name)
+            return {"call": v.name, "args": {k: canon(x, inputs, stat) for k, x in v.args.items()
+                                             if sig is None or (sig.attr(k) is None or sig.attr(k).semantic)}}
+        if isinstance(v, tuple):
+            return [canon(x, inputs, stat) for x in v]
+        return DESCEND
 
-        return {"file": stat.digest(Path(value.abs))}
-    if isinstance(value, OutPath):
-        return None
-    if isinstance(value, EnvValue):
-        return {"env": value.name} if value.secret else value.value
-    if isinstance(value, Call):
-        sig = _call_signature(value.name)
-        args = {k: canon(v, inputs, stat) for k, v in value.args.items()
-                if sig is None or (sig.attr(k) is None or sig.attr(k).semantic)}
-        return {"call": value.name, "args": args}
-    if isinstance(value, dict):
-        return {k: canon(v, inputs, stat) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [canon(v, inputs, stat) for v in value]
-    return value
+    return transform(value, fn)
 
 
-def components(node: Node, inputs: dict[str, Entry], stat: StatCache) -> dict[str, Any]:
+def components(node: Node, inputs: dict[str, Entry], stat: StatCache,
+               run_id: str | None = None) -> dict[str, Any]:
+    """What the key hashes. `run_id` is the nonce of a `deterministic = false` node (a fresh
+    one when not given: such a node never matches an earlier key)."""
     sig = node.spec.signature
     params = {}
     for name, value in node.params.items():
         attr = sig.attr(name)
-        if attr is not None and not attr.semantic:
+        if (attr is not None and not attr.semantic) or name == DETERMINISTIC:
             continue
         params[name] = canon(value, inputs, stat)
     comp: dict[str, Any] = {"kind": node.kind, "version": node.spec.version, "params": params}
     if node.spec.trains:
         comp["env"] = environment()
+    if reruns_always(node):
+        comp["nonce"] = run_id or uuid.uuid4().hex
     return comp
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,18 +33,33 @@ class NodeRecord:
     params: dict[str, Any] = field(default_factory=dict)  # the key's components, secrets removed
 
 
-def _connect(root: Path) -> Any:
+class LedgerError(Exception):
+    """The ledger file cannot be read or written; the cache itself is unaffected."""
+
+
+@contextlib.contextmanager
+def _db(root: Path, write: bool = False) -> Iterator[Any]:
+    """A connection; readers open the file read-only, so `ft runs` works on a read-only
+    `.ft/`. Any DuckDB or OS error becomes one LedgerError that names the file."""
     import duckdb
 
-    con = duckdb.connect(str(root / "ledger.duckdb"))
-    con.execute(SCHEMA)
-    return con
+    path = root / "ledger.duckdb"
+    try:
+        con = duckdb.connect(str(path), read_only=not write)
+        try:
+            if write:
+                con.execute(SCHEMA)
+            yield con
+        finally:
+            con.close()
+    except (duckdb.Error, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise LedgerError(f"the run ledger {path} cannot be {'written' if write else 'read'}: {first}") from None
 
 
 def record(root: Path, run_id: str, file: str, command: str, started: float, finished: float,
            status: str, nodes: list[NodeRecord]) -> None:
-    con = _connect(root)
-    try:
+    with _db(root, write=True) as con:
         counts = {s: sum(1 for n in nodes if n.status == s) for s in ("ran", "cached", "failed")}
         con.execute("INSERT INTO runs VALUES (?, ?, ?, to_timestamp(?), to_timestamp(?), ?, ?, ?, ?)",
                     [run_id, file, command, started, finished, status, counts["ran"], counts["cached"],
@@ -51,21 +68,27 @@ def record(root: Path, run_id: str, file: str, command: str, started: float, fin
             con.executemany("INSERT INTO nodes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [
                 [run_id, n.node, n.kind, n.status, n.key, n.digest, n.seconds, json.dumps(n.reasons),
                  json.dumps(n.meta, default=str), json.dumps(n.params, default=str)] for n in nodes])
-    finally:
-        con.close()
 
 
-def runs(root: Path, limit: int = 20) -> list[dict[str, Any]]:
+def _of_file(file: str | None) -> tuple[str, list[Any]]:
+    """SQL and params restricting runs to one .ft file, matched by its name (runs record the
+    file name; older ledgers a path relative to where ft ran)."""
+    if not file:
+        return "TRUE", []
+    name = Path(file).name
+    return "(file = ? OR file LIKE ?)", [name, f"%/{name}"]
+
+
+def runs(root: Path, limit: int = 20, file: str | None = None) -> list[dict[str, Any]]:
+    """The last `limit` runs, newest first; only those of `file` when given."""
     if not (root / "ledger.duckdb").exists():
         return []
-    con = _connect(root)
-    try:
+    where, params = _of_file(file)
+    with _db(root) as con:
         cur = con.execute("SELECT run_id, file, started, finished, status, ran, cached, failed FROM runs "
-                          "ORDER BY started DESC LIMIT ?", [limit])
+                          f"WHERE {where} ORDER BY started DESC, rowid DESC LIMIT ?", [*params, limit])
         cols = [d[0] for d in cur.description]
         return [dict(zip(cols, r)) for r in cur.fetchall()]
-    finally:
-        con.close()
 
 
 def _decoded(cur: Any) -> list[dict[str, Any]]:
@@ -75,68 +98,62 @@ def _decoded(cur: Any) -> list[dict[str, Any]]:
     for r in out:
         r["meta"] = json.loads(r["meta"] or "{}")
         r["reasons"] = json.loads(r["reasons"] or "[]")
-        r["params"] = json.loads(r["params"] or "{}")
+        r["params"] = json.loads(r.get("params") or "{}")  # ledgers older than the column
     return out
 
 
-def resolve_run(root: Path, ref: str) -> str | None:
-    """A run id from a prefix, `last`, or `last~N` (N runs before the last)."""
+def resolve_run(root: Path, ref: str, file: str | None = None) -> str | None:
+    """A run id from a prefix, `last`, or `last~N` (N runs before the last). With `file`,
+    `last~N` counts that file's runs only, and a prefix must name one of them: every
+    command (show, diff, report, compare) means the same run by the same words."""
     if not (root / "ledger.duckdb").exists():
         return None
-    con = _connect(root)
-    try:
+    where, params = _of_file(file)
+    with _db(root) as con:
         if ref == "last" or ref.startswith("last~"):
-            back = int(ref[5:] or 0) if ref.startswith("last~") else 0
-            row = con.execute("SELECT run_id FROM runs ORDER BY started DESC, rowid DESC LIMIT 1 OFFSET ?",
-                              [back]).fetchone()
+            try:
+                back = int(ref[5:] or 0) if ref.startswith("last~") else 0
+            except ValueError:
+                return None
+            row = con.execute(f"SELECT run_id FROM runs WHERE {where} ORDER BY started DESC, rowid DESC "
+                              "LIMIT 1 OFFSET ?", [*params, back]).fetchone()
         else:
-            row = con.execute("SELECT run_id FROM runs WHERE run_id LIKE ? ORDER BY started DESC LIMIT 1",
-                              [ref + "%"]).fetchone()
+            row = con.execute(f"SELECT run_id FROM runs WHERE run_id LIKE ? AND {where} "
+                              "ORDER BY started DESC LIMIT 1", [ref + "%", *params]).fetchone()
         return row[0] if row else None
-    finally:
-        con.close()
 
 
 def referenced_digests(root: Path, last_runs: int) -> set[str]:
     """Artifact digests that the last N runs produced or used."""
     if not (root / "ledger.duckdb").exists():
         return set()
-    con = _connect(root)
-    try:
+    with _db(root) as con:
         rows = con.execute("SELECT DISTINCT digest FROM nodes WHERE digest IS NOT NULL AND run_id IN "
                            "(SELECT run_id FROM runs ORDER BY started DESC LIMIT ?)", [last_runs]).fetchall()
         return {r[0] for r in rows}
-    finally:
-        con.close()
 
 
-def run_nodes(root: Path, run_id: str) -> list[dict[str, Any]]:
-    rid_value = resolve_run(root, run_id)
+def run_nodes(root: Path, run_id: str, file: str | None = None) -> list[dict[str, Any]]:
+    rid_value = resolve_run(root, run_id, file)
     if rid_value is None:
         return []
-    con = _connect(root)
-    try:
+    with _db(root) as con:
         rid = (rid_value,)
         cur = con.execute("SELECT * FROM nodes WHERE run_id = ? ORDER BY rowid", [rid[0]])
         return _decoded(cur)
-    finally:
-        con.close()
 
 
-def run_info(root: Path, run_ref: str) -> dict[str, Any] | None:
+def run_info(root: Path, run_ref: str, file: str | None = None) -> dict[str, Any] | None:
     """One run's row (run_id, file, command, started, finished, status, counts) from a
     prefix, `last` or `last~N`; None when no run matches."""
-    rid = resolve_run(root, run_ref)
+    rid = resolve_run(root, run_ref, file)
     if rid is None:
         return None
-    con = _connect(root)
-    try:
+    with _db(root) as con:
         cur = con.execute("SELECT * FROM runs WHERE run_id = ?", [rid])
         cols = [d[0] for d in cur.description]
         row = cur.fetchone()
         return dict(zip(cols, row)) if row else None
-    finally:
-        con.close()
 
 
 def nodes_of_runs(root: Path, run_ids: list[str], kinds: tuple[str, ...]) -> list[dict[str, Any]]:
@@ -144,23 +161,19 @@ def nodes_of_runs(root: Path, run_ids: list[str], kinds: tuple[str, ...]) -> lis
     run's `started` and `run_status`; newest run first, then in execution order."""
     if not run_ids or not (root / "ledger.duckdb").exists():
         return []
-    con = _connect(root)
-    try:
+    with _db(root) as con:
         cur = con.execute(
             "SELECT n.*, r.started, r.status AS run_status FROM nodes n JOIN runs r USING (run_id) "
             "WHERE n.run_id IN (SELECT unnest(?)) AND n.kind IN (SELECT unnest(?)) "
             "ORDER BY r.started DESC, n.run_id DESC, n.rowid", [list(run_ids), list(kinds)])
         return _decoded(cur)
-    finally:
-        con.close()
 
 
 def train_history(root: Path, limit: int = 50) -> list[tuple[dict[str, Any], float]]:
     """(meta, seconds) of the last training nodes that ran, newest first."""
-    con = _connect(root)
-    try:
+    if not (root / "ledger.duckdb").exists():
+        return []
+    with _db(root) as con:
         rows = con.execute("SELECT meta, seconds FROM nodes WHERE kind = 'train' AND status = 'ran' "
                            "ORDER BY rowid DESC LIMIT ?", [limit]).fetchall()
-    finally:
-        con.close()
     return [(json.loads(m or "{}"), s) for m, s in rows]

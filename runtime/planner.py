@@ -7,9 +7,19 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ftlang.compiler.ir import FileValue, Node, Program, RefValue, files_in
+from ftlang.compiler.ir import (
+    DESCEND,
+    FileValue,
+    Node,
+    Program,
+    RefValue,
+    files_in,
+    refs_in,
+    transform,
+    walk,
+)
 from ftlang.runtime.hashing import StatCache
-from ftlang.runtime.keys import components, node_key
+from ftlang.runtime.keys import DETERMINISTIC, RERUNS_ALWAYS, components, node_key, reruns_always
 from ftlang.runtime.store import Entry, Store
 
 
@@ -78,14 +88,35 @@ def plan(program: Program, store: Store, stat: StatCache, nodes: list[str] | Non
         inputs = {u: items[u].entry for u in ups}
         comp = components(node, inputs, stat)  # type: ignore[arg-type]
         key = node_key(comp)
-        entry = store.lookup(key)
-        if entry is not None and nid not in force:
-            items[nid] = PlanItem(nid, "cached", [], key, entry)
-            continue
-        reasons = ["forced"] if nid in force else explain(node, comp, store.read_state(nid), key, stat)
-        items[nid] = PlanItem(nid, "run", reasons, key, None)
+        d = decide(node, comp, key, store, stat, nid in force)
+        items[nid] = PlanItem(nid, "cached" if d.entry else "run", d.reasons, key, d.entry)
     _estimate(program, store, items)
     return list(items.values())
+
+
+@dataclass
+class Decision:
+    """Cached (`entry`) or run (`reasons`); `corrupt` names what is wrong with a cached
+    object that must not be used (the executor quarantines it, the plan only says so)."""
+
+    entry: Entry | None
+    reasons: list[str]
+    corrupt: str | None = None
+    corrupt_digest: str | None = None
+
+
+def decide(node: Node, comp: dict[str, Any], key: str, store: Store, stat: StatCache,
+           forced: bool) -> Decision:
+    """The one place that decides "cached, or run and why", for `ft plan` and `ft run` alike."""
+    if forced:
+        return Decision(None, ["forced"])
+    entry = store.lookup(key)
+    problem = store.check(entry.digest, entry.files) if entry is not None else None
+    if entry is not None and problem is None:
+        return Decision(entry, [])
+    if problem is not None:
+        return Decision(None, [f"cached artifact is corrupt ({problem}): rebuilt"], problem, entry.digest)
+    return Decision(None, explain(node, comp, store.read_state(node.id), key, stat))
 
 
 def _estimate(program: Program, store: Store, items: dict[str, PlanItem]) -> None:
@@ -110,13 +141,13 @@ def _own_changes(node: Node, store: Store) -> list[str]:
     if state is None:
         return ["new"]
     old = state.get("components", {})
-    out = []
+    out = [RERUNS_ALWAYS] if reruns_always(node) else []
     if old.get("version") != node.spec.version:
         out.append(f"step version changed ({old.get('version')} -> {node.spec.version})")
     old_params = old.get("params", {})
     for name, value in node.params.items():
         attr = node.spec.signature.attr(name)
-        if attr is not None and not attr.semantic:
+        if (attr is not None and not attr.semantic) or name == DETERMINISTIC:
             continue
         if _has_inputs(value):
             continue
@@ -128,29 +159,21 @@ def _own_changes(node: Node, store: Store) -> list[str]:
 
 
 def _has_inputs(value: Any) -> bool:
-    from ftlang.stdlib.spec import Call
-
-    if isinstance(value, (RefValue, FileValue)):
-        return True
-    if isinstance(value, Call):
-        return _has_inputs(list(value.args.values()))
-    if isinstance(value, dict):
-        return _has_inputs(list(value.values()))
-    if isinstance(value, (list, tuple)):
-        return any(_has_inputs(v) for v in value)
-    return False
+    return any(isinstance(v, (RefValue, FileValue)) for _, v in walk(value))
 
 
 def _plain(value: Any) -> Any:
+    """A resolved value in the JSON shape the node state stores it in."""
     from ftlang.stdlib.spec import Call
 
-    if isinstance(value, Call):
-        return {"call": value.name, "args": {k: _plain(v) for k, v in value.args.items()}}
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
+    def fn(v: Any) -> Any:
+        if isinstance(v, Call):
+            return {"call": v.name, "args": {k: _plain(x) for k, x in v.args.items()}}
+        if isinstance(v, tuple):
+            return [_plain(x) for x in v]
+        return DESCEND
+
+    return transform(value, fn)
 
 
 def _fmt(v: Any) -> str:
@@ -168,11 +191,11 @@ def explain(node: Node, comp: dict[str, Any], state: dict[str, Any] | None, key:
             stat: StatCache | None = None) -> list[str]:
     """Why a node's key differs from what it resolved to last time."""
     if state is None:
-        return ["new"]
+        return ["new"] + ([RERUNS_ALWAYS] if "nonce" in comp else [])
     if state.get("key") == key:
         return ["artifact missing from the cache"]
     old = state.get("components", {})
-    out: list[str] = []
+    out: list[str] = [RERUNS_ALWAYS] if "nonce" in comp else []
     if old.get("version") != comp["version"]:
         out.append(f"step version changed ({old.get('version')} -> {comp['version']})")
     if old.get("env") != comp.get("env") and comp.get("env"):
@@ -186,7 +209,7 @@ def explain(node: Node, comp: dict[str, Any], state: dict[str, Any] | None, key:
             continue
         raw = node.params.get(name)
         files = files_in(raw)
-        refs = _refs(raw)
+        refs = refs_in(raw)
         if files:
             out += [_file_change(f, state, stat) for f in files]
         elif refs:
@@ -223,11 +246,3 @@ def _diff(prefix: str, a: Any, b: Any) -> list[str]:
     if isinstance(a, dict) and isinstance(b, dict) and a.get("call") == b.get("call"):
         return _diff(f"{prefix}.{a['call']}", a.get("args", {}), b.get("args", {}))
     return [f"{prefix} {_fmt(a)} -> {_fmt(b)}"]
-
-
-def _refs(value: Any) -> list[RefValue]:
-    from ftlang.compiler.ir import _collect_refs
-
-    out: list[RefValue] = []
-    _collect_refs(value, out)
-    return out

@@ -2,8 +2,12 @@
 
   .ft/objects/<digest>/   committed artifacts, named by the digest of their files
   .ft/keys/<kk>/<key>.json   node key -> artifact digest, files, metadata
-  .ft/state/<node>.json   what each node last resolved to (for plan reasons)
+  .ft/state/<file>/<node>.json   what each node of one .ft file last resolved to (plan
+                          reasons, gc roots); per file, so two files in a folder never
+                          explain or keep each other's nodes
   .ft/tmp/                steps write here; commit is an atomic rename
+  .ft/integrity/<digest>.json   each object file's sha256, size, mtime at commit
+  .ft/quarantine/         corrupt objects, moved aside (never deleted by ftlang)
   .ft/cache/              step-owned caches (tokenized rows, trainer scratch)
   .ft/lock                one writer at a time (flock)
 
@@ -21,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ftlang.runtime import integrity
 from ftlang.runtime.hashing import tree_digest, tree_files
 
 
@@ -39,13 +44,16 @@ class Entry:
 
 
 class Store:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, scope: str = "") -> None:
+        """`scope` names the .ft file whose node state this store reads and writes."""
         self.root = root
         self.objects = root / "objects"
         self.keys = root / "keys"
-        self.state = root / "state"
+        self.states = root / "state"
+        self.state = self.states / scope if scope else self.states
         self.tmp = root / "tmp"
         self.cache = root / "cache"
+        self.quarantine_dir = root / "quarantine"
 
     def ensure(self) -> None:
         for d in (self.objects, self.keys, self.state, self.tmp, self.cache):
@@ -83,14 +91,29 @@ class Store:
         files = tree_files(out)
         digest = tree_digest(files)
         final = self.objects / digest
+        if final.exists() and self.check(digest, files) is not None:
+            self.quarantine(digest)  # --force or a rerun repairs: the good copy replaces it
         if final.exists():
             shutil.rmtree(out, ignore_errors=True)
         else:
             _fsync_tree(out)
             os.replace(out, final)
+        integrity.write_record(self.root, digest, files)
         entry = Entry(key, node, digest, files, meta)
         self._write_json(self._key_path(key), {"node": node, "digest": digest, "files": files, "meta": meta})
         return entry
+
+    def check(self, digest: str, files: dict[str, str], full: bool = False) -> str | None:
+        """What is wrong with a committed object, or None (see runtime/integrity.py)."""
+        return integrity.problem(self.root, digest, files, full)
+
+    def quarantine(self, digest: str) -> Path:
+        """Moves a corrupt object out of objects/ (kept for inspection, never deleted)."""
+        dest = self.quarantine_dir / f"{digest}-{uuid.uuid4().hex[:8]}"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(self.objects / digest, dest)
+        integrity.record_path(self.root, digest).unlink(missing_ok=True)
+        return dest
 
     def _write_json(self, path: Path, data: Any) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -103,19 +126,39 @@ class Store:
 
     # ---- per-node state: what the last run resolved --------------------------
     def read_state(self, node: str) -> dict[str, Any] | None:
-        try:
-            return json.loads((self.state / f"{node}.json").read_text())
-        except (OSError, ValueError):
-            return None
+        state = _read_json(self.state / f"{node}.json")
+        return state if isinstance(state, dict) else None
 
     def write_state(self, node: str, state: dict[str, Any]) -> None:
         self._write_json(self.state / f"{node}.json", state)
+
+    def scopes(self) -> dict[str, dict[str, dict[str, Any]]]:
+        """Every .ft file's node states: file name -> node id -> state."""
+        out: dict[str, dict[str, dict[str, Any]]] = {}
+        for d in sorted(self.states.iterdir()) if self.states.is_dir() else []:
+            if d.is_dir():
+                out[d.name] = {f.stem: st for f in sorted(d.glob("*.json"))
+                               if (st := _read_json(f)) is not None}
+        return out
 
     def clean_tmp(self) -> None:
         """Leftovers of interrupted steps (called while holding the lock)."""
         if self.tmp.exists():
             for p in self.tmp.iterdir():
                 shutil.rmtree(p, ignore_errors=True)
+
+
+def for_file(ft_file: Path) -> Store:
+    """The store of a .ft file: `.ft/` beside it, with that file's own node state."""
+    ft_file = Path(ft_file).resolve()
+    return Store(ft_file.parent / ".ft", scope=ft_file.name)
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def _fsync_tree(root: Path) -> None:

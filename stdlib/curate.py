@@ -13,7 +13,13 @@ Output bytes depend only on the input rows and the params:
 - without a top-level ORDER BY the result is sorted by all columns, so a reordered input
   gives the same file; a top-level ORDER BY is kept (it is how curriculum order is written);
 - the query may read only the `from` tables (file access is off), so no data outside the
-  cache key can slip in.
+  cache key can slip in;
+- the clock, unseeded randomness and DuckDB's own state are refused unless
+  params["deterministic"] is False (ftlang.stdlib.sqlpolicy, the rules the compiler checks too);
+  TimeZone is UTC, so TIMESTAMPTZ functions do not depend on the machine;
+- the configuration is locked before the user's SQL runs: a SET that slipped through fails,
+  and `CALL enable_logging(storage = 'file', ...)` fails cleanly instead of ending the
+  process (measured: a C++ terminate, rc 134, without the lock).
 The split hashes `by` with md5, so a row's part depends only on its key and the seed: adding
 rows never moves old ones, and equal keys (duplicate prompts) land in the same part.
 """
@@ -52,20 +58,22 @@ def run(ctx: StepContext) -> dict[str, Any]:
         _check_split(split)
 
     # threads=1: see the module docstring. temp_directory: a large sort may spill, and must not
-    # spill into the project folder (the default is ./.tmp). No progress bar: DuckDB draws one
-    # on stdout for queries over ~2 s, across ft's own output.
+    # spill into the project folder (the default is ./.tmp). No extension is fetched or loaded
+    # behind the query's back.
     con = duckdb.connect(":memory:", config={"threads": 1,
-                                             "temp_directory": str(ctx.cache / "duckdb-tmp")})
+                                             "temp_directory": str(ctx.cache / "duckdb-tmp"),
+                                             "autoinstall_known_extensions": False,
+                                             "autoload_known_extensions": False})
+    columns: dict[str, list[str]] = {}
     try:
-        con.execute("SET enable_progress_bar = false")  # a session option, not a connect one
-        columns: dict[str, list[str]] = {}
         rows_in: dict[str, int] = {}
         for name, path in tables.items():
             data = ds.dataset(str(path), format="parquet")
             con.register(name, data)  # an Arrow dataset: scanned lazily, with pushdown
             columns[name] = list(data.schema.names)
             rows_in[name] = data.count_rows()
-        con.execute("SET enable_external_access = false")  # cannot be turned back on by the query
+        _sandbox(con)
+        _review(con, sql, ctx.params.get("deterministic") is not False)
         result = _query(con, sql, columns)
         meta: dict[str, Any] = {"rows_in": rows_in, "rows_out": result.num_rows}
         if split is None:
@@ -75,11 +83,32 @@ def run(ctx: StepContext) -> dict[str, Any]:
             for part, rows in parts.items():
                 write_parquet(rows, ctx.out / f"{part}.parquet")
             meta["parts"] = {part: rows.num_rows for part, rows in parts.items()}
+    except duckdb.Error as e:  # whatever DuckDB raises is the user's SQL or data: say so, no traceback
+        raise _sql_error(e, columns) from None
     finally:
         con.close()
     ctx.log(f"{sum(rows_in.values())} rows in, {result.num_rows} out"
             + (f", parts {meta['parts']}" if split else ""))
     return meta
+
+
+def _sandbox(con: duckdb.DuckDBPyConnection) -> None:
+    """Settings the query cannot change: file access off, UTC, then the configuration locked."""
+    # No progress bar: DuckDB draws one on stdout for queries over ~2 s, across ft's own output.
+    con.execute("SET enable_progress_bar = false")
+    con.execute("SET enable_external_access = false")
+    con.execute("SET TimeZone = 'UTC'")
+    con.execute("SET lock_configuration = true")  # last: nothing can be set after this
+
+
+def _review(con: duckdb.DuckDBPyConnection, sql: str, deterministic: bool) -> None:
+    """The compiler's SQL rules, again: a program built without `ft check` meets them too."""
+    from ftlang.stdlib import sqlpolicy
+
+    found = sqlpolicy.review(sql, con, deterministic)
+    if found:
+        f = found[0]
+        raise StepError(f"SQL refused: {f.message} (at `{sql[f.start:f.end]}`)", hint=f.help)
 
 
 def _tables(inputs: list[Artifact]) -> dict[str, Path]:
@@ -131,7 +160,11 @@ def _query(con: duckdb.DuckDBPyConnection, sql: str, columns: dict[str, list[str
             raise StepError(f"the last SQL statement must be a query (SELECT ...), "
                             f"not {last.type.name}")
         for stmt in setup:  # e.g. CREATE MACRO: allowed, the connection is thrown away
-            con.execute(stmt.query)
+            # A SELECT (setseed) comes back as a lazy relation: run it, or it never happens;
+            # con.execute(...) would leave an unread result that blocks the next statement.
+            rel = con.sql(stmt.query)
+            if rel is not None:
+                rel.to_arrow_table()
         rel = con.sql(last.query)
         dupes = sorted({c for c in rel.columns if rel.columns.count(c) > 1})
         if dupes:
@@ -183,6 +216,8 @@ def _sql_error(e: Exception, columns: dict[str, list[str]]) -> StepError:
                 "files as dataset blocks, so their content enters the cache key")
     elif isinstance(e, duckdb.CatalogException):
         hint = f"each dataset in `from` is a table named after its block: {listing}"
+    elif "configuration has been locked" in str(e):
+        hint = "a curate query cannot change DuckDB's settings: remove the statement"
     else:
         hint = f"tables: {listing}"
     return StepError(f"SQL error: {e}", hint=hint)

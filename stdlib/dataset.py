@@ -10,19 +10,21 @@ and of the declared type in every row (they are cast to string/int64/float64/boo
 columns pass through with their inferred types. Text that looks like a date stays text.
 
 Pyarrow parses the file in one fast pass; only when it fails (or the schema does not hold) a
-line-by-line Python pass runs to name the offending file, line and column.
+line-by-line Python pass (`locate.py`) names the offending file, line and column. Bad data is an
+error, never a silent rewrite: text that is not UTF-8 (pyarrow would keep it as bytes), a
+CSV quote never closed (pyarrow would swallow the rest of the file into one cell), a
+one-column CSV header that another delimiter splits, an integer that a float column would
+round (pyarrow reads 10**23 as 1e+23), a lone UTF-16 surrogate. Opening the file goes
+through `tabular.check_file`, so a pipe, a link loop or an unreadable file fails at once.
 """
 
 from __future__ import annotations
 
-import csv
-import difflib
-import json
-import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ftlang.stdlib import locate, tabular
 from ftlang.stdlib.spec import Call, StepContext, StepError
 
 if TYPE_CHECKING:  # pyarrow costs import time; steps that do not run must not pay it
@@ -38,14 +40,7 @@ _ROW_GROUP_SIZE = 1 << 16
 
 _BLOCK_SIZE = 1 << 20  # pyarrow's default; grown on demand for rows longer than a block
 
-# What pyarrow's CSV reader accepts as booleans and nulls (ConvertOptions defaults), so the
-# Python pass that locates an error agrees with the fast pass about what is wrong.
-_CSV_TRUE = {"1", "True", "TRUE", "true"}
-_CSV_FALSE = {"0", "False", "FALSE", "false"}
-_CSV_NULLS = {"", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND",
-              "1.#QNAN", "N/A", "NA", "NULL", "NaN", "n/a", "nan", "null"}
-_INT_RE = re.compile(r"[+-]?\d+")
-_INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
+_EXACT_FLOAT_INT = 1 << 53  # beyond it a float64 no longer holds every integer
 
 
 def run(ctx: StepContext) -> dict[str, Any]:
@@ -58,11 +53,9 @@ def run(ctx: StepContext) -> dict[str, Any]:
         return _finish(ctx, table, shown)
     path = Path(source["path"])
     shown = _shown(path, ctx.project)
-    if not path.exists():
-        raise StepError("file not found", path=shown,
-                        hint=f"paths in a .ft file are relative to its folder ({ctx.project})")
-    if not path.is_file():
-        raise StepError("not a file", path=shown)
+    problem = tabular.check_file(path, shown, f"paths in a .ft file are relative to its folder ({ctx.project})")
+    if problem is not None:
+        raise problem
     if path.stat().st_size == 0:
         raise StepError("the file is empty", path=shown)
 
@@ -184,8 +177,11 @@ def _shown(path: Path, project: Path) -> str:
     """The path as the user wrote it: relative to the .ft file's folder when inside it."""
     try:
         return path.resolve().relative_to(project.resolve()).as_posix()
-    except ValueError:
-        return str(path)
+    except (ValueError, OSError, RuntimeError):  # RuntimeError: a symlink loop (Python 3.11)
+        try:
+            return path.relative_to(project).as_posix()
+        except ValueError:
+            return str(path)
 
 
 def _check_schema_decl(schema: dict[str, str] | None) -> None:
@@ -215,11 +211,6 @@ def _fits(dtype: pa.DataType, tname: str) -> bool:
     return pt.is_boolean(dtype)
 
 
-def _did_you_mean(name: str, names: list[str]) -> str | None:
-    close = difflib.get_close_matches(name, names, n=1)
-    return f"did you mean '{close[0]}'?" if close else None
-
-
 def _apply_schema(table: pa.Table, schema: dict[str, str] | None, shown: str,
                   locate: Callable[[], StepError | None]) -> pa.Table:
     """Check and cast the schema columns. On a violation, `locate` (a slower pass over the
@@ -231,7 +222,7 @@ def _apply_schema(table: pa.Table, schema: dict[str, str] | None, shown: str,
         names = list(table.column_names)
         if col not in names:
             raise locate() or StepError(f"column '{col}' is missing (columns: {', '.join(names)})",
-                                        path=shown, hint=_did_you_mean(col, names))
+                                        path=shown, hint=locate.did_you_mean(col, names))
         i = names.index(col)
         column = table.column(i)
         if not _fits(column.type, tname):
@@ -301,16 +292,39 @@ def _read_jsonl(path: Path, shown: str, schema: dict[str, str] | None) -> pa.Tab
         # pyarrow's JSON reader neither checks UTF-8 nor rejects a `null` line (it becomes a
         # row of nulls); both are cheap to detect here, and then the Python pass names the line.
         table.validate(full=True)
-        if table.num_columns and _any_all_null_row(table):
-            problem = _locate_jsonl(path, shown, schema)
+        floats = _rounded_int_columns(table) - {c for c, t in (schema or {}).items() if t == "float"}
+        # pyarrow reads `{...} {...}` on one line as two rows: more rows than lines is an error
+        if table.num_columns and _any_all_null_row(table) or floats or table.num_rows != _nonblank_lines(path):
+            problem = locate.jsonl(path, shown, schema, floats)
             if problem:
                 raise problem
     except pa.ArrowException as e:
         hint = ("a column (or nested field) needs one JSON type in every row"
                 if "changed from" in str(e) else None)
-        raise _locate_jsonl(path, shown, schema) or StepError(
+        raise locate.jsonl(path, shown, schema) or StepError(
             f"cannot read JSON Lines: {e}", path=shown, hint=hint) from None
-    return _apply_schema(table, schema, shown, lambda: _locate_jsonl(path, shown, schema))
+    return _apply_schema(table, schema, shown, lambda: locate.jsonl(path, shown, schema))
+
+
+def _nonblank_lines(path: Path) -> int:
+    with path.open("rb") as f:
+        return sum(1 for raw in f if raw.strip())
+
+
+def _rounded_int_columns(table: pa.Table) -> frozenset[str]:
+    """Float columns holding a whole number too big for a float64 to hold exactly: pyarrow
+    reads an integer such as 10**23 (or 2**53 + 1 next to a float) as a rounded double, so
+    the Python pass must look at how those numbers are written."""
+    import pyarrow.compute as pc
+    import pyarrow.types as pt
+
+    out = set()
+    for field, column in zip(table.schema, table.columns, strict=True):
+        if pt.is_floating(field.type) and column.length() - column.null_count:
+            biggest = pc.max(pc.abs(column)).as_py()
+            if biggest is not None and biggest >= _EXACT_FLOAT_INT:
+                out.add(field.name)
+    return frozenset(out)
 
 
 def _any_all_null_row(table: pa.Table) -> bool:
@@ -321,112 +335,6 @@ def _any_all_null_row(table: pa.Table) -> bool:
         nulls = column.is_null()
         mask = nulls if mask is None else pc.and_(mask, nulls)
     return bool(pc.any(mask).as_py())
-
-
-def _kind(value: Any) -> str | None:
-    """The JSON kind of a parsed value, with int and float both 'number'; None for null."""
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, (int, float)):
-        return "number"
-    if isinstance(value, str):
-        return "str"
-    if isinstance(value, list):
-        return "array"
-    return "object"
-
-
-def _schema_problem(value: Any, tname: str) -> str | None:
-    """Why `value` (present, not null) breaks schema type `tname`, or None."""
-    if tname == "str":
-        ok = isinstance(value, str)
-    elif tname == "int":
-        ok = isinstance(value, int) and not isinstance(value, bool)
-        if ok and not _INT64_MIN <= value <= _INT64_MAX:
-            return "is out of the 64-bit integer range"
-    elif tname == "float":
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    else:
-        ok = isinstance(value, bool)
-    return None if ok else f"is {_describe(value)} ({_preview(value)}), the schema says {tname}"
-
-
-def _describe(value: Any) -> str:
-    if isinstance(value, bool):
-        return "a bool"
-    if isinstance(value, int):
-        return "an int"
-    if isinstance(value, float):
-        return "a float"
-    if isinstance(value, str):
-        return "a str"
-    return "an array" if isinstance(value, list) else "an object"
-
-
-def _preview(value: Any) -> str:
-    text = json.dumps(value, ensure_ascii=False)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
-class _DuplicateKey(ValueError):
-    pass
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj = dict(pairs)
-    if len(obj) != len(pairs):
-        seen: set[str] = set()
-        for key, _ in pairs:
-            if key in seen:
-                raise _DuplicateKey(key)
-            seen.add(key)
-    return obj
-
-
-def _locate_jsonl(path: Path, shown: str, schema: dict[str, str] | None) -> StepError | None:
-    """The first problem in the file, found line by line; None when every line is fine."""
-    first_kind: dict[str, tuple[str, int]] = {}
-    with path.open("rb") as f:
-        for lineno, raw in enumerate(f, 1):
-            if not raw.strip():
-                continue  # blank lines are allowed, as in the fast pass
-            try:
-                # pyarrow skips a byte-order mark at the start; so must this pass
-                text = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
-            except UnicodeDecodeError as e:
-                return StepError(f"not valid UTF-8 (byte {e.start + 1} of the line)", path=shown, row=lineno)
-            try:
-                obj = json.loads(text, object_pairs_hook=_no_duplicates)
-            except json.JSONDecodeError as e:
-                return StepError(f"invalid JSON: {e.msg} (column {e.colno})", path=shown, row=lineno)
-            except _DuplicateKey as e:
-                return StepError(f"key '{e}' appears twice in one object", path=shown, row=lineno)
-            if not isinstance(obj, dict):
-                return StepError(f"expected a JSON object, got {_kind(obj) or 'null'}", path=shown, row=lineno,
-                                 hint="each line of a JSON Lines file is one {...} object")
-            for col, tname in (schema or {}).items():
-                if col not in obj:
-                    return StepError(f"column '{col}' is missing", path=shown, row=lineno,
-                                     hint=_did_you_mean(col, list(obj))
-                                     or f"the schema declares {col}: {tname}, so every row needs it")
-                if obj[col] is None:
-                    return StepError(f"column '{col}' is null", path=shown, row=lineno,
-                                     hint=f"the schema declares {col}: {tname}, so every row needs it")
-                problem = _schema_problem(obj[col], tname)
-                if problem:
-                    return StepError(f"column '{col}' {problem}", path=shown, row=lineno)
-            for col, value in obj.items():
-                kind = _kind(value)
-                if kind is None:
-                    continue
-                prev = first_kind.setdefault(col, (kind, lineno))
-                if prev[0] != kind:
-                    return StepError(f"column '{col}' is {kind} here but {prev[0]} on line {prev[1]}",
-                                     path=shown, row=lineno,
-                                     hint="a column has one type in every row; fix the row or the data")
-    return None
 
 
 # ---- CSV -----------------------------------------------------------------------------------
@@ -453,65 +361,32 @@ def _read_csv(path: Path, shown: str, schema: dict[str, str] | None, delimiter: 
         if temporal:
             table = read({**temporal, **declared})
     except pa.ArrowException as e:
-        raise _locate_csv(path, shown, schema, delimiter) or StepError(
+        raise locate.csv(path, shown, schema, delimiter) or StepError(
             f"cannot read CSV: {e}", path=shown) from None
-    return _apply_schema(table, schema, shown, lambda: _locate_csv(path, shown, schema, delimiter))
+    _check_csv_text(table, path, shown, delimiter)
+    return _apply_schema(table, schema, shown, lambda: locate.csv(path, shown, schema, delimiter))
 
 
-def _csv_problem(cell: str, tname: str) -> str | None:
-    """Why a CSV cell breaks schema type `tname`, as pyarrow would parse it, or None."""
-    if tname == "str":
-        return None
-    value = cell.strip()
-    if value in _CSV_NULLS:
-        return "is empty" if not value else f"is {value!r}, read as a missing value"
-    if tname == "int":
-        ok = bool(_INT_RE.fullmatch(value)) and _INT64_MIN <= int(value) <= _INT64_MAX
-    elif tname == "float":
-        try:
-            float(value)
-            ok = "_" not in value
-        except ValueError:
-            ok = False
-    else:
-        ok = value in _CSV_TRUE or value in _CSV_FALSE
-    return None if ok else f"is {cell!r}, not {'an' if tname == 'int' else 'a'} {tname}"
+def _check_csv_text(table: pa.Table, path: Path, shown: str, delimiter: str) -> None:
+    """What pyarrow reads without complaint but is not what the file means."""
+    import pyarrow.types as pt
 
-
-def _csv_records(path: Path, delimiter: str) -> Iterator[tuple[int, list[str]]]:
-    """(first line of the record, fields) for each non-empty record, header included."""
-    # utf-8-sig: pyarrow skips a byte-order mark, so the header must not start with one here.
-    with path.open(newline="", encoding="utf-8-sig") as f:
-        reader = csv.reader(f, delimiter=delimiter)
-        start = 1
-        for fields in reader:
-            if fields:
-                yield start, fields
-            start = reader.line_num + 1  # a quoted cell may span several lines
-
-
-def _locate_csv(path: Path, shown: str, schema: dict[str, str] | None, delimiter: str) -> StepError | None:
-    """The first problem in the file, found record by record; None when none is found."""
-    try:
-        records = _csv_records(path, delimiter)
-        header_line, header = next(records, (1, []))
-        for col in schema or {}:
-            if col not in header:
-                return StepError(f"column '{col}' is not in the header ({', '.join(header)})",
-                                 path=shown, row=header_line, hint=_did_you_mean(col, header))
-        for lineno, fields in records:
-            if len(fields) != len(header):
-                return StepError(f"expected {len(header)} fields, got {len(fields)}", path=shown, row=lineno,
-                                 hint="quote cells that contain the delimiter")
-            for col, tname in (schema or {}).items():
-                problem = _csv_problem(fields[header.index(col)], tname)
-                if problem:
-                    return StepError(f"column '{col}' {problem}", path=shown, row=lineno)
-    except UnicodeDecodeError as e:
-        return StepError(f"not valid UTF-8: {e.reason}", path=shown)
-    except csv.Error as e:
-        return StepError(f"malformed CSV: {e}", path=shown)
-    return None
+    # Cells that are not UTF-8 become a binary column (`b'caf\xe9'` in every row).
+    if any(pt.is_binary(f.type) or pt.is_large_binary(f.type) for f in table.schema):
+        problem = tabular.first_utf8_error(path, shown)
+        if problem:
+            raise problem
+    if table.num_columns == 1:
+        sep = tabular.wrong_delimiter(path, shown, delimiter)
+        if sep:
+            raise StepError(f"the header is one column, {table.column_names[0]!r}: wrong delimiter",
+                            path=shown, row=1, hint=tabular.delimiter_hint(shown, sep))
+    # An odd number of quotes means one is never closed: pyarrow then reads the rest of the
+    # file into one cell. The strict Python pass says where (or finds it harmless: 5" screen).
+    if locate.odd_quotes(path):
+        problem = locate.csv(path, shown, None, delimiter, strict=True)
+        if problem:
+            raise problem
 
 
 # ---- Parquet -------------------------------------------------------------------------------

@@ -27,10 +27,9 @@ from ftlang.stdlib import metrics as text_metrics
 from ftlang.stdlib import modelio
 from ftlang.stdlib import template as templates
 from ftlang.stdlib.evaluate_spec import GENERATIVE, METRICS, metric_key
+from ftlang.stdlib.examples import read_columns
 from ftlang.stdlib.spec import Artifact, Call, StepContext, StepError
-from ftlang.stdlib.train import read_columns
 
-SAMPLES = 20  # rows per dataset written to samples.jsonl (default of `samples`)
 DIGITS = 6  # metrics are rounded: stable, readable JSON
 JUDGED = ("reward", "win_rate")  # metrics scored by a reward model
 
@@ -46,11 +45,6 @@ def dataset_name(artifact: Artifact) -> str:
     return f"{name}.{artifact.port}" if artifact.port else name
 
 
-def _metric_calls(metrics: Any) -> list[Call]:
-    # The default arrives as plain names when a caller skips the compiler.
-    return [m if isinstance(m, Call) else Call(str(m), {}) for m in (metrics or [])]
-
-
 def normalize(text: str, enabled: bool) -> str:
     """exact_match's default normalisation (strip + casefold), or none."""
     return text_metrics.normalize_text(text) if enabled else text
@@ -60,7 +54,7 @@ def completion_loss(lm: Any, tokenizer: Any, tpl: dict[str, Any], prompts: list[
                     completions: list[str], batch_size: int, max_length: int) -> float:
     """Mean cross-entropy per completion token (EOS included, as in training)."""
     import torch
-    from ftlang.stdlib.train import IGNORE, make_collator, sft_examples
+    from ftlang.stdlib.examples import IGNORE, make_collator, sft_examples
 
     examples, _ = sft_examples(tokenizer, tpl, prompts, completions, max_length)
     collate = make_collator(tokenizer.pad_token_id)
@@ -98,8 +92,8 @@ class Rows:
 
 
 def _read(data: Artifact, p: dict[str, Any]) -> Rows:
-    pf, cf = p.get("prompt_field") or "prompt", p.get("completion_field") or "completion"
-    cols = read_columns(data, [pf, cf], limit=p.get("limit"), hints={
+    pf, cf = p["prompt_field"], p["completion_field"]
+    cols = read_columns(data, [pf, cf], limit=p["limit"], hints={
         pf: "set prompt_field = \"COLUMN\"", cf: "set completion_field = \"COLUMN\""})
     keep = [i for i, (a, b) in enumerate(zip(cols[pf], cols[cf], strict=True))
             if a is not None and b is not None]
@@ -138,18 +132,18 @@ def run(ctx: StepContext) -> dict[str, Any]:
     models: list[Artifact] = list(p["models"])
     if not models:
         raise StepError("eval needs at least one model in `models`")
-    calls = _metric_calls(p.get("metrics"))
+    calls: list[Call] = list(p["metrics"])
     _check_calls(calls)
     names = {c.name for c in calls}
 
     datasets: list[Rows] = []
-    for data in [p["data"], *(p.get("extra_data") or [])]:
+    for data in [p["data"], *(p["extra_data"] or [])]:
         if any(d.name == dataset_name(data) for d in datasets):
             continue  # the same dataset twice measures nothing new
         datasets.append(_read(data, p))
-    batch_size = int(p.get("batch_size") or 16)
+    batch_size = int(p["batch_size"])
     sampling = gen.Sampling.from_params(p)
-    shown = int(p["samples"]) if p.get("samples") is not None else SAMPLES
+    shown = int(p["samples"])
     generative = bool(names & GENERATIVE)
     # win_rate compares against a model that need not be in `models`: it generates too.
     against = [c.args["against"] for c in calls if c.name == "win_rate"]
@@ -167,7 +161,7 @@ def run(ctx: StepContext) -> dict[str, Any]:
         lm = modelio.load_model(artifact, merged=True)  # merged: faster, same function
         if torch.cuda.is_available():
             lm.to("cuda")
-        tpl = _template(artifact, p.get("template"))
+        tpl = _template(artifact, p["template"])
         max_length = int(getattr(lm.config, "max_position_embeddings", None) or 2048)
         for j, rows in enumerate(datasets):
             ctx.progress(i * len(datasets) + j, total, f"{name} on {rows.name}")

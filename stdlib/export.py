@@ -1,15 +1,12 @@
-"""export: a self-contained safetensors model folder, copied to a path outside the cache."""
+"""export: a self-contained safetensors model folder; the runtime copies it to `to`."""
 
 from __future__ import annotations
 
-import os
 import shutil
-import tempfile
-from pathlib import Path
 from typing import Any
 
 from ftlang.stdlib import modelio
-from ftlang.stdlib.spec import Artifact, StepContext, StepError
+from ftlang.stdlib.spec import Artifact, StepContext
 
 
 def _write_folder(ctx: StepContext, src: Artifact, merge: bool) -> int:
@@ -27,7 +24,9 @@ def _write_folder(ctx: StepContext, src: Artifact, merge: bool) -> int:
         ctx.log("a reward model (sequence classifier): exported with its head")
         from transformers import AutoModelForSequenceClassification
 
-        return modelio.count_params(AutoModelForSequenceClassification.from_pretrained(str(folder)))
+        clf = AutoModelForSequenceClassification.from_pretrained(str(folder))
+        modelio.check_finite(clf.state_dict().items(), "the reward model")  # a linked folder was never saved by us
+        return modelio.count_params(clf)
     if meta["type"] == "adapter" and merge and modelio.is_prompt_learning(src):
         ctx.log("a prompt- or prefix-tuned adapter has no weights to merge: exported unmerged")
         merge = False
@@ -45,51 +44,12 @@ def _write_folder(ctx: StepContext, src: Artifact, merge: bool) -> int:
     return modelio.count_params(lm)
 
 
-def _looks_like_export(folder: Path) -> bool:
-    return (folder / "config.json").is_file() or (folder / modelio.META).is_file()
-
-
-def publish(folder: Path, to: Path) -> None:
-    """Copy `folder` to `to`, replacing an earlier export without a half-written state.
-
-    The copy goes to a sibling temp dir first (same filesystem), then renames swap it
-    in: a reader sees the old export or the new one, never a mix.
-    """
-    to = Path(to)
-    if to.exists() and not to.is_dir():
-        raise StepError("the export target exists and is not a folder", path=to)
-    if to.is_dir() and any(to.iterdir()) and not _looks_like_export(to):
-        # Never delete a user's folder that ftlang did not write.
-        raise StepError("the export target is a non-empty folder that holds no model",
-                        path=to, hint="choose an empty or new folder for `to`")
-    to.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{to.name}.tmp-", dir=to.parent))
-    old: Path | None = None
-    try:
-        shutil.copytree(folder, tmp, dirs_exist_ok=True)
-        if to.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{to.name}.old-", dir=to.parent))
-            os.rmdir(old)
-            os.rename(to, old)
-        os.rename(tmp, to)
-    except BaseException:
-        if old is not None and not to.exists():
-            os.rename(old, to)  # put the previous export back
-            old = None
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def run(ctx: StepContext) -> dict[str, Any]:
     p = ctx.params
     src: Artifact = p["model"]
-    merge = bool(p.get("merge", True))
-    to = Path(p["to"])
-    if not to.is_absolute():
-        to = ctx.project / to
+    merge = bool(p["merge"])
     n = _write_folder(ctx, src, merge)
-    publish(ctx.out, to)
-    ctx.log(f"exported {n:,} parameters to {to}")
-    return {"to": str(to), "params": n, "merged": merge}
+    # The runtime publishes the committed artifact to `to` (ftlang.runtime.publish): one
+    # place decides what may be replaced, for first runs and cached reruns alike.
+    ctx.log(f"built an export of {n:,} parameters")
+    return {"params": n, "merged": merge}

@@ -31,9 +31,9 @@ class Sampling:
 
     @classmethod
     def from_params(cls, p: dict[str, Any]) -> Sampling:
-        return cls(max_new_tokens=int(p.get("max_new_tokens") or 32), do_sample=bool(p.get("do_sample")),
-                   temperature=float(p.get("temperature") or 1.0), top_p=float(p.get("top_p") or 1.0),
-                   seed=int(p.get("seed") or 0))
+        """From an eval step's complete params."""
+        return cls(max_new_tokens=int(p["max_new_tokens"]), do_sample=bool(p["do_sample"]),
+                   temperature=float(p["temperature"]), top_p=float(p["top_p"]), seed=int(p["seed"]))
 
     def describe(self) -> dict[str, Any]:
         if not self.do_sample:
@@ -59,7 +59,7 @@ def generate(lm: Any, tokenizer: Any, tpl: dict[str, Any], prompts: list[str], s
     give the same text (on the same device).
     """
     import torch
-    from ftlang.stdlib.train import prompt_ids
+    from ftlang.stdlib.examples import prompt_ids
 
     stop = stop_ids(tokenizer, tpl)
     pad = tokenizer.pad_token_id

@@ -101,9 +101,9 @@ def combine(states: list[dict[str, Any]], base: dict[str, Any] | None, method: C
     """The merged state dict (pure tensor code, exposed for tests)."""
     import torch
 
-    name = method.name
-    density = float(method.args.get("density") or 0.5)
-    generator = torch.Generator().manual_seed(int(method.args.get("seed") or 0))
+    name, a = method.name, method.args
+    # Each method declares only its own arguments (linear none, svd only rank).
+    generator = torch.Generator().manual_seed(int(a["seed"])) if name.startswith("dare_") else None
     out: dict[str, Any] = {}
     for key in states[0]:  # state-dict order: fixed for an architecture, so the drop masks are too
         tensors = [s[key] for s in states]
@@ -116,13 +116,13 @@ def combine(states: list[dict[str, Any]], base: dict[str, Any] | None, method: C
         b = base[key]
         taus = [t - b for t in tensors]
         if name == "ties":
-            merged = elect([trim(t, density) for t in taus], weights)
+            merged = elect([trim(t, float(a["density"])) for t in taus], weights)
         elif name == "dare_ties":
-            merged = elect([dare(t, density, generator) for t in taus], weights)
+            merged = elect([dare(t, float(a["density"]), generator) for t in taus], weights)
         elif name == "dare_linear":
-            merged = sum(w * dare(t, density, generator) for w, t in zip(weights, taus))
+            merged = sum(w * dare(t, float(a["density"]), generator) for w, t in zip(weights, taus))
         elif name == "svd":
-            merged = low_rank(sum(w * t for w, t in zip(weights, taus)), int(method.args.get("rank") or 16))
+            merged = low_rank(sum(w * t for w, t in zip(weights, taus)), int(a["rank"]))
         else:
             raise StepError(f"unknown merge method {name!r}", hint="linear, ties, dare_ties, dare_linear, svd")
         out[key] = b + merged
@@ -134,15 +134,16 @@ def run(ctx: StepContext) -> dict[str, Any]:
 
     p = ctx.params
     models: list[Artifact] = list(p["models"])
-    method: Call = p.get("method") if isinstance(p.get("method"), Call) else Call(str(p.get("method") or "linear"), {})
-    weights = [float(w) for w in (p.get("weights") or [1.0 / len(models)] * len(models))]
+    method: Call = p["method"]
+    # weights = None (the declared default): equal weights summing to 1.
+    weights = [float(w) for w in (p["weights"] or [1.0 / len(models)] * len(models))]
     if len(weights) != len(models):
         raise StepError(f"{len(weights)} weights for {len(models)} models")
     toks = {tokencache.tokenizer_digest(modelio.tokenizer_folder(m)) for m in models}
     if len(toks) > 1:
         raise StepError("the models have different tokenizers: their weights do not line up",
                         hint="merge models fine-tuned from the same base")
-    base_art: Artifact | None = p.get("base")
+    base_art: Artifact | None = p["base"]
     if method.name in TASK_VECTOR_METHODS and base_art is None:
         base_art = _common_base(models)
         if base_art is None:

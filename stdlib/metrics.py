@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from ftlang.stdlib.evaluate_spec import METRICS
 from ftlang.stdlib.pyfunc import load_function, where_in
 from ftlang.stdlib.spec import Call, StepError
 
@@ -43,12 +44,14 @@ def normalize_text(text: str, *, strip: bool = True, casefold: bool = True,
 
 
 def normalizer(args: dict[str, Any]) -> Callable[[str], str]:
-    """The normalisation an exact_match/contains call asks for (`normalize = false`: none)."""
-    if not args.get("normalize", True):
+    """The normalisation an exact_match/contains call asks for (`normalize = false`: none).
+
+    A call's arguments are complete; an option missing from a hand-built dict takes its
+    declared default (evaluate_spec), not a second copy of it.
+    """
+    opts = {a.name: bool(args.get(a.name, a.default)) for a in METRICS["exact_match"].attrs}
+    if not opts.pop("normalize"):
         return lambda s: s
-    opts = {"strip": bool(args.get("strip", True)), "casefold": bool(args.get("casefold", True)),
-            "collapse_whitespace": bool(args.get("collapse_whitespace", False)),
-            "strip_punctuation": bool(args.get("strip_punctuation", False))}
     return lambda s: normalize_text(s, **opts)
 
 
@@ -245,15 +248,15 @@ def compute(call: Call, predictions: Sequence[str], references: Sequence[str],
     if call.name == "contains":
         return contains(predictions, references, normalizer(a))
     if call.name == "regex":
-        return regex_match(predictions, references, str(a.get("pattern") or ""),
-                           bool(a.get("fullmatch", False)), bool(a.get("ignore_case", False)))
+        return regex_match(predictions, references, str(a["pattern"]), bool(a["fullmatch"]),
+                           bool(a["ignore_case"]))
     if call.name == "bleu":
-        return bleu(predictions, references, str(a.get("tokenize") or "13a"), bool(a.get("lowercase", False)))
+        return bleu(predictions, references, str(a["tokenize"]), bool(a["lowercase"]))
     if call.name == "chrf":
-        return chrf(predictions, references, int(a.get("char_order") or 6), int(a.get("word_order") or 0),
-                    float(a.get("beta") or 2.0), bool(a.get("lowercase", False)))
+        return chrf(predictions, references, int(a["char_order"]), int(a["word_order"]), float(a["beta"]),
+                    bool(a["lowercase"]))
     if call.name == "rouge_l":
-        return rouge_l(predictions, references, bool(a.get("lowercase", True)))
+        return rouge_l(predictions, references, bool(a["lowercase"]))
     if call.name == "py":
         return custom(Path(a["file"]), str(a["function"]), predictions, references, prompts)
     raise StepError(f"unknown metric {call.name!r}", hint=f"text metrics: {', '.join(TEXT_METRICS)}")

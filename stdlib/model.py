@@ -19,17 +19,17 @@ HUB_PROBE_TIMEOUT_S = 3.0
 
 def run(ctx: StepContext) -> dict[str, Any]:
     p = ctx.params
-    given = [k for k in ("path", "hub", "init", "gguf") if p.get(k) is not None]
+    given = [k for k in ("path", "hub", "init", "gguf") if p[k] is not None]
     if len(given) != 1:
         raise StepError(
             "a model needs exactly one of `path`, `hub`, `init` or `gguf`"
             + (f"; got {', '.join(given)}" if given else ""),
             hint='e.g. path = "models/my-model", or init = tiny(data = corpus)')
-    if p.get("path") is not None:
+    if p["path"] is not None:
         return _from_path(ctx, Path(p["path"]))
-    if p.get("hub") is not None:
-        return _from_hub(ctx, p["hub"], p.get("revision"))
-    if p.get("gguf") is not None:
+    if p["hub"] is not None:
+        return _from_hub(ctx, p["hub"], p["revision"])
+    if p["gguf"] is not None:
         return _from_gguf(ctx, Path(p["gguf"]))
     return _from_tiny(ctx, p["init"])
 

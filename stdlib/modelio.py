@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -231,9 +231,32 @@ def _save_tokenizer(tokenizer: Any, out: Path) -> None:
             cfg.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
+def first_non_finite(tensors: Iterable[tuple[str, Any]]) -> tuple[str, str] | None:
+    """(name, "nan" or "inf") of the first floating tensor that is not finite, or None."""
+    import torch
+
+    for name, t in tensors:
+        if not isinstance(t, torch.Tensor) or not t.is_floating_point() or t.is_meta:
+            continue  # quantised (integer) storage holds no nan; meta tensors hold no data
+        if not bool(torch.isfinite(t).all()):
+            return name, "nan" if bool(torch.isnan(t).any()) else "inf"
+    return None
+
+
+def check_finite(tensors: Iterable[tuple[str, Any]], what: str) -> None:
+    """StepError naming the first tensor with a nan or inf: such a model is never committed
+    (a diverged training, an overflowing merge). One pass over the weights."""
+    bad = first_non_finite(tensors)
+    if bad is not None:
+        raise StepError(f"{what} has non-finite weights ({bad[0]} holds {bad[1]}): refusing to save it",
+                        hint="training diverged (lower lr) or the inputs hold nan/inf weights")
+
+
 def save_full(lm: Any, tokenizer: Any, out: Path, *, template: dict[str, Any] | None) -> None:
-    """Plain weights (safetensors) + config + tokenizer: transformers loads the folder."""
+    """Plain weights (safetensors) + config + tokenizer: transformers loads the folder.
+    Refuses (StepError) a model with a nan or inf weight."""
     quiet()
+    check_finite(lm.state_dict().items(), "the model")
     out.mkdir(parents=True, exist_ok=True)
     # The name_or_path of a loaded model is its absolute source folder; keep it out.
     lm.config._name_or_path = ""
@@ -244,11 +267,16 @@ def save_full(lm: Any, tokenizer: Any, out: Path, *, template: dict[str, Any] | 
 
 def save_adapter(lm: Any, tokenizer: Any, out: Path, *, base_digest: str,
                  template: dict[str, Any] | None) -> None:
-    """A peft adapter over the model artifact `base_digest` + the tokenizer."""
-    out.mkdir(parents=True, exist_ok=True)
+    """A peft adapter over the model artifact `base_digest` + the tokenizer.
+    Refuses (StepError) an adapter with a nan or inf weight."""
+    from peft import get_peft_model_state_dict
+
     # Only the trained adapter: trl adds a frozen "ref" copy to a PeftModel for DPO/KTO.
     names = list(getattr(lm, "peft_config", None) or [])
     only = {"selected_adapters": ["default"]} if len(names) > 1 and "default" in names else {}
+    saved = "default" if "default" in names or not names else names[0]
+    check_finite(get_peft_model_state_dict(lm, adapter_name=saved).items(), "the adapter")
+    out.mkdir(parents=True, exist_ok=True)
     lm.save_pretrained(str(out / ADAPTER_DIR), **only)
     scrub_adapter_config(out / ADAPTER_DIR)
     # peft's generated model card is boilerplate with version strings: not part of the model.

@@ -13,71 +13,27 @@ Prompts and completions are rendered with the template the model was trained wit
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
-from ftlang.stdlib import devices, modelio
+from ftlang.stdlib import modelio
 from ftlang.stdlib import template as templates
-from ftlang.stdlib.spec import Artifact, Call, StepContext, StepError
-from ftlang.stdlib.train import (
-    _call,
-    adapter_of,
-    apply_adapter,
+from ftlang.stdlib.adapters import apply_adapter, load_base
+from ftlang.stdlib.examples import read_columns
+from ftlang.stdlib.spec import Artifact, StepContext, StepError
+from ftlang.stdlib.trainer import (
+    TrlSetup,
     callbacks,
-    checkpoint_dir,
     clamp_length,
-    default_lr,
     fit,
-    load_base,
-    read_columns,
+    reference_model,
     report,
     save_trained,
-    trainer_settings,
+    trl_settings,
+    trl_setup,
 )
 
 COLUMNS = {"dpo": ("prompt", "chosen", "rejected"), "orpo": ("prompt", "chosen", "rejected"),
            "reward_model": ("prompt", "chosen", "rejected"), "kto": ("prompt", "completion", "label")}
-
-
-@dataclass
-class Setup:
-    """What every trl-based method needs before its trainer is built."""
-
-    method: Call
-    adapter: Call
-    src: Artifact
-    device: str
-    seed: int
-    lr: float
-    tokenizer: Any
-    template: dict[str, Any]
-
-
-def setup(ctx: StepContext) -> Setup:
-    from datasets.utils.logging import disable_progress_bar
-    from transformers import set_seed
-
-    disable_progress_bar()  # trl maps its datasets with tqdm bars; ctx.progress reports instead
-
-    p = ctx.params
-    method = _call(p["method"])
-    adapter = adapter_of(method)
-    device = devices.resolve(p.get("device"))
-    seed = int(p.get("seed") or 0)
-    set_seed(seed)
-    src: Artifact = p["from"]
-    tokenizer = modelio.load_tokenizer(src)
-    tpl = templates.load(p["template"]) if p.get("template") is not None else \
-        (modelio.template_of(src) or templates.load(None))
-    lr = float(p["lr"]) if p.get("lr") is not None else default_lr(method)
-    return Setup(method, adapter, src, device, seed, lr, tokenizer, tpl)
-
-
-def trl_settings(ctx: StepContext, s: Setup, *, has_eval: bool) -> tuple[dict[str, Any], Any]:
-    """trainer_settings for a trl config, plus the checkpoint folder."""
-    folder = checkpoint_dir(ctx)
-    kw = trainer_settings(ctx.params, s.lr, folder, s.device, has_eval=has_eval)
-    return kw, folder
 
 
 def _rows(data: Artifact, method: str, tpl: dict[str, Any], eos: str) -> dict[str, list[Any]]:
@@ -117,18 +73,18 @@ def dataset(data: Artifact, method: str, tpl: dict[str, Any], tokenizer: Any) ->
 
 def run(ctx: StepContext) -> dict[str, Any]:
     p = ctx.params
-    s = setup(ctx)
+    s = trl_setup(ctx)
     name = s.method.name
     a = s.method.args
     train_ds = dataset(p["data"], name, s.template, s.tokenizer)
-    eval_ds = dataset(p["eval_data"], name, s.template, s.tokenizer) if p.get("eval_data") is not None else None
+    eval_ds = dataset(p["eval_data"], name, s.template, s.tokenizer) if p["eval_data"] is not None else None
 
     from transformers import set_seed
 
     head = "reward" if name == "reward_model" else "causal"
     lm = load_base(s.src, s.adapter, s.device, ctx.cache, head=head,
-                   gradient_checkpointing=bool(p.get("gradient_checkpointing")))
-    max_length = clamp_length(ctx, lm, int(p.get("max_length") or 512))
+                   gradient_checkpointing=bool(p["gradient_checkpointing"]))
+    max_length = clamp_length(ctx, lm, int(p["max_length"]))
     set_seed(s.seed)
     lm = apply_adapter(lm, s.adapter, "SEQ_CLS" if head == "reward" else "CAUSAL_LM",
                        tokenizer_dir=modelio.tokenizer_folder(s.src))
@@ -143,9 +99,9 @@ def run(ctx: StepContext) -> dict[str, Any]:
     if name == "dpo":
         from trl import DPOConfig, DPOTrainer
 
-        config = DPOConfig(**kw, beta=float(a["beta"]), loss_type=[a.get("loss") or "sigmoid"],
-                           label_smoothing=float(a.get("label_smoothing") or 0.0), max_length=max_length)
-        trainer = DPOTrainer(model=lm, ref_model=_reference(s, ctx), args=config, **common)
+        config = DPOConfig(**kw, beta=float(a["beta"]), loss_type=[a["loss"]],
+                           label_smoothing=float(a["label_smoothing"]), max_length=max_length)
+        trainer = DPOTrainer(model=lm, ref_model=reference_model(s, ctx), args=config, **common)
     elif name == "kto":
         from trl import KTOConfig, KTOTrainer
 
@@ -156,7 +112,7 @@ def run(ctx: StepContext) -> dict[str, Any]:
         kw["train_sampling_strategy"] = "sequential"
         config = KTOConfig(**kw, beta=float(a["beta"]), desirable_weight=float(a["desirable_weight"]),
                            undesirable_weight=float(a["undesirable_weight"]), max_length=max_length)
-        trainer = KTOTrainer(model=lm, ref_model=_reference(s, ctx), args=config, **common)
+        trainer = KTOTrainer(model=lm, ref_model=reference_model(s, ctx), args=config, **common)
     elif name == "orpo":
         from trl.experimental.orpo import ORPOConfig, ORPOTrainer
 
@@ -165,7 +121,7 @@ def run(ctx: StepContext) -> dict[str, Any]:
     elif name == "reward_model":
         from trl import RewardConfig, RewardTrainer
 
-        center = float(a.get("center") or 0.0)
+        center = float(a["center"])
         config = RewardConfig(**kw, max_length=max_length, center_rewards_coefficient=center or None)
         trainer = RewardTrainer(model=lm, args=config, **common)
     else:
@@ -184,19 +140,7 @@ def run(ctx: StepContext) -> dict[str, Any]:
     return meta
 
 
-def _reference(s: Setup, ctx: StepContext) -> Any:
-    """The frozen reference for full-weight training: `from`, adapters merged. With an
-    adapter trl disables it to get the same model, so no second copy is loaded."""
-    if s.adapter.name != "full":
-        return None
-    ref = load_base(s.src, Call("full", {}), s.device, ctx.cache)
-    ref.eval()
-    for param in ref.parameters():
-        param.requires_grad_(False)
-    return ref
-
-
-def _save_reward_model(lm: Any, s: Setup, ctx: StepContext) -> None:
+def _save_reward_model(lm: Any, s: TrlSetup, ctx: StepContext) -> None:
     """A reward model is saved as plain weights (adapter folded in), so that any
     AutoModelForSequenceClassification loader (rm(...), the reward metric) reads it."""
     if hasattr(lm, "merge_and_unload") and modelio.is_plain(lm):

@@ -36,9 +36,14 @@ SOURCES = {
 # methods further down carry their objective and train through an adapter.
 _ADAPTER = Attr("adapter", "call[method]", "full",
                 "which weights train: full, lora(...) (qlora too), ia3(...), prompt_tuning(...), prefix_tuning(...)")
+# Sanity bounds (checks, not semantics): values beyond them cannot run to the end.
+_STEPS = 10**9  # optimiser steps, step intervals
+_COUNT = 65536  # examples per batch, ranks, virtual tokens, samples per prompt
+_TOKENS = 1_000_000  # tokens per example or completion
+_SEED = 2**32 - 1  # numpy's seed range (transformers' set_seed seeds numpy too)
 _GEN = (
-    Attr("generations", "int", 4, "completions sampled per prompt", ge=2),
-    Attr("max_new_tokens", "int", 16, "generation budget per completion", ge=1),
+    Attr("generations", "int", 4, "completions sampled per prompt", ge=2, le=_COUNT),
+    Attr("max_new_tokens", "int", 16, "generation budget per completion", ge=1, le=_TOKENS),
     Attr("temperature", "float", 1.0, "sampling temperature", gt=0),
 )
 _REWARD = Attr("reward", "list[call[reward]]", REQUIRED,
@@ -47,8 +52,8 @@ _REWARD = Attr("reward", "list[call[reward]]", REQUIRED,
 METHODS = {
     "full": Signature("full", (), "Full fine-tuning: every weight trains."),
     "lora": Signature("lora", (
-        Attr("r", "int", 16, "rank of the update", ge=1),
-        Attr("alpha", "int", None, "scaling numerator; default 2 * r", ge=1),
+        Attr("r", "int", 16, "rank of the update", ge=1, le=_COUNT),
+        Attr("alpha", "int", None, "scaling numerator; default 2 * r", ge=1, le=2 * _COUNT),
         Attr("dropout", "float", 0.05, "dropout on the adapter input", ge=0, le=0.99),
         Attr("target_modules", "any", "all-linear", 'module names, or "all-linear"'),
         Attr("bias", "enum", "none", "which biases train", choices=("none", "all", "lora_only")),
@@ -66,12 +71,12 @@ METHODS = {
              "layers (scaled at their input)"),
     ), "IA3: learned vectors that rescale keys, values and feed-forward activations."),
     "prompt_tuning": Signature("prompt_tuning", (
-        Attr("tokens", "int", 16, "virtual tokens prepended to every input", ge=1),
+        Attr("tokens", "int", 16, "virtual tokens prepended to every input", ge=1, le=_COUNT),
         Attr("init_text", "str", "", "initialise the virtual tokens from this text's embeddings "
              "(empty: random)"),
     ), "Prompt tuning: only a few soft prompt embeddings train.", positional=("tokens",)),
     "prefix_tuning": Signature("prefix_tuning", (
-        Attr("tokens", "int", 16, "virtual key/value positions per layer", ge=1),
+        Attr("tokens", "int", 16, "virtual key/value positions per layer", ge=1, le=_COUNT),
         Attr("projection", "bool", False, "reparameterise the prefix through an MLP"),
     ), "Prefix tuning: trained key/value prefixes in every attention layer.", positional=("tokens",)),
     # ---- preference optimisation: data with prompt, chosen, rejected (KTO: prompt, completion, label)
@@ -119,7 +124,7 @@ METHODS = {
         _REWARD,
         Attr("beta", "float", 0.1, "strength of the KL penalty to the reference model", gt=0),
         Attr("loss", "enum", "sigmoid", "DPO loss on the judged pairs", choices=("sigmoid", "ipo")),
-        Attr("max_new_tokens", "int", 16, "generation budget per completion", ge=1),
+        Attr("max_new_tokens", "int", 16, "generation budget per completion", ge=1, le=_TOKENS),
         Attr("temperature", "float", 0.9, "sampling temperature", gt=0),
         _ADAPTER,
     ), "Online DPO: two completions per prompt, the reward picks chosen and rejected "
@@ -208,23 +213,23 @@ CALLS: dict[str, dict[str, Signature]] = {
 
 _TRAIN_COMMON = (
     Attr("lr", "float", None, "peak learning rate; default by method: lora 2e-4, full 5e-5, dpo 5e-7 "
-         "(5e-6 with an adapter), ... (docs/methods.md)", gt=0),
-    Attr("epochs", "float", 1.0, "passes over the data", gt=0),
-    Attr("max_steps", "int", -1, "stop after this many optimiser steps (-1: use epochs)", ge=-1),
-    Attr("batch_size", "int", 8, "examples per device step", ge=1),
-    Attr("grad_accum", "int", 1, "gradient accumulation steps", ge=1),
-    Attr("max_length", "int", 512, "tokens per example (prompt + completion)", ge=8),
+         "(5e-6 with an adapter), ... (docs/methods.md)", gt=0, warn_above=1.0),
+    Attr("epochs", "float", 1.0, "passes over the data", gt=0, le=10_000),
+    Attr("max_steps", "int", -1, "stop after this many optimiser steps (-1: use epochs)", ge=-1, le=_STEPS),
+    Attr("batch_size", "int", 8, "examples per device step", ge=1, le=_COUNT),
+    Attr("grad_accum", "int", 1, "gradient accumulation steps", ge=1, le=_COUNT),
+    Attr("max_length", "int", 512, "tokens per example (prompt + completion)", ge=8, le=_TOKENS),
     Attr("truncation", "enum", "keep_start", "an example over max_length: keep_start cuts its end, "
          "keep_end cuts the prompt's start, drop skips it", choices=("keep_start", "keep_end", "drop")),
     Attr("packing", "bool", False, "pack several examples into each max_length row (sequences stay "
          "isolated: each attends only to itself)"),
-    Attr("warmup", "float", 0.0, "warmup: a ratio when < 1, else a step count", ge=0),
+    Attr("warmup", "float", 0.0, "warmup: a ratio when < 1, else a step count", ge=0, le=_STEPS),
     Attr("scheduler", "enum", "linear", "learning-rate schedule", choices=("linear", "cosine", "constant")),
     Attr("optimizer", "enum", "adamw", "adamw, sgd, or adamw_8bit (bitsandbytes, CUDA only)",
          choices=("adamw", "sgd", "adamw_8bit")),
     Attr("weight_decay", "float", 0.0, "weight decay", ge=0),
     Attr("max_grad_norm", "float", 1.0, "gradient clipping norm", gt=0),
-    Attr("seed", "int", 0, "seed for data order, dropout and initialisation"),
+    Attr("seed", "int", 0, "seed for data order, dropout and initialisation", ge=0, le=_SEED),
     Attr("shuffle", "bool", True, "shuffle the rows each epoch; false trains in dataset order "
          "(curriculum: a curate ORDER BY)"),
     Attr("precision", "enum", "auto", "auto: bf16 on a GPU that supports it, else fp32",
@@ -233,16 +238,16 @@ _TRAIN_COMMON = (
          "(less memory, ~30% slower)"),
     Attr("device", "enum", "auto", "auto picks cuda, then mps, then cpu", choices=("auto", "cuda", "mps", "cpu")),
     Attr("eval_data", "dataset", None, "validation rows: their loss is logged every eval_steps"),
-    Attr("eval_steps", "int", 50, "measure the validation loss every N steps", ge=1),
+    Attr("eval_steps", "int", 50, "measure the validation loss every N steps", ge=1, le=_STEPS),
     Attr("patience", "int", None, "stop after this many validations without a better loss; the "
-         "best checkpoint is kept (needs eval_data)", ge=1),
+         "best checkpoint is kept (needs eval_data)", ge=1, le=_STEPS),
     Attr("save_steps", "int", None, "write a checkpoint every N steps; a rerun with the same key "
-         "resumes from the last one", ge=1, semantic=False),
-    Attr("save_limit", "int", 2, "checkpoints kept", ge=1, semantic=False),
+         "resumes from the last one", ge=1, le=_STEPS, semantic=False),
+    Attr("save_limit", "int", 2, "checkpoints kept", ge=1, le=_STEPS, semantic=False),
     Attr("report_to", "list[enum]", [], "trackers, writing under .ft/cache/runs/<node>: tensorboard, "
          "mlflow (a file store), wandb (offline mode)", choices=("tensorboard", "mlflow", "wandb"),
          semantic=False),
-    Attr("logging_steps", "int", 10, "log the loss every N steps", ge=1, semantic=False),
+    Attr("logging_steps", "int", 10, "log the loss every N steps", ge=1, le=_STEPS, semantic=False),
 )
 
 STEPS: dict[str, StepSpec] = {
@@ -258,7 +263,12 @@ STEPS: dict[str, StepSpec] = {
         signature=Signature("curate", (
             Attr("from", "list[dataset]", None, "the datasets the query reads, each a table named after "
                  "its block; default: the tables the query names"),
-        ), "A DuckDB SQL query over datasets, optionally split into named parts."),
+            Attr("deterministic", "bool", True, "false allows the clock, unseeded random() and DuckDB's "
+                 "own state in the query (refused otherwise); the block then reruns on every run: a "
+                 "per-run nonce replaces this flag in its cache key"),
+        ), "A DuckDB SQL query over datasets, optionally split into named parts. The output must "
+           "be a function of the input rows: no SET, PRAGMA, ATTACH, CALL, file reads; random() "
+           "only after a `SELECT setseed(x);` statement."),
         subblocks={"split": Signature("split", (
             Attr("by", "ident", REQUIRED, "the column whose hash decides the part"),
             Attr("seed", "int", 0, "changes the assignment"),
@@ -319,7 +329,9 @@ STEPS: dict[str, StepSpec] = {
         signature=Signature("export", (
             Attr("model", "model", REQUIRED, "the model to export"),
             Attr("merge", "bool", True, "merge adapters into the base weights"),
-            Attr("to", "outpath", REQUIRED, "folder the safetensors model is copied to", semantic=False),
+            Attr("to", "outpath", REQUIRED, "folder the safetensors model is copied to; ftlang replaces it "
+                 "only if it published it and it is unchanged since", semantic=False),
+            Attr("allow_outside", "bool", False, "allow a `to` outside the project folder", semantic=False),
         ), "A self-contained safetensors model folder that transformers loads."),
     ),
 }

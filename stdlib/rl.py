@@ -21,17 +21,19 @@ from typing import Any
 
 from ftlang.stdlib import modelio
 from ftlang.stdlib import template as templates
-from ftlang.stdlib.preference import Setup, _reference, setup, trl_settings
+from ftlang.stdlib.adapters import apply_adapter, load_base
 from ftlang.stdlib.pyfunc import load_function
 from ftlang.stdlib.spec import Artifact, Call, StepContext, StepError
-from ftlang.stdlib.train import (
-    apply_adapter,
+from ftlang.stdlib.trainer import (
+    TrlSetup,
     callbacks,
     clamp_length,
     fit,
-    load_base,
+    reference_model,
     report,
     save_trained,
+    trl_settings,
+    trl_setup,
 )
 
 PROMPT_COLUMN = "_ft_prompt"  # the untemplated prompt, handed to py() rewards as `prompts`
@@ -135,16 +137,16 @@ def dataset(data: Artifact, tpl: dict[str, Any]) -> Any:
 
 def run(ctx: StepContext) -> dict[str, Any]:
     p = ctx.params
-    s: Setup = setup(ctx)
+    s: TrlSetup = trl_setup(ctx)
     name, a = s.method.name, s.method.args
     train_ds = dataset(p["data"], s.template)
-    rewards = reward_functions(a.get("reward") or [], s.device)
+    rewards = reward_functions(a["reward"], s.device)
 
     from transformers import set_seed
 
     lm = load_base(s.src, s.adapter, s.device, ctx.cache,
-                   gradient_checkpointing=bool(p.get("gradient_checkpointing")))
-    max_length = clamp_length(ctx, lm, int(p.get("max_length") or 512))
+                   gradient_checkpointing=bool(p["gradient_checkpointing"]))
+    max_length = clamp_length(ctx, lm, int(p["max_length"]))
     set_seed(s.seed)
     lm = apply_adapter(lm, s.adapter, tokenizer_dir=modelio.tokenizer_folder(s.src))
     trainable = modelio.count_params(lm, trainable=True)
@@ -158,19 +160,19 @@ def run(ctx: StepContext) -> dict[str, Any]:
     history: list[dict[str, float]] = []
     evals: list[dict[str, float]] = []
     cbs = callbacks(ctx, history, evals, p)
-    new_tokens = int(a.get("max_new_tokens") or 16)
+    new_tokens = int(a["max_new_tokens"])
     if name in ("grpo", "rloo"):
-        g = int(a.get("generations") or 4)
+        g = int(a["generations"])
         # The batch counts completions: a whole number of groups of `generations`.
-        batch = max(g, -(-int(p.get("batch_size") or 8) // g) * g)
+        batch = max(g, -(-int(p["batch_size"]) // g) * g)
         kw["per_device_train_batch_size"] = batch
         common = dict(num_generations=g, max_completion_length=new_tokens,
-                      temperature=float(a.get("temperature") or 1.0), beta=float(a.get("beta") or 0.0),
+                      temperature=float(a["temperature"]), beta=float(a["beta"]),
                       generation_kwargs=gen_kwargs, shuffle_dataset=kw["train_sampling_strategy"] == "random")
         if name == "grpo":
             from trl import GRPOConfig, GRPOTrainer
 
-            config = GRPOConfig(**kw, **common, loss_type=a.get("loss") or "dapo")
+            config = GRPOConfig(**kw, **common, loss_type=a["loss"])
             trainer = GRPOTrainer(model=lm, reward_funcs=rewards, args=config, train_dataset=train_ds,
                                   processing_class=s.tokenizer, callbacks=cbs)
         else:
@@ -182,10 +184,10 @@ def run(ctx: StepContext) -> dict[str, Any]:
     elif name == "online_dpo":
         from trl.experimental.online_dpo import OnlineDPOConfig, OnlineDPOTrainer
 
-        config = OnlineDPOConfig(**kw, beta=[float(a.get("beta") or 0.1)], loss_type=a.get("loss") or "sigmoid",
+        config = OnlineDPOConfig(**kw, beta=[float(a["beta"])], loss_type=a["loss"],
                                  max_new_tokens=new_tokens, max_length=max_length,
-                                 temperature=float(a.get("temperature") or 0.9), generation_kwargs=gen_kwargs)
-        trainer = OnlineDPOTrainer(model=lm, ref_model=_reference(s, ctx), reward_funcs=rewards, args=config,
+                                 temperature=float(a["temperature"]), generation_kwargs=gen_kwargs)
+        trainer = OnlineDPOTrainer(model=lm, ref_model=reference_model(s, ctx), reward_funcs=rewards, args=config,
                                    train_dataset=train_ds, processing_class=s.tokenizer, callbacks=cbs)
     else:
         raise StepError(f"{name} is not an online RL method")

@@ -48,15 +48,15 @@ def score(ctx: StepContext, artifact: Artifact, prompts: list[str], refs: list[s
     p = ctx.params
     tokenizer = modelio.load_tokenizer(artifact)
     lm = modelio.load_model(artifact, merged=True)
-    if p.get("objective") == "clm":
+    if p["objective"] == "clm":
         tpl: dict[str, Any] = {"style": "plain", "system": "", "separator": ""}
     else:
         tpl = modelio.template_of(artifact) or templates.load(None)
     max_length = int(getattr(lm.config, "max_position_embeddings", None) or 2048)
-    batch_size = int(p.get("batch_size") or 16)
-    metric = p.get("metric") or "loss"
+    batch_size = int(p["batch_size"])
+    metric = p["metric"]
     if metric == "exact_match":
-        outs = evaluate.generate(lm, tokenizer, tpl, prompts, int(p.get("max_new_tokens") or 32),
+        outs = evaluate.generate(lm, tokenizer, tpl, prompts, int(p["max_new_tokens"]),
                                  batch_size, max_length)
         hits = sum(evaluate.normalize(o, True) == evaluate.normalize(r, True) for o, r in zip(outs, refs))
         return hits / len(refs)
@@ -65,20 +65,22 @@ def score(ctx: StepContext, artifact: Artifact, prompts: list[str], refs: list[s
 
 
 def run(ctx: StepContext) -> dict[str, Any]:
-    from ftlang.stdlib.train import read_columns
+    from ftlang.stdlib.examples import read_columns
 
     p = ctx.params
     models: list[Artifact] = list(p["models"])
     if not models:
         raise StepError("select has no candidates")
-    mode = p.get("mode") or "min"
+    mode = p["mode"]
+    # .get: the compiler always sets objective and limit (select.SPEC), but
+    # tests/test_compiler_select_step.py builds a context without them.
     if p.get("objective") == "clm":
-        tf = p.get("text_field") or "text"
+        tf = p["text_field"]
         cols = read_columns(p["data"], [tf], limit=p.get("limit"))
         texts = [str(t) for t in cols[tf] if t is not None]
         prompts, refs = [""] * len(texts), texts
     else:
-        pf, cf = p.get("prompt_field") or "prompt", p.get("completion_field") or "completion"
+        pf, cf = p["prompt_field"], p["completion_field"]
         cols = read_columns(p["data"], [pf, cf], limit=p.get("limit"))
         pairs = [(str(a), str(b)) for a, b in zip(cols[pf], cols[cf]) if a is not None and b is not None]
         prompts, refs = [a for a, _ in pairs], [b for _, b in pairs]
@@ -88,13 +90,13 @@ def run(ctx: StepContext) -> dict[str, Any]:
     for i, art in enumerate(models):
         ctx.progress(i, len(models), f"measuring {art.node}")
         scores[art.node] = round(score(ctx, art, prompts, refs), 6)
-        ctx.log(f"{art.node}: {p.get('metric') or 'loss'} {scores[art.node]:g}")
+        ctx.log(f"{art.node}: {p['metric']} {scores[art.node]:g}")
     ctx.progress(len(models), len(models), "done")
     best = min(scores.values()) if mode == "min" else max(scores.values())
     winner = next(a for a in models if scores[a.node] == best)  # ties: the first point
     copy_artifact(winner, ctx)
     ctx.log(f"selected {winner.node}")
-    return {"selected": winner.node, "scores": scores, "metric": p.get("metric") or "loss", "mode": mode}
+    return {"selected": winner.node, "scores": scores, "metric": p["metric"], "mode": mode}
 
 
 def copy_artifact(winner: Artifact, ctx: StepContext) -> None:

@@ -19,6 +19,11 @@ class _Required:
 
 REQUIRED: Any = _Required()
 
+# Every int value must lie within +-INT_LIMIT unless its Attr declares tighter bounds:
+# beyond 2**53 an int no longer survives a float (JSON readers, the ledger, torch's
+# float schedules), and nothing a pipeline counts (steps, tokens, ranks) gets near it.
+INT_LIMIT = 2**53
+
 
 @dataclass(frozen=True)
 class Attr:
@@ -38,6 +43,7 @@ class Attr:
     gt: float | None = None  # exclusive lower bound
     le: float | None = None  # inclusive upper bound
     choices: tuple[str, ...] = ()
+    warn_above: float | None = None  # legal, but above this a value is most likely a mistake
 
     @property
     def required(self) -> bool:

@@ -9,7 +9,47 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ftlang.stdlib.spec import Artifact, StepContext
+from ftlang.stdlib.spec import Artifact, Call, Signature, StepContext
+
+
+def complete(kind: str, params: dict[str, Any]) -> dict[str, Any]:
+    """`params` with every declared default filled in, call arguments included, as the
+    compiler passes them (StepContext.params is complete: steps read p["name"])."""
+    from ftlang.stdlib.registry import STEPS
+    from ftlang.stdlib.select import SPEC as SELECT
+
+    spec = SELECT if kind == "select" else STEPS.get(kind)
+    if spec is None:
+        return dict(params)
+    out = _fill(spec.signature, params)
+    for sub in spec.subblocks:
+        out.setdefault(sub, None)
+    return out
+
+
+def _fill(sig: Signature, given: dict[str, Any]) -> dict[str, Any]:
+    from ftlang.compiler.types import default_value
+
+    out = dict(given)
+    for a in sig.attrs:
+        if a.name in out:
+            out[a.name] = _fill_value(a.type, out[a.name])
+        elif not a.required:  # a missing required one fails in the step, as it should
+            out[a.name] = default_value(a)
+    return out
+
+
+def _fill_value(t: str, value: Any) -> Any:
+    """Calls nested anywhere in a value (lora inside dpo, py(...) in a reward list)."""
+    from ftlang.stdlib.registry import CALLS
+
+    if t.startswith("list[") and isinstance(value, list):
+        return [_fill_value(t[5:-1], v) for v in value]
+    if t.startswith("call[") and isinstance(value, (str, Call)):
+        call = value if isinstance(value, Call) else Call(value, {})  # a bare name: `method = full`
+        sig = CALLS[t[5:-1]].get(call.name)
+        return Call(call.name, _fill(sig, call.args)) if sig is not None else call
+    return value
 
 
 def digest(folder: Path) -> str:
@@ -34,10 +74,12 @@ class Store:
         self.n = 0
 
     def ctx(self, node: str, params: dict[str, Any]) -> StepContext:
+        """A context for the step of `node`'s kind ("train.sft": train), defaults filled."""
         self.n += 1
         out = self.root / f"tmp{self.n}"
         out.mkdir()
-        return StepContext(node=node, name=node.split(".", 1)[1], params=params, out=out,
+        kind, name = node.split(".", 1)
+        return StepContext(node=node, name=name, params=complete(kind, params), out=out,
                            project=self.root, cache=self.root / "cache", log=self.logs.append)
 
     def commit(self, ctx: StepContext, port: str | None = None) -> Artifact:

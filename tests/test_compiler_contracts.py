@@ -132,4 +132,5 @@ def test_a_schema_alone_is_a_lower_bound(project: Path) -> None:
 
 def test_complex_queries_are_not_second_guessed(project: Path) -> None:
     compile_(project, 'curate c { sql "SELECT COLUMNS(\'p.*\') FROM tasks" }\ntrain t { from = base, data = c }\n')
-    compile_(project, 'curate c { sql "SELECT list_transform([1], x -> x + 1) AS prompt, completion FROM tasks" }\n')
+    # DuckDB 2.0's lambda syntax (`x -> x + 1` is a bind error: tests/test_curate_determinism.py)
+    compile_(project, 'curate c { sql "SELECT list_transform([1], lambda x: x + 1) AS prompt, completion FROM tasks" }\n')

@@ -171,6 +171,42 @@ def test_imported_name_clashing_with_a_local_one(project: Path) -> None:
     assert got == ["FT0103 the name `chat` is defined twice"]
 
 
+LIB = ('ft 0.1\ndataset corpus { source = jsonl("data/corpus.jsonl") }\n'
+       "model base { init = tiny(data = corpus) }\n"
+       "template chat = chatml()\n"
+       "train sft { from = base, data = corpus, objective = clm }\n"
+       'dataset tasks { source = jsonl("data/tasks.jsonl") }\n'
+       "eval report {\n  models = [base, sft]\n  data = tasks\n  assert sft.loss < base.loss\n}\n")
+
+
+def raw_errors(project: Path, text: str) -> list[str]:
+    with pytest.raises(FtError) as info:
+        compile_source("ft 0.1\n" + text, "p.ft", project)
+    return [f"{d.code} {d.message}" for d in info.value.diagnostics]
+
+
+def test_an_import_hides_what_it_was_not_asked_for(project: Path) -> None:
+    (project / "lib.ft").write_text(LIB)
+    got = raw_errors(project, 'use "./lib.ft" { sft }\ntrain mine { from = base, data = corpus, objective = clm }\n')
+    assert got == ["FT0117 `base` is not imported", "FT0117 `corpus` is not imported"], got
+    # Asked for by name, they are visible; what `sft` needs still comes along either way.
+    p = compile_source('ft 0.1\nuse "./lib.ft" { sft, base, corpus }\n'
+                       "train mine { from = base, data = corpus, objective = clm }\n", "p.ft", project)
+    assert {"train.sft", "model.base", "dataset.corpus", "train.mine"} <= set(p.nodes)
+
+
+def test_a_local_name_clashing_with_a_hidden_dependency_says_why(project: Path) -> None:
+    (project / "lib.ft").write_text(LIB.replace("data = corpus, objective = clm", "data = tasks, template = chat"))
+    got = raw_errors(project, 'use "./lib.ft" { sft }\ntemplate chat = plain()\n')
+    assert got == ["FT0103 the name `chat` is also a block of ./lib.ft, which the imported `sft` uses"], got
+
+
+def test_an_imported_assert_keeps_its_text(project: Path) -> None:
+    (project / "lib.ft").write_text(LIB)
+    p = compile_source('ft 0.1\nuse "./lib.ft" { report }\n', "p.ft", project)
+    assert [a.text for a in p.nodes["eval.report"].asserts] == ["sft.loss < base.loss"]
+
+
 def test_syntax_error_in_an_imported_file(project: Path) -> None:
     (project / "lib.ft").write_text("ft 0.1\ntemplate chat = \n")
     with pytest.raises(FtError) as info:
@@ -219,7 +255,7 @@ def test_secret_env_values_stay_out_of_keys(project: Path, monkeypatch: pytest.M
 ])
 def test_env_mistakes(project: Path, value: str, message: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("FT_TEST_UNSET", raising=False)
-    assert errors(project, f'model m {{ hub = {value}, revision = "x" }}\n') == [message]
+    assert errors(project, f'model m {{ hub = {value}, revision = "4e20de3" }}\n') == [message]
 
 
 def test_env_number_checks(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:

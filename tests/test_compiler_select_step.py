@@ -90,7 +90,7 @@ eval report {
 ''')
     out = run_ft("run", "p.ft", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
-    state = {p.stem: json.loads(p.read_text())["digest"] for p in (tmp_path / ".ft" / "state").glob("*.json")}
+    state = {p.stem: json.loads(p.read_text())["digest"] for p in (tmp_path / ".ft" / "state" / "p.ft").glob("*.json")}
     assert state["select.sft"] in (state["train.sft[lr=1e-3]"], state["train.sft[lr=0.01]"])
     again = run_ft("run", "p.ft", cwd=tmp_path)
     assert "nothing to do" in again.stderr

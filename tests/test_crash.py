@@ -151,7 +151,8 @@ def test_sigkill_during_training(tmp_path: Path) -> None:
     assert keys(proj) == expected  # bitwise the same model as an uninterrupted run
 
 
-def test_ctrl_c_stops_cleanly_and_the_next_run_resumes(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_ctrl_c_and_sigterm_stop_cleanly_and_the_next_run_resumes(tmp_path: Path, sig: int, code: int) -> None:
     proj = tmp_path / "p"
     write_big(proj / "data" / "big.jsonl", 300_000)
     (proj / "p.ft").write_text(DATA_FT)
@@ -162,10 +163,12 @@ def test_ctrl_c_stops_cleanly_and_the_next_run_resumes(tmp_path: Path) -> None:
     while not marker():
         assert proc.poll() is None and time.monotonic() < deadline
         time.sleep(0.002)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130
+    assert proc.returncode == code, err
     assert "interrupted" in err and "Traceback" not in err
+    runs = run_ft("runs", "p.ft", cwd=proj).stdout
+    assert "interrupted" in runs, runs  # recorded in the ledger like any run
     assert "dataset.big" in keys(proj) and "curate.heavy" not in keys(proj)
     assert_no_partial_artifact(proj)
     again = run_ft("run", "p.ft", cwd=proj)

@@ -53,3 +53,13 @@ def test_language_md_covers_every_block_and_attribute() -> None:
         for name in table:
             assert f"#### `{name}`" in text
     assert "stdlib.methods" in text and "method dora(" in text
+
+
+def test_every_module_is_named_in_its_package_readme() -> None:
+    root = ROOT
+    missing = []
+    for pkg in ("lang", "compiler", "runtime", "stdlib"):
+        readme = (root / pkg / "README.md").read_text()
+        missing += [f"{pkg}/{m.name}" for m in sorted((root / pkg).glob("*.py"))
+                    if m.name != "__init__.py" and not re.search(rf"`{m.stem}(\.py)?[`.]", readme)]
+    assert not missing, f"not in their package README: {missing}"

@@ -81,8 +81,10 @@ def add_tasks(root: Path, start: int, n: int) -> None:
 
 def test_tiny_pipeline_runs_then_reruns_exactly_the_dependants(tmp_path: Path) -> None:
     proj = make_project(tmp_path / "p")
-    first = run_ft("run", "p.ft", cwd=proj)
+    # Colour on, as in a real terminal: every status word (export included) must paint.
+    first = run_ft("run", "p.ft", "--color", "always", cwd=proj)
     assert first.returncode == 0, first.stderr
+    assert "Traceback" not in first.stderr and "\x1b[35mexport" in first.stderr
     assert set(statuses(first.stderr).values()) == {"done"}
     assert "exact_match" in first.stderr  # the eval table is printed
     out = proj / "out" / "release"

@@ -40,10 +40,10 @@ def test_yaml_booleans(project: Path, word: str, fixed: str) -> None:
 
 @pytest.mark.parametrize("body, code, help_part", [
     ("train t {\n  lr: 2e-4\n}\n", "FT0005", "write `lr = 2e-4`"),
-    ('model m {\n  hub = Qwen/Qwen2.5-0.5B\n  revision = "x"\n}\n', "FT0116", 'write `hub = "Qwen/Qwen2.5-0.5B"`'),
-    ('model m {\n  hub = meta-llama/Llama-3.2-1B\n  revision = "x"\n}\n', "FT0116", "meta-llama/Llama-3.2-1B"),
+    ('model m {\n  hub = Qwen/Qwen2.5-0.5B\n  revision = "4e20de3"\n}\n', "FT0116", 'write `hub = "Qwen/Qwen2.5-0.5B"`'),
+    ('model m {\n  hub = meta-llama/Llama-3.2-1B\n  revision = "4e20de3"\n}\n', "FT0116", "meta-llama/Llama-3.2-1B"),
     ("train t {\n  data = ${DATA}\n}\n", "FT0007", 'env("DATA")'),
-    ('model m {\n  hub = "${HUB}/x"\n  revision = "x"\n}\n', "FT0007", 'env("HUB")'),
+    ('model m {\n  hub = "${HUB}/x"\n  revision = "4e20de3"\n}\n', "FT0007", 'env("HUB")'),
     ("train t {\n  lr =\n}\n", "FT0006", "write a value"),
     ("train t {\n  from = base\n  from = base\n}\n", "FT0108", "keep one"),
     ("train t {\n  lr = \"2e-4\"\n}\n", "FT0106", "without quotes"),
@@ -68,7 +68,7 @@ def test_habits(project: Path, body: str, code: str, help_part: str | None) -> N
 
 def test_duplicate_block_names_show_both_places(project: Path) -> None:
     with pytest.raises(FtError) as info:
-        compile_source(HEAD + 'model base { hub = "a/b", revision = "x" }\n', "p.ft", project)
+        compile_source(HEAD + 'model base { hub = "a/b", revision = "4e20de3" }\n', "p.ft", project)
     (d,) = info.value.diagnostics
     assert d.code == "FT0103" and [lb.span.line for lb in d.labels] == [4, 3]
 

@@ -97,8 +97,8 @@ def test_prompt_tuned_model_evaluates_and_exports(store: Store, warm: Artifact,
         "prompt_field": "prompt", "completion_field": "completion", "max_new_tokens": 4, "limit": 8,
         "batch_size": 4})
     assert meta["models"]["pt"]["loss"] > 0
-    to = store.root / "pt-export"
-    store.run(export.run, "export.pt", {"model": art, "merge": True, "to": to})
+    exported, _ = store.run(export.run, "export.pt", {"model": art, "merge": True, "to": store.root / "pt"})
+    to = exported.path
     assert (to / "adapter" / "adapter_config.json").is_file() and (to / "config.json").is_file()
     with pytest.raises(StepError, match="prompt- or prefix-tuned"):
         _train(store, art, data, "on_pt", LORA, max_steps=1)

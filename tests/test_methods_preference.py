@@ -208,11 +208,11 @@ def test_reward_model_ranks_pairs_and_rlhf_raises_the_reward(project: tuple[Path
     from ftlang.stdlib.spec import StepContext
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    to = root / "out" / "rm"
-    ctx = StepContext(node="export.rm", name="rm", params={"model": art, "merge": True, "to": to},
+    ctx = StepContext(node="export.rm", name="rm", params={"model": art, "merge": True, "to": root / "out"},
                       out=root / "rm-export-tmp", project=root, cache=root / ".ft" / "cache")
     ctx.out.mkdir()
     export.run(ctx)
+    to = ctx.out  # the step's artifact folder: what the runtime publishes
     clf = AutoModelForSequenceClassification.from_pretrained(to)
     tok = AutoTokenizer.from_pretrained(to)
     good = tok(["Reverse: cat dog sun\nsun dog cat<|endoftext|>"], return_tensors="pt")

@@ -252,7 +252,8 @@ def test_compare_and_report_never_import_torch(project: dict[str, object]) -> No
 
 
 def test_graph_layout_and_ticks() -> None:
-    from ftlang.runtime.report import graph_svg, layout, nice_ticks
+    from ftlang.runtime.report_charts import nice_ticks
+    from ftlang.runtime.report_graph import graph_svg, layout
 
     nodes = ["dataset.a", "dataset.b", "curate.c", "model.m", "train.t[lr=1]", "train.t[lr=2]", "eval.e"]
     edges = [("dataset.a", "curate.c"), ("dataset.b", "curate.c"), ("dataset.a", "model.m"),
@@ -272,7 +273,8 @@ def test_graph_layout_and_ticks() -> None:
 
 
 def test_training_curves_show_held_out_loss_dashed(tmp_path: Path) -> None:
-    from ftlang.runtime.report import Run, training_section
+    from ftlang.runtime.report_data import Run
+    from ftlang.runtime.report_sections import training_section
 
     def node(name: str, meta: dict[str, object]) -> dict[str, object]:
         return {"node": name, "kind": "train", "status": "ran", "seconds": 1.0, "digest": None,

@@ -47,8 +47,10 @@ def project(tmp_path: Path) -> Path:
 
 
 def statuses(out: str) -> dict[str, str]:
+    import re
+
     res = {}
-    for line in out.splitlines():
+    for line in re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", out).splitlines():
         parts = line.split()
         if len(parts) >= 2 and parts[0] in ("cached", "done", "failed", "skipped", "run", "pending"):
             if parts[0] == "run":

@@ -247,12 +247,14 @@ def test_eval_computes_metrics(store: Store, base: Artifact, lora: tuple[Artifac
 
 def test_export_loads_with_transformers(store: Store, lora: tuple[Artifact, dict[str, Any]]) -> None:
     import torch
+    from ftlang.runtime.publish import publish
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     sft, _ = lora
     to = store.root / "exports" / "release"
     art, meta = store.run(export.run, "export.release", {"model": sft, "merge": True, "to": to})
-    assert meta["to"] == str(to) and meta["params"] > 0
+    assert meta["params"] > 0 and not to.exists()  # the step builds; the runtime publishes
+    assert publish(art.path, to, art.digest, "export.release")
     lm = AutoModelForCausalLM.from_pretrained(to)
     tok = AutoTokenizer.from_pretrained(to)
     assert sum(p.numel() for p in lm.parameters()) == meta["params"]
@@ -260,8 +262,9 @@ def test_export_loads_with_transformers(store: Store, lora: tuple[Artifact, dict
     with torch.no_grad():
         expected = modelio.load_model(sft, merged=True)(input_ids=ids).logits
         assert torch.allclose(lm(input_ids=ids).logits, expected, atol=1e-5)
-    # A second export replaces the first in place; no temp dirs are left behind.
-    store.run(export.run, "export.release", {"model": sft, "merge": False, "to": to})
+    # A second export replaces the first (ftlang's own, untouched); no temp dirs are left behind.
+    art2, _ = store.run(export.run, "export.release", {"model": sft, "merge": False, "to": to})
+    assert publish(art2.path, to, art2.digest, "export.release")
     assert sorted(p.name for p in to.parent.iterdir()) == ["release"]
     # Unmerged: the folder is the base model, adapter/ applies the adapter on top.
     from peft import PeftModel
@@ -273,11 +276,14 @@ def test_export_loads_with_transformers(store: Store, lora: tuple[Artifact, dict
 
 
 def test_export_refuses_to_replace_a_user_folder(store: Store, lora: tuple[Artifact, dict[str, Any]]) -> None:
+    from ftlang.runtime.publish import PublishError, publish
+
     to = store.root / "precious"
     to.mkdir()
     (to / "notes.txt").write_text("keep me")
-    with pytest.raises(StepError, match="non-empty"):
-        export.run(store.ctx("export.bad", {"model": lora[0], "merge": True, "to": to}))
+    art, _ = store.run(export.run, "export.bad", {"model": lora[0], "merge": True, "to": to})
+    with pytest.raises(PublishError, match="non-empty"):
+        publish(art.path, to, art.digest, "export.bad")
     assert (to / "notes.txt").read_text() == "keep me"
 
 

@@ -1,0 +1,184 @@
+"""Which weights train, and the model they train on.
+
+In:  a method call (full, lora(...) with or without quant, ia3(...), prompt_tuning(...),
+     prefix_tuning(...), or a preference/RL method carrying one in `adapter`), and the
+     model artifact to start from.
+Out: the loaded base model (adapters below it merged; 4- or 8-bit for lora(quant = ...);
+     a one-logit classification head for reward models), then the same model with the
+     adapter attached (`apply_adapter`), ready for a Trainer.
+
+Call arguments are complete (the compiler fills every declared default), so they are read
+as `a["r"]`, never with a second copy of the default.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from ftlang.stdlib import modelio, registry
+from ftlang.stdlib.spec import Artifact, Call, StepError
+
+
+def adapter_of(method: Call) -> Call:
+    """What trains: the method itself (full, lora, ...) or a preference method's `adapter`."""
+    if method.name in registry.ADAPTERS:
+        return method
+    adapter: Call = method.args["adapter"]
+    return adapter
+
+
+def peft_config(adapter: Call, task_type: str = "CAUSAL_LM", tokenizer_dir: Path | None = None) -> Any:
+    """The peft config of an adapter call; None for full fine-tuning."""
+    a = adapter.args
+    if adapter.name == "full":
+        return None
+    if adapter.name == "lora":
+        from peft import LoraConfig
+
+        r = int(a["r"])
+        return LoraConfig(
+            r=r, lora_alpha=2 * r if a["alpha"] is None else int(a["alpha"]),  # declared: None means 2 * r
+            lora_dropout=float(a["dropout"]), target_modules=a["target_modules"], bias=a["bias"],
+            use_rslora=bool(a["rslora"]), use_dora=bool(a["dora"]), task_type=task_type)
+    if adapter.name == "ia3":
+        from peft import IA3Config
+
+        return IA3Config(task_type=task_type, target_modules=a["target_modules"],
+                         feedforward_modules=a["feedforward_modules"])
+    if adapter.name == "prompt_tuning":
+        from peft import PromptTuningConfig, PromptTuningInit
+
+        text = a["init_text"]
+        return PromptTuningConfig(
+            task_type=task_type, num_virtual_tokens=int(a["tokens"]),
+            prompt_tuning_init=PromptTuningInit.TEXT if text else PromptTuningInit.RANDOM,
+            prompt_tuning_init_text=text or None,
+            tokenizer_name_or_path=str(tokenizer_dir) if text and tokenizer_dir else None)
+    if adapter.name == "prefix_tuning":
+        from peft import PrefixTuningConfig
+
+        return PrefixTuningConfig(task_type=task_type, num_virtual_tokens=int(a["tokens"]),
+                                  prefix_projection=bool(a["projection"]))
+    raise StepError(f"{adapter.name}(...) is not an adapter", hint=f"use one of {', '.join(registry.ADAPTERS)}")
+
+
+def apply_adapter(lm: Any, adapter: Call, task_type: str = "CAUSAL_LM",
+                  tokenizer_dir: Path | None = None) -> Any:
+    """The model with the adapter attached (only its weights train), or every weight
+    trainable for `full`."""
+    config = peft_config(adapter, task_type, tokenizer_dir)
+    if config is None:
+        for param in lm.parameters():
+            param.requires_grad_(True)
+        return lm
+    from peft import get_peft_model
+
+    try:
+        with modelio.quiet_peft():
+            return get_peft_model(lm, config)
+    except (ValueError, TypeError, KeyError) as e:  # e.g. target modules the model does not have
+        raise StepError(f"{adapter.name}: {e}",
+                        hint='target_modules = "all-linear" works for any model' if adapter.name == "lora"
+                        else "set target_modules to module names the model has") from e
+
+
+def full_weights_folder(src: Artifact, cache: Path) -> Path:
+    """A folder with the model's plain weights, for loaders that need one (quantisation,
+    a classification head): the artifact itself, its link, or for an adapter the merged
+    model, written once under cache/merged/<digest>."""
+    meta = modelio.read_meta(src)
+    if meta["type"] != "adapter":
+        return modelio.weights_folder(src)
+    folder = cache / "merged" / src.digest
+    if not (folder / "config.json").is_file():
+        lm = modelio.load_model(src, merged=True)
+        if not modelio.is_plain(lm):
+            raise StepError("a prompt- or prefix-tuned model cannot be merged into plain weights",
+                            hint="train from its base model instead")
+        tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        modelio.save_full(lm, modelio.load_tokenizer(src), tmp, template=None)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(folder, ignore_errors=True)
+        os.replace(tmp, folder)
+    return folder
+
+
+def _bnb_config(quant: str, double: bool, device: str) -> Any:
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError as e:
+        raise StepError("quantised training needs bitsandbytes", hint="pip install bitsandbytes==0.50.2") from e
+    if quant == "int8":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    compute = torch.bfloat16 if device == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=quant, bnb_4bit_use_double_quant=double,
+                              bnb_4bit_compute_dtype=compute, bnb_4bit_quant_storage=torch.uint8)
+
+
+def keep_cpu_4bit_gradients(lm: Any) -> int:
+    """bitsandbytes 0.50.2 on CPU repacks Linear4bit weights for inference at the first
+    eval-mode forward without grad, and from then on drops input gradients silently
+    (STACK.md). Turning the repack off keeps QLoRA training correct. Returns the count."""
+    try:
+        import bitsandbytes as bnb
+    except ImportError:
+        return 0
+    n = 0
+    for m in lm.modules():
+        if isinstance(m, bnb.nn.Linear4bit):
+            m.support_avx512bf16_for_cpu = False
+            n += 1
+    return n
+
+
+def load_base(src: Artifact, adapter: Call, device: str, cache: Path, *, head: str = "causal",
+              gradient_checkpointing: bool = False) -> Any:
+    """The model to train from: adapters below merged; quantised for lora(quant = ...);
+    with a one-logit classification head for head = "reward"."""
+    import torch
+
+    quant = adapter.args["quant"] if adapter.name == "lora" else "none"
+    if modelio.is_classifier(src):
+        raise StepError(f"{src.node} is a reward model (a sequence classifier), not a language model",
+                        hint="train from the model the reward model was trained from")
+    if head == "reward" and quant != "none":
+        raise StepError("reward_model trains without quantisation (its head is saved as full weights)",
+                        hint="use adapter = lora(...) without quant")
+    if head == "causal" and quant == "none":
+        lm = modelio.load_model(src, merged=True)
+        if not modelio.is_plain(lm):
+            raise StepError("cannot train on top of a prompt- or prefix-tuned model",
+                            hint="train from its base model, or export it with merge = false")
+        return lm
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    modelio.quiet()
+    folder = full_weights_folder(src, cache)
+    kwargs: dict[str, Any] = {"dtype": torch.float32}
+    if quant != "none":
+        kwargs["quantization_config"] = _bnb_config(quant, bool(adapter.args["double_quant"]), device)
+        kwargs["device_map"] = {"": 0} if device == "cuda" else {"": "cpu"}
+    if head == "reward":
+        tok = modelio.load_tokenizer(src)
+        kwargs.update(num_labels=1, pad_token_id=tok.pad_token_id)
+        cls = AutoModelForSequenceClassification
+    else:
+        cls = AutoModelForCausalLM
+    try:
+        lm = cls.from_pretrained(str(folder), **kwargs)
+    except (OSError, ValueError) as e:
+        raise StepError(f"cannot load the model: {e}", path=folder) from e
+    if quant != "none":
+        from peft import prepare_model_for_kbit_training
+
+        keep_cpu_4bit_gradients(lm)
+        with modelio.quiet_peft():
+            lm = prepare_model_for_kbit_training(lm, use_gradient_checkpointing=gradient_checkpointing)
+    return lm

@@ -1,0 +1,46 @@
+"""ir.walk / ir.transform: the one walk every pass uses over resolved values."""
+
+from __future__ import annotations
+
+from ftlang.compiler.ir import (
+    DESCEND,
+    FileValue,
+    RefValue,
+    Splice,
+    SweepValue,
+    files_in,
+    refs_in,
+    transform,
+    walk,
+)
+from ftlang.stdlib.spec import Call
+
+VALUE = {
+    "data": RefValue("curate.clean", "train"),
+    "method": Call("lora", {"r": SweepValue((8, 16), ("8", "16"), name="rank"), "target_modules": ("q", "v")}),
+    "models": [RefValue("model.base", many=True), RefValue("train.sft", many=True)],
+    "source": Call("jsonl", {"path": FileValue("d.jsonl", "/p/d.jsonl")}),
+}
+
+
+def test_walk_visits_everything_with_the_name_it_sits_at() -> None:
+    seen = [(n, v) for n, v in walk(VALUE) if not isinstance(v, (dict, list, tuple, Call))]
+    assert ("data", RefValue("curate.clean", "train")) in seen
+    assert ("rank", 8) in seen and ("rank", 16) in seen  # a sweep's own name wins
+    assert ("target_modules", "q") in seen and ("models", RefValue("train.sft", many=True)) in seen
+    assert [f.rel for f in files_in(VALUE)] == ["d.jsonl"]
+    assert [r.node for r in refs_in(VALUE)] == ["curate.clean", "model.base", "train.sft"]
+
+
+def test_transform_rebuilds_keeps_shapes_and_splices() -> None:
+    def fn(v: object) -> object:
+        if isinstance(v, RefValue) and v.many:
+            return Splice([v, v])
+        if isinstance(v, SweepValue):
+            return v.values[0]
+        return DESCEND
+
+    out = transform(VALUE, fn)
+    assert out["method"] == Call("lora", {"r": 8, "target_modules": ("q", "v")})  # tuples stay tuples
+    assert [r.node for r in out["models"]] == ["model.base"] * 2 + ["train.sft"] * 2
+    assert out["data"] is VALUE["data"] and VALUE["method"].args["r"].values == (8, 16)  # input untouched

@@ -1,0 +1,91 @@
+"""Broken surroundings give one clear line, never a traceback, and leave the cache valid:
+a full disk, a read-only `.ft/`, a garbage ledger."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from conftest import run_ft
+from fsfaults import fill, read_only, small_disk
+from test_runtime import PIPELINE, write_rows
+
+pytestmark = pytest.mark.e2e
+
+# Free bytes left on the disk when the run starts: each level fails at a different write
+# (objects, keys, state, stat cache, ledger, lockfile) or just fits.
+DISK_LEVELS = [0, 8 << 10, 64 << 10, 256 << 10]
+
+
+def keys(proj: Path) -> dict[str, str]:
+    return {(d := json.loads(k.read_text()))["node"]: d["digest"] for k in (proj / ".ft" / "keys").rglob("*.json")}
+
+
+def make(root: Path) -> Path:
+    (root / "data").mkdir(parents=True, exist_ok=True)
+    write_rows(root / "data" / "tasks.jsonl", 3000)
+    (root / "p.ft").write_text(PIPELINE)
+    return root
+
+
+def one_clear_line(out: str) -> None:
+    assert "Traceback" not in out and 'File "' not in out, out
+
+
+def disk_full_case(tmp_path: Path, leave: int) -> str:
+    """Runs on a full disk, frees it, reruns; returns what the failing run printed."""
+    expected = tmp_path / "reference"
+    make(expected)
+    assert run_ft("run", "p.ft", cwd=expected).returncode == 0
+    with small_disk(tmp_path / "disk", 4096) as disk:
+        proj = make(disk / "proj")
+        filler = fill(disk, leave)
+        out = run_ft("run", "p.ft", cwd=proj)
+        assert out.returncode in (0, 1), out.stderr
+        one_clear_line(out.stdout + out.stderr)
+        filler.unlink()
+        verify = run_ft("verify", "p.ft", cwd=proj)
+        assert verify.returncode == 0, verify.stdout  # what was committed is whole
+        again = run_ft("run", "p.ft", cwd=proj)
+        assert again.returncode == 0, again.stderr
+        assert keys(proj) == keys(expected)
+        shutil.rmtree(proj)
+        return out.stderr
+
+
+@pytest.mark.parametrize("leave", DISK_LEVELS)
+def test_a_full_disk_is_one_line_and_the_cache_stays_valid(tmp_path: Path, leave: int) -> None:
+    err = disk_full_case(tmp_path, leave)
+    if leave == 0:
+        assert "No space left on device" in err, err
+
+
+def test_a_read_only_cache(tmp_path: Path) -> None:
+    proj = make(tmp_path / "p")
+    assert run_ft("run", "p.ft", cwd=proj).returncode == 0
+    with read_only(proj / ".ft"):
+        for cmd, code in (("status", 0), ("plan", 0), ("runs", 0), ("run", 1), ("gc", 1)):
+            out = run_ft(cmd, "p.ft", cwd=proj)
+            assert out.returncode == code, (cmd, out.stdout, out.stderr)
+            one_clear_line(out.stdout + out.stderr)
+            if code:
+                assert out.stderr.startswith("error: ") and "Read-only file system" in out.stderr, (cmd, out.stderr)
+    assert run_ft("verify", "p.ft", cwd=proj).returncode == 0
+
+
+def test_a_garbage_ledger(tmp_path: Path) -> None:
+    proj = make(tmp_path / "p")
+    assert run_ft("run", "p.ft", cwd=proj).returncode == 0
+    (proj / ".ft" / "ledger.duckdb").write_bytes(b"this is not a database" * 100)
+    for cmd in ("runs", "gc", "show"):
+        out = run_ft(cmd, "p.ft", cwd=proj)
+        assert out.returncode == 1 and "the run ledger" in out.stderr and "cannot be read" in out.stderr, \
+            (cmd, out.stderr)
+        one_clear_line(out.stdout + out.stderr)
+    status = run_ft("status", "p.ft", cwd=proj)
+    assert status.returncode == 0 and "last run: unknown" in status.stdout, status.stdout + status.stderr
+    run = run_ft("run", "p.ft", "--force", "clean", cwd=proj)  # the run itself goes on, and says so
+    assert run.returncode == 0 and "could not write the run ledger" in run.stderr, run.stderr
+    one_clear_line(run.stderr)
