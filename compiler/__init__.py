@@ -5,41 +5,119 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ftlang.compiler.ir import Node, Program
 
 
-def compile_source(text: str, file: str | Path, project: Path | None = None) -> Program:
-    from ftlang.compiler import check, contracts, graph, outputs, sweeps, symbols, types
-    from ftlang.lang.diagnostics import FtError
+@dataclass
+class Compilation:
+    """The one state the passes read and extend, in order."""
+
+    text: str
+    file: str
+    project: Path
+    module: Any = None  # lang.ast.Module
+    ctx: Any = None  # types.Ctx: symbols, diagnostics, sources
+    nodes: dict[str, Node] = field(default_factory=dict)
+    graph: Any = None  # networkx.DiGraph over node ids
+    cyclic: bool = False
+
+
+@dataclass(frozen=True)
+class Pass:
+    name: str  # "module.function", as compiler/README.md lists it
+    run: Callable[[Compilation], None]
+
+
+def _parse(c: Compilation) -> None:
     from ftlang.lang.parser import parse
 
-    file = str(file)
-    project = project or Path(file).resolve().parent
-    module = parse(text, file)
-    syms = symbols.collect(module, project)
-    ctx = types.Ctx(syms, project, text, list(syms.diagnostics), sources={file: text, **syms.sources})
-    nodes = check.check_blocks(ctx)
-    contracts.check(nodes, ctx)
-    outputs.check(nodes, ctx)
-    if any(n.select is not None for n in nodes.values()):
-        nodes = sweeps.select_nodes(nodes, ctx)
-    g, cycle_diags = graph.build(nodes)
-    ctx.diagnostics += cycle_diags
-    if not cycle_diags and sweeps.has_sweeps(nodes):
-        import networkx as nx
+    c.module = parse(c.text, c.file)
 
-        nodes = sweeps.expand(nodes, list(nx.lexicographical_topological_sort(g)), ctx)
-        g, _ = graph.build(nodes)
-    errors = [d for d in ctx.diagnostics if d.level == "error"]
-    sources = {file: text, **syms.sources}
-    if errors:
-        exc = FtError(sorted(ctx.diagnostics, key=_order))
+
+def _symbols(c: Compilation) -> None:
+    from ftlang.compiler import symbols, types
+
+    syms = symbols.collect(c.module, c.project)
+    c.ctx = types.Ctx(syms, c.project, c.text, list(syms.diagnostics), sources={c.file: c.text, **syms.sources})
+
+
+def _check(c: Compilation) -> None:
+    from ftlang.compiler import check
+
+    c.nodes = check.check_blocks(c.ctx)
+
+
+def _contracts(c: Compilation) -> None:
+    from ftlang.compiler import contracts
+
+    contracts.check(c.nodes, c.ctx)
+
+
+def _outputs(c: Compilation) -> None:
+    from ftlang.compiler import outputs
+
+    outputs.check(c.nodes, c.ctx)
+
+
+def _select(c: Compilation) -> None:
+    from ftlang.compiler import sweeps
+
+    if any(n.select is not None for n in c.nodes.values()):
+        c.nodes = sweeps.select_nodes(c.nodes, c.ctx)
+
+
+def _graph(c: Compilation) -> None:
+    from ftlang.compiler import graph
+
+    c.graph, cycles = graph.build(c.nodes)
+    c.ctx.diagnostics += cycles
+    c.cyclic = bool(cycles)
+
+
+def _expand(c: Compilation) -> None:
+    from ftlang.compiler import graph, sweeps
+
+    if c.cyclic or not sweeps.has_sweeps(c.nodes):
+        return  # skipped, and free, when nothing is swept
+    import networkx as nx
+
+    c.nodes = sweeps.expand(c.nodes, list(nx.lexicographical_topological_sort(c.graph)), c.ctx)
+    c.graph, _ = graph.build(c.nodes)
+
+
+# The passes, in the order they run (documented in compiler/README.md).
+PASSES: tuple[Pass, ...] = (
+    Pass("lang.parser.parse", _parse),
+    Pass("symbols.collect", _symbols),
+    Pass("check.check_blocks", _check),
+    Pass("contracts.check", _contracts),
+    Pass("outputs.check", _outputs),
+    Pass("sweeps.select_nodes", _select),
+    Pass("graph.build", _graph),
+    Pass("sweeps.expand", _expand),
+)
+
+
+def compile_source(text: str, file: str | Path, project: Path | None = None) -> Program:
+    from ftlang.lang.diagnostics import FtError
+
+    file = str(file)
+    c = Compilation(text, file, project or Path(file).resolve().parent)
+    for p in PASSES:
+        p.run(c)
+    diagnostics = c.ctx.diagnostics
+    sources = {file: text, **c.ctx.symbols.sources}
+    if any(d.level == "error" for d in diagnostics):
+        exc = FtError(sorted(diagnostics, key=_order))
         exc.sources = sources
         raise exc
-    warnings = sorted((d for d in ctx.diagnostics if d.level != "error"), key=_order)
-    return Program(Path(file), project, sources, nodes, g, warnings)
+    warnings = sorted((d for d in diagnostics if d.level != "error"), key=_order)
+    return Program(Path(file), c.project, sources, c.nodes, c.graph, warnings)
 
 
 def compile_file(path: str | Path) -> Program:
@@ -62,10 +140,5 @@ def _order(d: object) -> tuple[int, int]:
     span = getattr(d, "span", None)
     return (span.line, span.col) if span else (0, 0)
 
-
-# The passes, in order (documented in compiler/README.md).
-PASSES = ("lang.parser.parse", "symbols.collect", "check.check_blocks", "contracts.check",
-          "outputs.check", "sweeps.select_nodes",
-          "graph.build", "sweeps.expand")
 
 __all__ = ["Node", "Program", "compile_file", "compile_source", "PASSES"]

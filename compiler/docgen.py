@@ -213,80 +213,6 @@ RUNTIME_EXAMPLES: dict[str, tuple[str, str]] = {
                "and run again\n"),
 }
 
-EXPLAIN: dict[str, str] = {
-    "FT0001": "The parser found a token it did not expect. The help line lists what would fit.",
-    "FT0002": "The file ends inside a block, a list or a call; the help names the bracket left open.",
-    "FT0003": "A character that is not part of ftlang, such as `;` or `@`.",
-    "FT0004": "A string without its closing quote on the same line.",
-    "FT0005": "`name: value` is YAML; ftlang sets attributes with `=`. `:` only declares a type.",
-    "FT0006": "`name =` with nothing after it.",
-    "FT0007": "`${...}` is shell/YAML interpolation. Refer to a block by name, or use `env(\"NAME\")`.",
-    "FT0008": "The `ft` line names a language version this ftlang does not know.",
-    "FT0009": "Strings use double quotes.",
-    "FT0101": "The first word of a block is not a block kind (or a preset family, for a preset).",
-    "FT0102": "A name that no block defines, a part a block does not have, or a table a query "
-              "reads that is not an input.",
-    "FT0103": "Two blocks (or presets) with the same name; both places are shown.",
-    "FT0104": "An attribute or argument the block or call does not take; the help suggests the "
-              "closest one and lists the rest.",
-    "FT0105": "A required attribute or argument is missing.",
-    "FT0106": "A value of the wrong type: a string where a reference was meant (or the reverse), a "
-              "quoted number, an unknown choice.",
-    "FT0107": "A number outside its allowed range (lr > 0, r >= 1, dropout <= 0.99, ...).",
-    "FT0108": "An attribute or argument given twice; both places are shown.",
-    "FT0109": "A reference to a block of the wrong kind: a model where a dataset is expected, ...",
-    "FT0110": "Blocks that depend on each other in a circle; every edge of the cycle is shown.",
-    "FT0111": "A file (a data file, an imported .ft file) that does not exist.",
-    "FT0112": "An unknown call: a source, method, init, metric or template that does not exist.",
-    "FT0113": "A `split` whose parts do not add up to 1, or without `by`.",
-    "FT0114": "Attributes that conflict (a model with both `hub` and `path`); also warnings such "
-              "as an unpinned hub revision.",
-    "FT0115": "A statement in a block that does not take it (`sql` outside curate, `assert` "
-              "outside eval).",
-    "FT0116": "A YAML habit: an unquoted path or hub id (`org/name`), `yes`/`no`/`on`/`off`.",
-    "FT0117": "A `use` that names an unknown module, or a name the module does not have.",
-    "FT0118": "An `assert` that does not compare `model.metric` values of this eval, or names a "
-              "swept model without a selection.",
-    "FT0119": "A sub-block the block does not have (`schema`, `split`).",
-    "FT0120": "`env(\"NAME\")` without a default, and the variable is not set.",
-    "FT0121": "A `select = ...` that is misplaced, names an unknown metric or has no sweep to "
-              "choose from; a warning when it keeps the worst point.",
-    "FT0122": "A preset that is not written `family name(params) = call(...)`, belongs to no "
-              "family, or calls itself.",
-    "FT0123": "An empty sweep, a repeated value, a sweep where none is allowed, or sweeps that "
-              "would make more than 10,000 steps.",
-    "FT0124": "Files that import each other.",
-    "FT0125": "A dataset contract: a consumer needs columns its input does not have, a query "
-              "reads a column its tables do not have, or a split is by a missing column.",
-    "FT0126": "The SQL of a curate block does not parse; the caret points into the query.",
-    "FT0127": "A curate query whose rows could change between runs over the same inputs: the "
-              "clock (now(), current_date), random() or USING SAMPLE without a seed, DuckDB's "
-              "own state (duckdb_settings(), current_setting(), version()). random() is fine after "
-              "a `SELECT setseed(x);` statement; `deterministic = false` allows the rest, and the "
-              "block then reruns every time.",
-    "FT0128": "A statement or function a curate query may not run: SET, PRAGMA, ATTACH, LOAD, "
-              "COPY, EXPORT, CALL (`CALL enable_logging(...)` would end the process), file "
-              "readers such as read_csv() (declare a dataset block), query() and DuckDB internals; "
-              "or a last statement that is not a query.",
-    "FT0129": "DuckDB's binder rejects a curate query, bound against empty tables with the "
-              "upstream columns: an unknown function or type, a wrong argument type, a column "
-              "missing from GROUP BY, the `x -> x + 1` lambda DuckDB 2.0 no longer reads.",
-    "FT0130": "Brackets, calls, blocks and operators nested more than 100 levels deep, or more "
-              "than 50 operators in one chain (`a + b + ...`). A flat list of any length is fine.",
-    "FT0131": "A file that exists but cannot be read: a folder, a named pipe or device, a symbolic "
-              "link loop, no read permission, or a .ft file that is not UTF-8 (the caret is on "
-              "the first bad byte). Checked with stat before opening, so `ft check` never hangs.",
-    "FT0140": "An export `to` that could replace what ftlang did not write: the project folder or "
-              "one above it, the home folder or one above it, the `.ft/` cache, a folder holding an "
-              "input, another export's folder, or (without `allow_outside = true`) a path outside "
-              "the project. At run time ftlang also replaces only a folder it published itself and "
-              "that is unchanged since (step error FT0201 otherwise).",
-    "FT0201": "A step failed while running. Its own message says why; a Python error's traceback "
-              "is written to .ft/logs/.",
-    "FT0202": "An eval `assert` was false after the eval ran.",
-}
-
-
 def _fixture_examples() -> dict[str, tuple[str, str, str]]:
     """code -> (fixture name, .ft text, rendered diagnostics), the shortest fixture whose
     first diagnostic has the code (else any fixture that shows it)."""
@@ -322,10 +248,10 @@ def errors() -> str:
            "editors and CI. Levels: `error` stops the run, `warning` does not, `note` and `help` "
            "lines explain.", "",
            "| code | title |", "|---|---|"]
-    out += [f"| [{c}](#{c.lower()}) | {t.replace('|', chr(92) + '|')} |" for c, t in CODES.items()]
+    out += [f"| [{c}](#{c.lower()}) | {t.title.replace('|', chr(92) + '|')} |" for c, t in CODES.items()]
     out.append("")
-    for code, title in CODES.items():
-        out += [f"## {code}", "", f"**{title}.** {EXPLAIN.get(code, '')}".rstrip(), ""]
+    for code, info in CODES.items():
+        out += [f"## {code}", "", f"**{info.title}.** {info.explain}".rstrip(), ""]
         if code in examples:
             name, text, rendered = examples[code]
             out += [f"Example (`tests/fixtures/err/{name}`):", "", "```", text.rstrip("\n"), "```", "",

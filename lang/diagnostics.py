@@ -8,51 +8,125 @@ from typing import Any
 
 from ftlang.lang.ast import Span
 
-# Every code, with a one-line title. docs/errors.md documents each with an example.
-CODES: dict[str, str] = {
-    "FT0001": "syntax error",
-    "FT0002": "unexpected end of file",
-    "FT0003": "unexpected character",
-    "FT0004": "unterminated string",
-    "FT0005": "`:` used where `=` was meant",
-    "FT0006": "missing value after `=`",
-    "FT0007": "`${...}` interpolation",
-    "FT0008": "unsupported language version",
-    "FT0009": "single-quoted string",
-    "FT0101": "unknown block kind",
-    "FT0102": "unknown reference",
-    "FT0103": "duplicate block name",
-    "FT0104": "unknown attribute",
-    "FT0105": "missing required attribute",
-    "FT0106": "wrong type",
-    "FT0107": "value out of range",
-    "FT0108": "duplicate attribute",
-    "FT0109": "reference of the wrong kind",
-    "FT0110": "dependency cycle",
-    "FT0111": "file not found",
-    "FT0112": "unknown function",
-    "FT0113": "invalid split",
-    "FT0114": "conflicting attributes",
-    "FT0115": "statement not allowed here",
-    "FT0116": "YAML-style value",
-    "FT0117": "unknown import",
-    "FT0118": "invalid assertion",
-    "FT0119": "unknown sub-block",
-    "FT0120": "environment variable not set",
-    "FT0121": "invalid select",
-    "FT0122": "invalid preset",
-    "FT0123": "invalid sweep",
-    "FT0124": "import cycle",
-    "FT0125": "dataset contract",
-    "FT0126": "SQL syntax error",
-    "FT0127": "nondeterministic SQL",
-    "FT0128": "SQL not allowed in curate",
-    "FT0129": "SQL rejected by DuckDB",
-    "FT0130": "nesting too deep",
-    "FT0131": "file cannot be read",
-    "FT0140": "unsafe export target",
-    "FT0201": "step failed",
-    "FT0202": "assertion failed",
+
+@dataclass(frozen=True)
+class Code:
+    title: str  # "unknown reference"
+    explain: str  # when it happens and what to do, for docs/errors.md
+
+
+# Every code: a one-line title and what it means. docs/errors.md is generated from this
+# one table (python -m ftlang.compiler.docgen errors), each code with an example.
+CODES: dict[str, Code] = {
+    "FT0001": Code('syntax error',
+         'The parser found a token it did not expect. The help line lists what would fit.'),
+    "FT0002": Code('unexpected end of file',
+         'The file ends inside a block, a list or a call; the help names the bracket left '
+         'open.'),
+    "FT0003": Code('unexpected character', 'A character that is not part of ftlang, such as `;` or `@`.'),
+    "FT0004": Code('unterminated string', 'A string without its closing quote on the same line.'),
+    "FT0005": Code('`:` used where `=` was meant',
+         '`name: value` is YAML; ftlang sets attributes with `=`. `:` only declares a '
+         'type.'),
+    "FT0006": Code('missing value after `=`', '`name =` with nothing after it.'),
+    "FT0007": Code('`${...}` interpolation',
+         '`${...}` is shell/YAML interpolation. Refer to a block by name, or use '
+         '`env("NAME")`.'),
+    "FT0008": Code('unsupported language version',
+         'The `ft` line names a language version this ftlang does not know.'),
+    "FT0009": Code('single-quoted string', 'Strings use double quotes.'),
+    "FT0101": Code('unknown block kind',
+         'The first word of a block is not a block kind (or a preset family, for a '
+         'preset).'),
+    "FT0102": Code('unknown reference',
+         'A name that no block defines, a part a block does not have, or a table a query '
+         'reads that is not an input.'),
+    "FT0103": Code('duplicate block name',
+         'Two blocks (or presets) with the same name; both places are shown.'),
+    "FT0104": Code('unknown attribute',
+         'An attribute or argument the block or call does not take; the help suggests the '
+         'closest one and lists the rest.'),
+    "FT0105": Code('missing required attribute', 'A required attribute or argument is missing.'),
+    "FT0106": Code('wrong type',
+         'A value of the wrong type: a string where a reference was meant (or the '
+         'reverse), a quoted number, an unknown choice.'),
+    "FT0107": Code('value out of range',
+         'A number outside its allowed range (lr > 0, r >= 1, dropout <= 0.99, ...).'),
+    "FT0108": Code('duplicate attribute', 'An attribute or argument given twice; both places are shown.'),
+    "FT0109": Code('reference of the wrong kind',
+         'A reference to a block of the wrong kind: a model where a dataset is expected, '
+         '...'),
+    "FT0110": Code('dependency cycle',
+         'Blocks that depend on each other in a circle; every edge of the cycle is shown.'),
+    "FT0111": Code('file not found', 'A file (a data file, an imported .ft file) that does not exist.'),
+    "FT0112": Code('unknown function',
+         'An unknown call: a source, method, init, metric or template that does not exist.'),
+    "FT0113": Code('invalid split', 'A `split` whose parts do not add up to 1, or without `by`.'),
+    "FT0114": Code('conflicting attributes',
+         'Attributes that conflict (a model with both `hub` and `path`); also warnings '
+         'such as an unpinned hub revision.'),
+    "FT0115": Code('statement not allowed here',
+         'A statement in a block that does not take it (`sql` outside curate, `assert` '
+         'outside eval).'),
+    "FT0116": Code('YAML-style value',
+         'A YAML habit: an unquoted path or hub id (`org/name`), `yes`/`no`/`on`/`off`.'),
+    "FT0117": Code('unknown import',
+         'A `use` that names an unknown module, or a name the module does not have.'),
+    "FT0118": Code('invalid assertion',
+         'An `assert` that does not compare `model.metric` values of this eval, or names a'
+         ' swept model without a selection.'),
+    "FT0119": Code('unknown sub-block', 'A sub-block the block does not have (`schema`, `split`).'),
+    "FT0120": Code('environment variable not set',
+         '`env("NAME")` without a default, and the variable is not set.'),
+    "FT0121": Code('invalid select',
+         'A `select = ...` that is misplaced, names an unknown metric or has no sweep to '
+         'choose from; a warning when it keeps the worst point.'),
+    "FT0122": Code('invalid preset',
+         'A preset that is not written `family name(params) = call(...)`, belongs to no '
+         'family, or calls itself.'),
+    "FT0123": Code('invalid sweep',
+         'An empty sweep, a repeated value, a sweep where none is allowed, or sweeps that '
+         'would make more than 10,000 steps.'),
+    "FT0124": Code('import cycle', 'Files that import each other.'),
+    "FT0125": Code('dataset contract',
+         'A dataset contract: a consumer needs columns its input does not have, a query '
+         'reads a column its tables do not have, or a split is by a missing column.'),
+    "FT0126": Code('SQL syntax error',
+         'The SQL of a curate block does not parse; the caret points into the query.'),
+    "FT0127": Code('nondeterministic SQL',
+         'A curate query whose rows could change between runs over the same inputs: the '
+         "clock (now(), current_date), random() or USING SAMPLE without a seed, DuckDB's "
+         'own state (duckdb_settings(), current_setting(), version()). random() is fine '
+         'after a `SELECT setseed(x);` statement; `deterministic = false` allows the rest,'
+         ' and the block then reruns every time.'),
+    "FT0128": Code('SQL not allowed in curate',
+         'A statement or function a curate query may not run: SET, PRAGMA, ATTACH, LOAD, '
+         'COPY, EXPORT, CALL (`CALL enable_logging(...)` would end the process), file '
+         'readers such as read_csv() (declare a dataset block), query() and DuckDB '
+         'internals; or a last statement that is not a query.'),
+    "FT0129": Code('SQL rejected by DuckDB',
+         "DuckDB's binder rejects a curate query, bound against empty tables with the "
+         'upstream columns: an unknown function or type, a wrong argument type, a column '
+         'missing from GROUP BY, the `x -> x + 1` lambda DuckDB 2.0 no longer reads.'),
+    "FT0130": Code('nesting too deep',
+         'Brackets, calls, blocks and operators nested more than 100 levels deep, or more '
+         'than 50 operators in one chain (`a + b + ...`). A flat list of any length is '
+         'fine.'),
+    "FT0131": Code('file cannot be read',
+         'A file that exists but cannot be read: a folder, a named pipe or device, a '
+         'symbolic link loop, no read permission, or a .ft file that is not UTF-8 (the '
+         'caret is on the first bad byte). Checked with stat before opening, so `ft check`'
+         ' never hangs.'),
+    "FT0140": Code('unsafe export target',
+         'An export `to` that could replace what ftlang did not write: the project folder '
+         'or one above it, the home folder or one above it, the `.ft/` cache, a folder '
+         "holding an input, another export's folder, or (without `allow_outside = true`) a"
+         ' path outside the project. At run time ftlang also replaces only a folder it '
+         'published itself and that is unchanged since (step error FT0201 otherwise).'),
+    "FT0201": Code('step failed',
+         "A step failed while running. Its own message says why; a Python error's "
+         'traceback is written to .ft/logs/.'),
+    "FT0202": Code('assertion failed', 'An eval `assert` was false after the eval ran.'),
 }
 
 LEVELS = ("error", "warning", "note", "help")

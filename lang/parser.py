@@ -256,7 +256,7 @@ class _Builder:
             tok = t.children[0]
             text = str(tok)
             is_float = any(ch in text for ch in ".eE")
-            return ast.Num(float(text) if is_float else int(text), text, self.span(tok))
+            return ast.Num(float(text) if is_float else _integer(text), text, self.span(tok))
         if kind == "string":
             return self.string(t)
         if kind in ("true", "false"):
@@ -367,6 +367,15 @@ def _expected(names: set[str]) -> str:
     if not words:
         return ""
     return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " or " + words[-1]
+
+
+def _integer(text: str) -> int:
+    """An integer literal. Past 4000 digits (Python refuses to convert past 4300) it is far
+    beyond every bound the checker enforces: a stand-in of the same sign, itself out of every
+    range, keeps the error a range diagnostic on the literal as written."""
+    if len(text.lstrip("+-")) > 4000:
+        return -(10**4000) if text.startswith("-") else 10**4000
+    return int(text)
 
 
 def convert_error(exc: Any, text: str, file: str) -> Diagnostic:

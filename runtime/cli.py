@@ -90,8 +90,12 @@ def cmd_plan(args: argparse.Namespace) -> int:
         return EXIT_OK
     width = max(len(i.node) for i in items) if items else 10
     for i in items:
-        why = "; ".join(i.reasons)
+        # A reason may carry detail lines (a query's diff): shown indented under the node.
+        why = "; ".join(r.split("\n", 1)[0] for r in i.reasons)
         print(f"  {i.status:<8}{i.node:<{width}}  {why}".rstrip())
+        for r in i.reasons:
+            for detail in r.split("\n")[1:]:
+                print(f"  {'':<8}{'':<{width}}    {detail}")
         if i.cost:
             print(f"  {'':<8}{'':<{width}}  {i.cost}")
     counts = {s: sum(1 for i in items if i.status == s) for s in ("cached", "run", "pending")}
@@ -134,7 +138,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     if ran == 0 and result.ok:
         display.text(f"nothing to do: {plural(cached, 'step')} cached ({took})")
     else:
-        display.text(f"{ran} ran, {cached} cached, {result.count('failed')} failed, "
+        # A failed `assert` fails its eval node in the count too, not only in the diagnostics.
+        failed = result.count("failed") + sum(
+            1 for r in result.records if r.status != "failed" and isinstance(r.meta, dict)
+            and any(not a.get("ok", True) for a in r.meta.get("asserts") or []))
+        display.text(f"{ran} ran, {cached} cached, {failed} failed, "
                      f"{result.count('skipped')} skipped in {took} (run {result.run_id})")
     if lock_error:
         print(f"error: {lock_error}\n  = help: free some disk space and run again: nothing reruns",
@@ -307,6 +315,10 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def _flat(prefix: str, value: Any, out: dict[str, Any]) -> dict[str, Any]:
+    """A canonical key component as `name -> leaf`: `method.lora.r`, never raw dicts."""
+    if isinstance(value, dict) and "call" in value and "args" in value:
+        out[f"{prefix}.call" if prefix else "call"] = value["call"]
+        return _flat(f"{prefix}.{value['call']}" if prefix else value["call"], value["args"], out)
     if isinstance(value, dict) and not ({"ref", "file", "env"} & set(value)):
         for k, v in value.items():
             _flat(f"{prefix}.{k}" if prefix else k, v, out)
@@ -315,9 +327,38 @@ def _flat(prefix: str, value: Any, out: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _components(comp: Any) -> dict[str, Any]:
+    """A ledger node's key components as flat rows: params, `step version`, `env <package>`."""
+    if not isinstance(comp, dict):
+        return {}
+    out = _flat("", comp.get("params") or {}, {})
+    out["step version"] = comp.get("version")
+    out.update({f"env {k}": v for k, v in (comp.get("env") or {}).items()})
+    return out
+
+
+def _shown(v: Any) -> str:
+    """A value for a table cell: inputs by what they are, never a 64-character digest."""
+    if isinstance(v, dict) and "file" in v:
+        return f"file {str(v['file'])[:8]}"
+    if isinstance(v, dict) and "ref" in v:
+        return f"output {str(v['ref'])[:8]}"
+    if isinstance(v, dict) and "env" in v:
+        return f"env {v['env']} (secret)"
+    if isinstance(v, list):
+        return "[" + ", ".join(_shown(x) for x in v) + "]"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, str):
+        one = " ".join(v.split())
+        return one if len(one) <= 40 else one[:39] + "…"
+    return "-" if v is None else str(v)
+
+
 def cmd_diff(args: argparse.Namespace) -> int:
     """What changed between two runs: data, params, step versions, environment, metrics."""
     from ftlang.runtime import ledger
+    from ftlang.runtime.display import table
 
     root = _root(args)
     a, b = ledger.run_nodes(root, args.run_a, args.file), ledger.run_nodes(root, args.run_b, args.file)
@@ -325,36 +366,38 @@ def cmd_diff(args: argparse.Namespace) -> int:
         print("error: both runs must exist (see `ft runs`)", file=sys.stderr)
         return EXIT_FAILED
     na, nb = {n["node"]: n for n in a}, {n["node"]: n for n in b}
-    lines: list[str] = []
+    rows: list[list[Any]] = []
     for node in sorted(set(na) | set(nb)):
         x, y = na.get(node), nb.get(node)
         if x is None or y is None:
-            lines.append(f"{node}: only in {'B' if x is None else 'A'}")
+            rows.append([node, "step", "absent" if x is None else "present", "absent" if y is None else "present", ""])
             continue
-        changes = []
-        px, py = _flat("", x["params"], {}), _flat("", y["params"], {})
+        before = len(rows)
+        px, py = _components(x["params"]), _components(y["params"])
         for k in sorted(set(px) | set(py)):
-            if px.get(k) != py.get(k):
-                vx, vy = px.get(k), py.get(k)
-                if isinstance(vx, dict) and "file" in vx:
-                    changes.append(f"data {k} changed")
-                elif isinstance(vx, dict) and "ref" in vx:
-                    changes.append(f"input {k} changed")
-                else:
-                    changes.append(f"{k}: {vx} -> {vy}")
+            vx, vy = px.get(k), py.get(k)
+            if vx == vy:
+                continue
+            shown = _shown(vx) + _shown(vy)
+            what = "data" if "file " in shown else "input" if "output " in shown else \
+                k.split(" ", 1)[0] if k.startswith(("step ", "env ")) else "param"
+            name = k.split(" ", 1)[1] if what in ("step", "env") else k
+            rows.append([node, f"{what} {name}", _shown(vx), _shown(vy), "changed" if what in ("data", "input") else ""])
         mx = _flat("", x["meta"].get("models", {}), {}) if isinstance(x["meta"], dict) else {}
         my = _flat("", y["meta"].get("models", {}), {}) if isinstance(y["meta"], dict) else {}
         for k in sorted(set(mx) | set(my)):
-            if mx.get(k) != my.get(k):
-                fx, fy = mx.get(k), my.get(k)
-                delta = f" ({fy - fx:+.4g})" if isinstance(fx, (int, float)) and isinstance(fy, (int, float)) else ""
-                changes.append(f"metric {k}: {fx} -> {fy}{delta}")
-        if x["digest"] != y["digest"] and not changes:
-            changes.append("output changed")
-        if changes:
-            lines.append(f"{node}:")
-            lines += [f"  {c}" for c in changes]
-    print("\n".join(lines) if lines else "no differences")
+            fx, fy = mx.get(k), my.get(k)
+            if fx == fy:
+                continue
+            delta = f"{fy - fx:+.4g}" if isinstance(fx, (int, float)) and isinstance(fy, (int, float)) else ""
+            rows.append([node, f"metric {k}", _shown(fx), _shown(fy), delta])
+        if x["digest"] != y["digest"] and len(rows) == before:
+            rows.append([node, "output", _shown({"ref": x["digest"]}), _shown({"ref": y["digest"]}), "changed"])
+    if not rows:
+        print("no differences")
+        return EXIT_OK
+    print(f"A = {a[0]['run_id']}, B = {b[0]['run_id']}\n")
+    print(table(["node", "what", "A", "B", "change"], rows))
     return EXIT_OK
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from typing import Any, TextIO
@@ -25,6 +26,8 @@ class Display:
         self.width = 24
         self._live = False
         self._last_draw = 0.0
+        # Off a terminal, a progress line at most this often (FT_PROGRESS_SECONDS to change it).
+        self.every_s = float(os.environ.get("FT_PROGRESS_SECONDS", "30"))
 
     def _paint(self, status: str, text: str) -> str:
         return f"{STATUSES[status]}{text}{_RESET}" if self.color else text
@@ -54,20 +57,31 @@ class Display:
         return _log
 
     def progress(self, node: str) -> Any:
+        """A step's progress: a live bar on a terminal; elsewhere (CI, a log file) one plain
+        line every `every_s` seconds, so a long training is never minutes of silence."""
         start = time.monotonic()
+        state = {"last_line": start, "calls": 0}
 
         def _progress(done: int, total: int | None = None, msg: str = "") -> None:
-            if not self.tty or self.quiet:
+            if self.quiet:
                 return
             now = time.monotonic()
-            if now - self._last_draw < 0.1 and (total is None or done < total):
-                return
-            self._last_draw = now
+            state["calls"] += 1
             elapsed = now - start
             frac = f"{done}/{total}" if total else str(done)
             eta = ""
-            if total and done:
-                eta = f" eta {max(0.0, elapsed / done * (total - done)):.0f}s"
+            # No estimate from the first few updates: they include start-up, not the loop's pace.
+            if total and done and state["calls"] > 3 and elapsed > 2 and done / total > 0.02:
+                eta = f" eta {fmt_seconds(max(0.0, elapsed / done * (total - done)))}"
+            if not self.tty:
+                if now - state["last_line"] >= self.every_s and (total is None or done < total):
+                    state["last_line"] = now
+                    self.text(f"  {'running':<8}{node:<{self.width}} {frac} {msg} "
+                              f"elapsed {fmt_seconds(elapsed)}{eta}".rstrip())
+                return
+            if now - self._last_draw < 0.1 and (total is None or done < total):
+                return
+            self._last_draw = now
             bar = ""
             if total:
                 n = int(20 * done / total)

@@ -184,7 +184,7 @@ def source_lines(node: Node, stat: StatCache) -> dict[str, int]:
 
 def _run_node(node: Node, key: str, entries: dict[str, Entry], store: Store, program: Program,
               display: Display, reasons: list[str]) -> tuple[Entry | None, float, Diagnostic | None]:
-    display.line("run", node.id, "; ".join(reasons))
+    display.line("run", node.id, "; ".join(r.split("\n", 1)[0] for r in reasons))
     t0 = time.monotonic()
     tmp: Path | None = None
     try:

@@ -213,10 +213,25 @@ def explain(node: Node, comp: dict[str, Any], state: dict[str, Any] | None, key:
         if files:
             out += [_file_change(f, state, stat) for f in files]
         elif refs:
-            out += [f"upstream {r.label} changed" for r in refs]
+            out += [f"upstream {r.label} changed" for r in _changed_refs(refs, a, b)]
         else:
             out += _diff(name, a, b)
     return out or ["inputs changed"]
+
+
+def _ref_digests(canon: Any) -> list[str]:
+    """The upstream digests in a canonical value, in walk order (the order of its refs)."""
+    return [v["ref"] for _, v in walk(canon) if isinstance(v, dict) and "ref" in v]
+
+
+def _changed_refs(refs: list[RefValue], old: Any, new: Any) -> list[RefValue]:
+    """The references whose output changed: `models = [base, sft]` where only sft reran
+    names sft alone. When the lists cannot be paired, every reference is named."""
+    before, after = _ref_digests(old), _ref_digests(new)
+    if len(after) != len(refs):
+        return refs
+    changed = [r for r, d in zip(refs, after) if d not in before]
+    return changed or refs
 
 
 def _file_change(f: FileValue, state: dict[str, Any], stat: StatCache | None) -> str:
@@ -245,4 +260,14 @@ def _diff(prefix: str, a: Any, b: Any) -> list[str]:
         return out
     if isinstance(a, dict) and isinstance(b, dict) and a.get("call") == b.get("call"):
         return _diff(f"{prefix}.{a['call']}", a.get("args", {}), b.get("args", {}))
+    if isinstance(a, str) and isinstance(b, str) and ("\n" in a + b or max(len(a), len(b)) >= 40):
+        return [f"{prefix} changed:\n" + _text_diff(a, b)]
     return [f"{prefix} {_fmt(a)} -> {_fmt(b)}"]
+
+
+def _text_diff(a: str, b: str) -> str:
+    """A unified diff of two texts (a query), without file headers; one line per change."""
+    import difflib
+
+    lines = difflib.unified_diff(a.strip().splitlines(), b.strip().splitlines(), lineterm="", n=1)
+    return "\n".join(line for line in lines if not line.startswith(("---", "+++")))

@@ -32,3 +32,21 @@ def test_every_status_word_the_runtime_prints_is_declared() -> None:
 def test_an_undeclared_status_is_refused_even_without_colour() -> None:
     with pytest.raises(ValueError, match="STATUSES"):
         Display(stream=io.StringIO(), color=False).line("exported", "export.release")
+
+
+def test_off_a_terminal_progress_is_a_line_every_few_seconds(monkeypatch: pytest.MonkeyPatch) -> None:
+    import ftlang.runtime.display as display
+
+    clock = [100.0]
+    monkeypatch.setattr(display.time, "monotonic", lambda: clock[0])
+    out = io.StringIO()
+    d = Display(stream=out, color=False)
+    d.every_s = 10
+    tick = d.progress("train.sft")
+    for step in range(1, 41):
+        clock[0] += 1.0  # one step a second
+        tick(step, 200, "loss 1.0")
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 4, lines  # at 10, 20, 30, 40 s: never silent, never a flood
+    assert lines[0].split()[:3] == ["running", "train.sft", "10/200"] and "eta" in lines[0]
+    assert lines[-1].endswith("elapsed 40.0s eta 2m40.0s"), lines[-1]

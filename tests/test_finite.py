@@ -86,6 +86,8 @@ def test_env_values_must_be_finite(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     ("  batch_size = 100000", "`batch_size` must be <= 65536, found 100000"),
     ("  seed = 4294967296", "`seed` must be <= 4294967295, found 4294967296"),
     ("  method = lora(r = 99999999999999999999)", "`r` must be <= 65536, found 99999999999999999999"),
+    # Past Python's 4300-digit int conversion guard: still a range error, not a crash.
+    ("  max_steps = " + "9" * 5000, "`max_steps` must be <= 1000000000, found 100000... (4001 digits)"),
 ])
 def test_integers_have_upper_bounds(tmp_path: Path, attrs: str, message: str) -> None:
     d = _one_error(_compile(tmp_path, _train(attrs)))

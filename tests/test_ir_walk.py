@@ -44,3 +44,22 @@ def test_transform_rebuilds_keeps_shapes_and_splices() -> None:
     assert out["method"] == Call("lora", {"r": 8, "target_modules": ("q", "v")})  # tuples stay tuples
     assert [r.node for r in out["models"]] == ["model.base"] * 2 + ["train.sft"] * 2
     assert out["data"] is VALUE["data"] and VALUE["method"].args["r"].values == (8, 16)  # input untouched
+
+
+def test_passes_are_the_tuple_that_runs_in_the_readme_order(monkeypatch) -> None:
+    import re
+    from dataclasses import replace
+
+    import ftlang.compiler as compiler
+    from conftest import FIXTURES, ROOT
+
+    ran: list[str] = []
+    wrapped = tuple(replace(p, run=lambda c, p=p: (ran.append(p.name), p.run(c))) for p in compiler.PASSES)
+    monkeypatch.setattr(compiler, "PASSES", wrapped)
+    path = FIXTURES / "ok" / "sweeps.ft" if (FIXTURES / "ok" / "sweeps.ft").exists() else \
+        sorted((FIXTURES / "ok").glob("*.ft"))[0]
+    compiler.compile_source(path.read_text(), path.name, path.parent)
+    assert ran == [p.name for p in compiler.PASSES]
+    readme = (ROOT / "compiler" / "README.md").read_text()
+    listed = re.findall(r"^\d+\. `([\w.]+)`", readme, re.M)
+    assert ["lang.parser.parse", *listed] == ran

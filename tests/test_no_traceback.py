@@ -89,3 +89,18 @@ def test_a_garbage_ledger(tmp_path: Path) -> None:
     run = run_ft("run", "p.ft", "--force", "clean", cwd=proj)  # the run itself goes on, and says so
     assert run.returncode == 0 and "could not write the run ledger" in run.stderr, run.stderr
     one_clear_line(run.stderr)
+
+
+def test_a_full_disk_while_publishing_an_export(tmp_path: Path) -> None:
+    from test_export_guard import ft, project
+
+    root = project(tmp_path / "proj", '"../disk/release"', extra="allow_outside = true")
+    with small_disk(tmp_path / "disk", 256) as disk:
+        filler = fill(disk, 4096)
+        out = ft(root, "run")
+        assert out.returncode == 1, out.stderr
+        one_clear_line(out.stderr)
+        assert "could not publish" in out.stderr and "No space left on device" in out.stderr, out.stderr
+        assert list(disk.iterdir()) == [filler]  # no half-copied export left behind
+        assert "failed" in ft(root, "runs").stdout.splitlines()[2]
+    assert ft(root, "verify").returncode == 0  # the cache is intact

@@ -121,6 +121,8 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     second = run_ft("run", "p.ft", cwd=root)
     assert second.returncode == 1, second.stderr
     assert "assertion failed: sft.loss > base.loss" in second.stderr
+    summary = second.stderr.strip().splitlines()[-1]
+    assert ", 1 failed," in summary, summary  # the eval whose assert failed counts as failed
     return {"root": root, "first": first, "second": second}
 
 
