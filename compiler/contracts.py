@@ -8,9 +8,9 @@ every consumer finds the columns it needs, before anything runs.
   the SQL at its line in the .ft file; the tables it reads become the block's inputs when
   `from` is left out; a column that none of its tables has is an error; the output
   columns are the SELECT list (`*` expands to the input's columns).
-- Consumers: train needs prompt_field + completion_field (objective sft) or text_field
-  (clm); eval and `select` need prompt_field + completion_field; a split's `by` must be
-  an output column.
+- Consumers: the columns each step reads come from its kind's `StepSpec.needs` hook
+  (stdlib: train's method or objective, eval's fields, `select` for a train block's
+  `select = ...`); a split's `by` must be an output column.
 
 The checks are conservative: a query too dynamic to follow (a table function, a lambda,
 a column produced by a subquery) makes its columns unknown, never an error.
@@ -31,6 +31,7 @@ from ftlang.compiler.ir import FileValue, Node, RefValue
 from ftlang.lang import ast
 from ftlang.lang.diagnostics import Label, did_you_mean
 from ftlang.stdlib import registry
+from ftlang.stdlib import select as select_step
 
 PEEK_ROWS = 100  # JSONL rows read to learn the columns
 
@@ -41,23 +42,6 @@ class Columns:
     exact: bool  # False: at least these (a schema without a readable file)
     span: ast.Span | None = None  # where they are written (the schema, the SELECT list)
     origin: str = ""  # "the schema", "the query", "data/x.jsonl"
-
-
-# Columns each objective reads; `*_field` entries name the train attribute that holds the name.
-OBJECTIVE_COLUMNS: dict[str, tuple[str, ...]] = {
-    "sft": ("prompt_field", "completion_field"),
-    "clm": ("text_field",),
-    "dpo": ("prompt", "chosen", "rejected"),
-    "orpo": ("prompt", "chosen", "rejected"),
-    "kto": ("prompt", "completion", "label"),
-    "reward_model": ("prompt", "chosen", "rejected"),
-    "grpo": ("prompt",),
-    "rloo": ("prompt",),
-    "online_dpo": ("prompt",),
-    "chat": ("messages_field",),
-}
-FIELD_DEFAULTS = {"prompt_field": "prompt", "completion_field": "completion", "text_field": "text",
-                  "messages_field": "messages"}
 
 
 def check(nodes: dict[str, Node], ctx: T.Ctx) -> None:
@@ -76,19 +60,14 @@ class _Contracts:
         for nid in list(self.nodes):
             self.of(nid)
         for node in self.nodes.values():
-            if node.kind == "train":
-                objective = node.params.get("objective")
-                method = node.params.get("method")
-                needs = OBJECTIVE_COLUMNS.get(getattr(method, "name", ""), None) or \
-                    OBJECTIVE_COLUMNS.get(objective if isinstance(objective, str) else "", ())
-                self.need(node, "data", needs)
-                if node.select is not None:
-                    self.need(node, None, OBJECTIVE_COLUMNS["sft" if objective != "clm" else "clm"],
-                              ref=node.select.data, what="select")
-            elif node.kind == "eval":
-                self.need(node, "data", ("prompt_field", "completion_field"))
-                for ref in node.params.get("extra_data") or []:
-                    self.need(node, None, ("prompt_field", "completion_field"), ref=ref)
+            needs = registry.SPECS[node.kind].needs
+            for want in needs(node.params) if needs is not None else []:
+                value = node.params.get(want.attr)
+                for ref in value if isinstance(value, list) else [value]:
+                    self.need(node, want.columns, ref)
+            if node.select is not None:  # the select step measures with the block's fields
+                for want in select_step.needs(node.params):
+                    self.need(node, want.columns, node.select.data, what="select")
 
     # ---- what a block produces ---------------------------------------------------------
 
@@ -190,23 +169,15 @@ class _Contracts:
 
     # ---- what a consumer needs ---------------------------------------------------------
 
-    def need(self, node: Node, attr: str | None, needs: tuple[str, ...], ref: Any = None,
-             what: str = "") -> None:
-        ref = ref if ref is not None else node.params.get(attr or "")
-        if not isinstance(ref, RefValue):
+    def need(self, node: Node, wanted: tuple[tuple[Any, str | None], ...], ref: Any, what: str = "") -> None:
+        """`wanted`: (column, the attribute that names it) pairs, from a StepSpec.needs hook."""
+        if not isinstance(ref, RefValue) or not wanted:
             return
+        if not all(isinstance(c, str) for c, _ in wanted):
+            return  # a field swept or from env: not known here
         cols = self.of(ref.node)
         if cols is None or not cols.exact:
             return
-        wanted: list[tuple[str, str | None]] = []  # (column, the attribute that names it)
-        for n in needs:
-            if n in FIELD_DEFAULTS:
-                v = node.params.get(n)
-                if not isinstance(v, str):
-                    return  # swept or from env: not known here
-                wanted.append((v, n))
-            else:
-                wanted.append((n, None))
         missing = [(c, a) for c, a in wanted if c not in cols.names]
         if not missing:
             return
@@ -535,4 +506,4 @@ class _SqlPosition:
         return ln, col + offset - line_start
 
 
-__all__ = ["Columns", "OBJECTIVE_COLUMNS", "check"]
+__all__ = ["Columns", "check"]

@@ -154,7 +154,7 @@ def transform(value: Any, fn: Callable[[Any], Any]) -> Any:
     if isinstance(value, SweepValue):
         return replace(value, values=tuple(transform(v, fn) for v in value.values))
     if isinstance(value, Call):
-        return Call(value.name, {k: transform(v, fn) for k, v in value.args.items()})
+        return replace(value, args={k: transform(v, fn) for k, v in value.args.items()})  # keeps its family
     if isinstance(value, dict):
         return {k: transform(v, fn) for k, v in value.items()}
     if isinstance(value, (list, tuple)):

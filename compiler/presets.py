@@ -11,7 +11,6 @@ expands to have the same cache key.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from ftlang.compiler import types as T
@@ -19,15 +18,19 @@ from ftlang.compiler.ir import SweepValue
 from ftlang.lang import ast
 from ftlang.lang.diagnostics import Diagnostic, Label, did_you_mean
 from ftlang.stdlib import registry
-from ftlang.stdlib.spec import Attr
+from ftlang.stdlib.spec import Attr, parse_type
 
 SCALAR_TYPES = ("int", "float", "str", "bool", "path", "ident", "dataset", "model", "template")
-_TYPE = re.compile(r"^(?:list\[(?P<inner>\w+)\]|(?P<plain>\w+))$")
 
 
 def valid_type(text: str) -> bool:
-    m = _TYPE.match(text.replace(" ", ""))
-    return bool(m) and (m.group("inner") or m.group("plain")) in SCALAR_TYPES
+    """A preset parameter's type: one of SCALAR_TYPES or list[T] of one (stdlib.spec.parse_type)."""
+    try:
+        te = parse_type(text)
+    except ValueError:
+        return False
+    te = te.item if te.kind == "list" and te.item is not None else te
+    return te.kind in SCALAR_TYPES
 
 
 def check_definitions(ctx: T.Ctx) -> None:
@@ -123,7 +126,7 @@ def _recursion(name: str, ctx: T.Ctx) -> list[str]:
 
 
 def call(p: ast.Preset, args: list[ast.Expr], kwargs: list[ast.Kwarg], span: ast.Span, family: str,
-         ctx: T.Ctx, *, definition: bool = False) -> Any:
+         ctx: T.Ctx, *, definition: bool = False, sweep: bool = False) -> Any:
     """The checked value of `p(args)`: a Call, a SweepValue of Calls, or INVALID."""
     name = p.name.name
     if name in ctx.broken_presets and not definition:
@@ -133,14 +136,14 @@ def call(p: ast.Preset, args: list[ast.Expr], kwargs: list[ast.Kwarg], span: ast
     swept = [k for k in kwargs if isinstance(k.value, ast.Sweep)]
     swept_pos = [a for a in args if isinstance(a, ast.Sweep)]
     if swept or swept_pos:
-        return _swept_call(p, args, kwargs, span, family, ctx, swept, swept_pos)
+        return _swept_call(p, args, kwargs, span, family, ctx, swept, swept_pos, allowed=sweep)
     before = len(ctx.diagnostics)
     ctx.preset_stack.append(name)
     try:
         body = expand(p, args, kwargs, span, ctx)
         if body is T.INVALID:
             return T.INVALID
-        return T.check(body, Attr(name, f"call[{family}]", None), ctx)
+        return T.check(body, Attr(name, f"call[{family}]", None), ctx, sweep=sweep)
     finally:
         ctx.preset_stack.pop()
         if not definition:
@@ -148,7 +151,7 @@ def call(p: ast.Preset, args: list[ast.Expr], kwargs: list[ast.Kwarg], span: ast
 
 
 def _swept_call(p: ast.Preset, args: list[ast.Expr], kwargs: list[ast.Kwarg], span: ast.Span,
-                family: str, ctx: T.Ctx, swept: list[ast.Kwarg], swept_pos: list[ast.Expr]) -> Any:
+                family: str, ctx: T.Ctx, swept: list[ast.Kwarg], swept_pos: list[ast.Expr], *, allowed: bool) -> Any:
     """`dora(r = sweep [8, 16])`: one expansion per value, as one swept call."""
     from ftlang.compiler.sweeps import label
 
@@ -158,23 +161,19 @@ def _swept_call(p: ast.Preset, args: list[ast.Expr], kwargs: list[ast.Kwarg], sp
                          "second sweep", help="or sweep whole calls: method = sweep [dora(r = 8), dora(r = 16)]")
     kw = swept[0]
     assert isinstance(kw.value, ast.Sweep)
-    if not ctx.sweep_ok:
+    if not allowed:
         return T.check(kw.value, Attr(kw.name, "any", None), ctx)  # reports "not allowed here"
     items = kw.value.items.items
     if not items:
         return ctx.error("FT0123", "a sweep needs at least one value", kw.value.span, "empty sweep")
     values, labels = [], []
-    ctx.sweep_ok = False
-    try:
-        for item in items:
-            one = [ast.Kwarg(k.name, item, k.span) if k is kw else k for k in kwargs]
-            v = call(p, args, one, span, family, ctx)
-            if v is T.INVALID:
-                return T.INVALID
-            values.append(v)
-            labels.append(label(item, None, ctx))
-    finally:
-        ctx.sweep_ok = True
+    for item in items:  # each point is an ordinary call: nothing in it may be swept again
+        one = [ast.Kwarg(k.name, item, k.span) if k is kw else k for k in kwargs]
+        v = call(p, args, one, span, family, ctx)
+        if v is T.INVALID:
+            return T.INVALID
+        values.append(v)
+        labels.append(label(item, None, ctx))
     for i, v in enumerate(values):
         if v in values[:i]:
             return ctx.error("FT0123", f"the sweep repeats the value `{labels[i]}`", items[i].span,

@@ -26,13 +26,12 @@ from typing import TYPE_CHECKING
 from ftlang.compiler import types as T
 from ftlang.compiler.ir import Node
 from ftlang.stdlib import sqlpolicy
+from ftlang.stdlib.dataset import SCHEMA_TYPES  # the one declaration: schema type -> DuckDB type
 
 if TYPE_CHECKING:
     import duckdb
     from ftlang.compiler.contracts import Columns, _SqlPosition
 
-# dataset schema types as the dataset step writes them (string, int64, float64, bool)
-SCHEMA_TYPES = {"str": "VARCHAR", "int": "BIGINT", "float": "DOUBLE", "bool": "BOOLEAN"}
 BIND_SECONDS = 2.0  # set-up statements run on empty tables; a slow one (range(1e12)) is cut off
 _CODES = {sqlpolicy.NONDETERMINISTIC: "FT0127", sqlpolicy.REFUSED: "FT0128"}
 REFUSED = sqlpolicy.REFUSED

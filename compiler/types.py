@@ -18,7 +18,7 @@ from ftlang.compiler.symbols import Symbols
 from ftlang.lang import ast
 from ftlang.lang.diagnostics import Diagnostic, Label, did_you_mean
 from ftlang.stdlib import registry
-from ftlang.stdlib.spec import INT_LIMIT, Attr, Call, Signature
+from ftlang.stdlib.spec import INT_LIMIT, Attr, Call, Signature, parse_type
 
 YAML_BOOLS = {"yes": True, "no": False, "on": True, "off": False, "True": True, "False": False,
               "TRUE": True, "FALSE": False, "y": True, "n": False}
@@ -40,7 +40,6 @@ class Ctx:
     diagnostics: list[Diagnostic] = field(default_factory=list)
     base: Path | None = None  # folder relative paths start from (an imported block's file)
     origin: str | None = None  # the `use` path the block being checked came through (None: this file)
-    sweep_ok: bool = False  # `sweep [...]` is allowed where the value is being checked
     broken_presets: set[str] = field(default_factory=set)  # definitions that reported errors
     preset_stack: list[str] = field(default_factory=list)
     sources: dict[str, str] = field(default_factory=dict)  # file -> text, for source slices
@@ -125,24 +124,24 @@ def _unquoted_path(expr: ast.Expr) -> str | None:
     return None
 
 
-def check(expr: ast.Expr, attr: Attr, ctx: Ctx) -> Any:
-    """The resolved value of `expr` for `attr`, or INVALID after reporting why."""
+def check(expr: ast.Expr, attr: Attr, ctx: Ctx, *, sweep: bool = False) -> Any:
+    """The resolved value of `expr` for `attr`, or INVALID after reporting why. `sweep`: the
+    value sits where `sweep [...]` is allowed (a block's attribute, or an argument of the
+    call written there); nothing inside a list, a sweep or a nested call may be swept."""
     if isinstance(expr, ast.Sweep):
-        return _sweep(expr, attr, ctx)
+        return _sweep(expr, attr, ctx, allowed=sweep)
     if isinstance(expr, ast.Select):
         return ctx.error("FT0121", "`min/max ... on ...` only selects a sweep's winner", expr.span,
                          "a selection", help="write it as `select = min loss on <dataset>` in a swept train block")
-    swept, ctx.sweep_ok = ctx.sweep_ok, False
-    try:
-        return _check(expr, attr, ctx, swept)
-    finally:
-        ctx.sweep_ok = swept
+    return _check(expr, attr, ctx, sweep)
 
 
 def _check(expr: ast.Expr, attr: Attr, ctx: Ctx, swept: bool) -> Any:
-    t = attr.type
-    if t.startswith("list[") and t.endswith("]"):
-        inner = replace(attr, type=t[5:-1], default=None)
+    te = attr.of
+    t = te.kind
+    if te.kind == "list":
+        assert te.item is not None
+        inner = replace(attr, type=te.item.text, default=None)
         items = expr.items if isinstance(expr, ast.ListExpr) else (expr,)
         values = [check(e, inner, ctx) for e in items]
         if any(v is INVALID for v in values):
@@ -153,9 +152,8 @@ def _check(expr: ast.Expr, attr: Attr, ctx: Ctx, swept: bool) -> Any:
         # point (see sweeps.expand). A list of datasets is combined input: it fans out.
         return [RefValue(v.node, v.port, v.span, many=True) if isinstance(v, RefValue) else v
                 for v in values]
-    if t.startswith("call[") and t.endswith("]"):
-        ctx.sweep_ok = swept  # arguments of a call at the attribute level may be swept
-        return _check_call(expr, t[5:-1], ctx)
+    if te.kind == "call":
+        return _check_call(expr, te.family, ctx, sweep=swept)  # its arguments may be swept if it may
     if isinstance(expr, ast.CallExpr) and expr.dotted == "env":
         return _env(expr, attr, ctx)
     if t in REF_KINDS:
@@ -217,10 +215,10 @@ def _check(expr: ast.Expr, attr: Attr, ctx: Ctx, swept: bool) -> Any:
     raise AssertionError(f"unknown type {t}")
 
 
-def _sweep(expr: ast.Sweep, attr: Attr, ctx: Ctx) -> Any:
+def _sweep(expr: ast.Sweep, attr: Attr, ctx: Ctx, *, allowed: bool) -> Any:
     from ftlang.compiler.sweeps import label
 
-    if not ctx.sweep_ok:
+    if not allowed:
         return ctx.error("FT0123", "`sweep` is not allowed here", expr.span, "sweep",
                          help="sweep an attribute of a block (lr = sweep [1e-4, 2e-4]) or an "
                               "argument of its call (method = lora(r = sweep [8, 16]))")
@@ -228,11 +226,7 @@ def _sweep(expr: ast.Sweep, attr: Attr, ctx: Ctx) -> Any:
     if not items:
         return ctx.error("FT0123", "a sweep needs at least one value", expr.span, "empty sweep",
                          help="e.g. lr = sweep [1e-4, 2e-4]")
-    ctx.sweep_ok = False
-    try:
-        values = [check(e, attr, ctx) for e in items]
-    finally:
-        ctx.sweep_ok = True
+    values = [check(e, attr, ctx) for e in items]
     if any(v is INVALID for v in values):
         return INVALID
     labels = [label(e, v, ctx) for e, v in zip(items, values)]
@@ -317,9 +311,9 @@ def _env(expr: ast.CallExpr, attr: Attr, ctx: Ctx) -> Any:
 
 
 def _want(attr: Attr) -> str:
-    t = attr.type
+    te = attr.of
     return {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string",
-            "path": "a path", "outpath": "a path"}.get(t, f"a {t.replace('call[', '').rstrip(']')}")
+            "path": "a path", "outpath": "a path"}.get(te.kind, f"a {te.family or te.text}")
 
 
 def _wrong(expr: ast.Expr, want: str, attr: Attr, ctx: Ctx) -> Any:
@@ -509,7 +503,7 @@ def _split_parts(block: ast.Block) -> list[str]:
     return []
 
 
-def _check_call(expr: ast.Expr, family: str, ctx: Ctx) -> Any:
+def _check_call(expr: ast.Expr, family: str, ctx: Ctx, *, sweep: bool = False) -> Any:
     table = registry.CALLS[family]
     if isinstance(expr, ast.Ref) and len(expr.parts) == 1:
         name, args, kwargs, span = expr.parts[0], (), (), expr.span
@@ -527,7 +521,7 @@ def _check_call(expr: ast.Expr, family: str, ctx: Ctx) -> Any:
         if preset is not None and preset.kind.name == family:
             from ftlang.compiler import presets
 
-            return presets.call(preset, list(args), list(kwargs), expr.span, family, ctx)
+            return presets.call(preset, list(args), list(kwargs), expr.span, family, ctx, sweep=sweep)
         from ftlang.compiler.symbols import stdlib_presets
 
         offered = [*table, *(n for n, p in ctx.symbols.presets.items() if p.kind.name == family)]
@@ -541,7 +535,7 @@ def _check_call(expr: ast.Expr, family: str, ctx: Ctx) -> Any:
         return ctx.error("FT0112", f"unknown {family} `{name}`", span, f"not a {family}",
                          help=other + (f"did you mean `{guess}`? " if guess else "")
                          + f"{family}s: {', '.join(offered)}{more}")
-    return check_args(sig, list(args), list(kwargs), span, ctx)
+    return check_args(sig, list(args), list(kwargs), span, ctx, family=family, sweep=sweep)
 
 
 def _examples(table: dict[str, Signature]) -> str:
@@ -550,8 +544,9 @@ def _examples(table: dict[str, Signature]) -> str:
 
 
 def check_args(sig: Signature, args: list[ast.Expr], kwargs: list[ast.Kwarg], span: ast.Span,
-               ctx: Ctx) -> Any:
-    """Arguments of a call against its signature; every mistake is reported."""
+               ctx: Ctx, *, family: str = "", sweep: bool = False) -> Any:
+    """Arguments of a call against its signature; every mistake is reported. The Call
+    records the family it was resolved in (`py` is a metric and a reward)."""
     given: dict[str, tuple[ast.Expr, ast.Span]] = {}
     ok = True
     if len(args) > len(sig.positional):
@@ -579,7 +574,7 @@ def check_args(sig: Signature, args: list[ast.Expr], kwargs: list[ast.Kwarg], sp
     values: dict[str, Any] = {}
     for a in sig.attrs:
         if a.name in given:
-            v = check(given[a.name][0], a, ctx)
+            v = check(given[a.name][0], a, ctx, sweep=sweep)
             ok = ok and v is not INVALID
             values[a.name] = v
         elif a.required:
@@ -588,7 +583,7 @@ def check_args(sig: Signature, args: list[ast.Expr], kwargs: list[ast.Kwarg], sp
             ok = False
         else:
             values[a.name] = _default(a.type, a.default)
-    return Call(sig.name, values) if ok else INVALID
+    return Call(sig.name, values, family) if ok else INVALID
 
 
 def default_value(attr: Attr) -> Any:
@@ -599,9 +594,10 @@ def default_value(attr: Attr) -> Any:
 def _default(t: str, value: Any) -> Any:
     if value is None:
         return None
-    if t.startswith("list[") and isinstance(value, list):
-        return [_default(t[5:-1], v) for v in value]
-    if t.startswith("call[") and isinstance(value, str):
-        sig = registry.CALLS[t[5:-1]][value]
-        return Call(value, {a.name: _default(a.type, a.default) for a in sig.attrs})
+    te = parse_type(t)
+    if te.kind == "list" and te.item is not None and isinstance(value, list):
+        return [_default(te.item.text, v) for v in value]
+    if te.kind == "call" and isinstance(value, str):
+        sig = registry.CALLS[te.family][value]
+        return Call(value, {a.name: _default(a.type, a.default) for a in sig.attrs}, te.family)
     return value

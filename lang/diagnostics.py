@@ -63,8 +63,10 @@ CODES: dict[str, Code] = {
          'An unknown call: a source, method, init, metric or template that does not exist.'),
     "FT0113": Code('invalid split', 'A `split` whose parts do not add up to 1, or without `by`.'),
     "FT0114": Code('conflicting attributes',
-         'Attributes that conflict (a model with both `hub` and `path`); also warnings '
-         'such as an unpinned hub revision.'),
+         'Attributes that conflict (a model with both `hub` and `path`), or one the chosen '
+         'method does not use (`truncation` with dpo, `max_length` with grpo: the help says '
+         'why); also warnings such as an unpinned or branch revision, a warmup longer than '
+         'max_steps, eval_steps without eval_data.'),
     "FT0115": Code('statement not allowed here',
          'A statement in a block that does not take it (`sql` outside curate, `assert` '
          'outside eval).'),

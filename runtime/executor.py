@@ -118,7 +118,7 @@ def execute(program: Program, store: Store, stat: StatCache, order: list[str], d
                                                             reasons, {"error": diag.message}, comp))
                     stop = not keep_going
                     continue
-                display.line("done", nid, f"{fmt_seconds(seconds)}{_summary(entry.meta)}")
+                display.line("done", nid, f"{fmt_seconds(seconds)}{_summary(node, entry.meta)}")
                 result.records.append(ledger.NodeRecord(nid, node.kind, "ran", key, entry.digest, seconds,
                                                         reasons, entry.meta, comp))
                 _show_metrics(node, entry, store, display)
@@ -245,19 +245,10 @@ def _failure(node: Node, message: str, hint: str | None) -> Diagnostic:
                       notes=message.splitlines()[1:6])
 
 
-def _summary(meta: dict[str, Any]) -> str:
-    bits = []
-    if "rows" in meta and isinstance(meta["rows"], int):
-        bits.append(f"{meta['rows']} rows")
-    if "rows_out" in meta:
-        bits.append(f"{meta['rows_out']} rows")
-    if "parts" in meta and isinstance(meta["parts"], dict):
-        bits.append(", ".join(f"{k} {v}" for k, v in meta["parts"].items()))
-    if "final_loss" in meta and isinstance(meta["final_loss"], (int, float)):
-        bits.append(f"loss {meta['final_loss']:.3f}")
-    if "steps" in meta:
-        bits.append(f"{meta['steps']} steps")
-    return ("  " + ", ".join(bits)) if bits else ""
+def _summary(node: Node, meta: dict[str, Any]) -> str:
+    """The "done" line's result: the one-line summary the step kind declares (StepSpec.summary)."""
+    text = node.spec.summary(meta)
+    return f"  {text}" if text else ""
 
 
 def read_metrics(entry: Entry, store: Store) -> dict[str, dict[str, float]]:

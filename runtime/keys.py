@@ -50,10 +50,17 @@ def environment() -> dict[str, str]:
     return env
 
 
-def _call_signature(name: str) -> Any:
+def _call_signature(call: Call) -> Any:
+    """The signature the compiler resolved `call` against: its family's. The family only
+    selects the signature (which arguments are semantic); it never enters the key. A Call
+    built without one (by hand, or rebuilt by a transform) falls back to the first family
+    that has the name."""
+    family = registry.CALLS.get(call.family)
+    if family is not None:
+        return family.get(call.name)
     for table in registry.CALLS.values():
-        if name in table:
-            return table[name]
+        if call.name in table:
+            return table[call.name]
     return None
 
 
@@ -69,7 +76,7 @@ def canon(value: Any, inputs: dict[str, Entry], stat: StatCache) -> Any:
         if isinstance(v, EnvValue):
             return {"env": v.name} if v.secret else v.value
         if isinstance(v, Call):
-            sig = _call_signature(v.name)
+            sig = _call_signature(v)
             return {"call": v.name, "args": {k: canon(x, inputs, stat) for k, x in v.args.items()
                                              if sig is None or (sig.attr(k) is None or sig.attr(k).semantic)}}
         if isinstance(v, tuple):

@@ -17,9 +17,8 @@ from ftlang.runtime.report_charts import Series, line_plot
 from ftlang.runtime.report_data import Run, eval_nodes, per_dataset, read_samples
 from ftlang.runtime.report_format import clip, esc, finite, fmt_num
 from ftlang.runtime.report_sections import section
+from ftlang.stdlib.evaluate_spec import LOWER_IS_BETTER, higher_is_better  # the metric declarations
 
-# The one table of metric directions in the runtime, until metric declarations carry it.
-LOWER_IS_BETTER = frozenset({"loss", "perplexity"})
 MAX_CELL = 400  # characters of a sample shown in a table cell
 SHOWN_SAMPLES = 8  # rows per dataset shown open; the rest behind a <details>
 
@@ -28,17 +27,10 @@ def _delta(metric: str, value: Any, base: Any) -> str:
     if not (finite(value) and finite(base)) or value == base:
         return ""
     d = value - base
-    better = (d < 0) if metric in LOWER_IS_BETTER else (d > 0)
-    known = metric in LOWER_IS_BETTER or _is_builtin(metric)
-    cls = ("good" if better else "bad") if known else "neutral"
+    higher = higher_is_better(metric)  # None: a py(...) metric or one not declared
+    cls = "neutral" if higher is None else "good" if (d > 0) == higher else "bad"
     rel = f" ({d / abs(base) * 100:+.0f}%)" if base and abs(base) > 1e-9 else ""
     return f'<span class="delta {cls}">{"+" if d > 0 else "−"}{fmt_num(abs(d))}{rel}</span>'
-
-
-def _is_builtin(metric: str) -> bool:
-    from ftlang.stdlib.evaluate_spec import METRICS
-
-    return metric in METRICS
 
 
 def metrics_table(models: dict[str, dict[str, Any]], rows: Any) -> str:

@@ -14,7 +14,7 @@ from typing import Any
 from ftlang.runtime.compare import short_name
 from ftlang.runtime.report_charts import PALETTE, Series, bar_plot, histogram, line_plot
 from ftlang.runtime.report_data import Run, row_counts, string_lengths
-from ftlang.runtime.report_format import clip, esc, finite, fmt_num, fmt_seconds
+from ftlang.runtime.report_format import clip, esc, fmt_num, fmt_seconds
 from ftlang.runtime.report_graph import graph_svg
 
 
@@ -29,27 +29,16 @@ def badge(status: str) -> str:
     return f'<span class="badge st-{esc(status.replace(" ", "-"))}">{esc(status)}</span>'
 
 
-def _summary(meta: dict[str, Any]) -> str:
-    bits = []
-    if isinstance(meta.get("rows_in"), dict):
-        bits.append(f"{sum(v for v in meta['rows_in'].values() if isinstance(v, int)):,} rows in")
-    if isinstance(meta.get("rows_out"), int):
-        bits.append(f"{meta['rows_out']:,} rows out")
-    elif isinstance(meta.get("rows"), int):
-        bits.append(f"{meta['rows']:,} rows")
-    if isinstance(meta.get("parts"), dict):
-        bits.append(", ".join(f"{k} {v:,}" for k, v in meta["parts"].items()))
-    if isinstance(meta.get("steps"), int):
-        bits.append(f"{meta['steps']} steps")
-    if finite(meta.get("final_loss")):
-        bits.append(f"final loss {meta['final_loss']:.4f}")
-    if isinstance(meta.get("params"), int):
-        bits.append(f"{meta['params']:,} parameters")
-    if isinstance(meta.get("selected"), str):
-        bits.append(f"kept {short_name(meta['selected'])}")
+def _summary(node: str, meta: dict[str, Any]) -> str:
+    """A step's result: the one-line summary its kind declares (StepSpec.summary, the text
+    of `ft run`'s "done" line), or why it failed."""
+    from ftlang.stdlib import registry
+
+    spec = registry.SPECS.get(node.split(".", 1)[0])
+    bits = [spec.summary(meta)] if spec is not None else []
     if meta.get("error"):
         bits.append(str(meta["error"]))
-    return "; ".join(bits)
+    return "; ".join(b for b in bits if b)
 
 
 def header(run: Run, file: Path) -> str:
@@ -87,7 +76,7 @@ def steps_section(run: Run) -> str:
         meta = n["meta"] if isinstance(n["meta"], dict) else {}
         why = "; ".join(n["reasons"]) if n["status"] != "cached" else ""
         rows.append(f'<tr><td class="mono">{esc(n["node"])}</td><td>{badge(n["status"])}</td>'
-                    f'<td class="num">{esc(fmt_seconds(n["seconds"]))}</td><td>{esc(_summary(meta))}</td>'
+                    f'<td class="num">{esc(fmt_seconds(n["seconds"]))}</td><td>{esc(_summary(n["node"], meta))}</td>'
                     f'<td class="why">{esc(clip(why, 160))}</td>'
                     f'<td class="mono dim">{esc((n["digest"] or "")[:12])}</td></tr>')
     body = ('<table class="steps"><thead><tr><th>step</th><th>status</th><th>time</th><th>result</th>'

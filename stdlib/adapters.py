@@ -18,13 +18,119 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from ftlang.stdlib import modelio, registry
-from ftlang.stdlib.spec import Artifact, Call, StepError
+from ftlang.lang.diagnostics import Diagnostic
+from ftlang.stdlib import modelio
+from ftlang.stdlib.spec import (
+    COUNT_LIMIT,
+    Artifact,
+    Attr,
+    BlockView,
+    Call,
+    Method,
+    Signature,
+    StepError,
+    error,
+    points,
+    warning,
+)
 
+# ---- declarations: the adapter methods (the compiler reads these) ----------------------------
+
+ALL_LINEAR = "all-linear"  # peft's name for every linear layer but the output head
+
+
+def _modules_rule(*args: str, none_ok: bool) -> Any:
+    """A rule: each of `args` is "all-linear" or a non-empty list of module names (None
+    too when `none_ok`: peft's choice for the architecture)."""
+    def rule(call: Call, b: BlockView) -> list[Diagnostic]:
+        out = []
+        for arg in args:
+            for v in points(call.args.get(arg)):
+                problem = _modules_problem(v, none_ok)
+                if problem is not None:
+                    out.append(error("FT0106", f"`{call.name}(...)`: `{arg}` {problem}", b.at("method"),
+                                     f"{arg} = {v!r}" if not isinstance(v, str) else f'{arg} = "{v}"',
+                                     help=f'write {arg} = "{ALL_LINEAR}" (every linear layer but the output '
+                                          f'head) or a list of module names, e.g. {arg} = ["q_proj", "v_proj"]'))
+        return out
+    return rule
+
+
+def _modules_problem(v: Any, none_ok: bool) -> str | None:
+    if v is None:
+        return None if none_ok else f'must be "{ALL_LINEAR}" or a list of module names'
+    if isinstance(v, str):
+        return None if v == ALL_LINEAR else f'takes the string "{ALL_LINEAR}" only, not "{v}"'
+    if isinstance(v, list):
+        if not v:
+            return "names no module"
+        bad = next((x for x in v if not isinstance(x, str)), None)
+        return None if bad is None else f"is a list of module names (strings), found {bad!r}"
+    if isinstance(v, (bool, int, float, dict)):
+        return f'is a list of module names or "{ALL_LINEAR}", found {v!r}'
+    return None  # from env(...) and the like: checked when the adapter is built
+
+
+def _lora_rules(call: Call, b: BlockView) -> list[Diagnostic]:
+    out = _modules_rule("target_modules", none_ok=False)(call, b)
+    if call.args.get("double_quant") is True and call.args.get("quant") in ("none", "int8"):
+        out.append(warning("FT0114", "double_quant applies to 4-bit quantisation only", b.at("method"),
+                           "no effect", help='use quant = "nf4" (or "fp4") with double_quant = true'))
+    return out
+
+
+_VIRTUAL = {"packing": "virtual tokens belong to one sequence: packed rows would share them"}
+
+ADAPTER_METHODS = (
+    Method(Signature("full", (), "Full fine-tuning: every weight trains."),
+           family="adapter", run="ftlang.stdlib.train:supervised", lr=5e-5),
+    Method(Signature("lora", (
+        Attr("r", "int", 16, "rank of the update", ge=1, le=COUNT_LIMIT),
+        Attr("alpha", "int", None, "scaling numerator; default 2 * r", ge=1, le=2 * COUNT_LIMIT),
+        Attr("dropout", "float", 0.05, "dropout on the adapter input", ge=0, le=0.99),
+        Attr("target_modules", "any", ALL_LINEAR, 'module names, or "all-linear"'),
+        Attr("bias", "enum", "none", "which biases train", choices=("none", "all", "lora_only")),
+        Attr("rslora", "bool", False, "rank-stabilised scaling alpha / sqrt(r)"),
+        Attr("dora", "bool", False, "weight-decomposed LoRA (DoRA)"),
+        Attr("quant", "enum", "none", "quantise the frozen base (QLoRA): nf4 or fp4 (4-bit), int8 (8-bit); "
+             "bitsandbytes", choices=("none", "nf4", "fp4", "int8")),
+        Attr("double_quant", "bool", False, "4-bit only: quantise the quantisation constants too"),
+    ), "Low-rank adapters (LoRA) on the chosen modules; with `quant`, QLoRA over a 4- or "
+       "8-bit base.", positional=("r",)),
+           family="adapter", run="ftlang.stdlib.train:supervised", lr=2e-4, rules=_lora_rules),
+    Method(Signature("ia3", (
+        Attr("target_modules", "any", None, "modules whose activations are rescaled; default: "
+             "peft's choice for the architecture (k, v and down projections for Llama)"),
+        Attr("feedforward_modules", "any", None, "the subset of target_modules that are feed-forward "
+             "layers (scaled at their input)"),
+    ), "IA3: learned vectors that rescale keys, values and feed-forward activations."),
+           family="adapter", run="ftlang.stdlib.train:supervised", lr=3e-3,
+           rules=_modules_rule("target_modules", "feedforward_modules", none_ok=True)),
+    Method(Signature("prompt_tuning", (
+        Attr("tokens", "int", 16, "virtual tokens prepended to every input", ge=1, le=COUNT_LIMIT),
+        Attr("init_text", "str", "", "initialise the virtual tokens from this text's embeddings "
+             "(empty: random)"),
+    ), "Prompt tuning: only a few soft prompt embeddings train.", positional=("tokens",)),
+           family="adapter", run="ftlang.stdlib.train:supervised", lr=3e-2, unused=_VIRTUAL),
+    Method(Signature("prefix_tuning", (
+        Attr("tokens", "int", 16, "virtual key/value positions per layer", ge=1, le=COUNT_LIMIT),
+        Attr("projection", "bool", False, "reparameterise the prefix through an MLP"),
+    ), "Prefix tuning: trained key/value prefixes in every attention layer.", positional=("tokens",)),
+           family="adapter", run="ftlang.stdlib.train:supervised", lr=1e-2, unused=_VIRTUAL),
+)
+ADAPTERS = tuple(m.name for m in ADAPTER_METHODS)
+
+# The `adapter` argument of the preference and RL methods (preference.py, rl.py): which
+# weights train under their objective.
+ADAPTER_ARG = Attr("adapter", "call[method]", "full",
+                   "which weights train: full, lora(...) (qlora too), ia3(...), prompt_tuning(...), prefix_tuning(...)")
+
+
+# ---- building the model that trains ---------------------------------------------------------
 
 def adapter_of(method: Call) -> Call:
     """What trains: the method itself (full, lora, ...) or a preference method's `adapter`."""
-    if method.name in registry.ADAPTERS:
+    if method.name in ADAPTERS:
         return method
     adapter: Call = method.args["adapter"]
     return adapter
@@ -62,7 +168,7 @@ def peft_config(adapter: Call, task_type: str = "CAUSAL_LM", tokenizer_dir: Path
 
         return PrefixTuningConfig(task_type=task_type, num_virtual_tokens=int(a["tokens"]),
                                   prefix_projection=bool(a["projection"]))
-    raise StepError(f"{adapter.name}(...) is not an adapter", hint=f"use one of {', '.join(registry.ADAPTERS)}")
+    raise StepError(f"{adapter.name}(...) is not an adapter", hint=f"use one of {', '.join(ADAPTERS)}")
 
 
 def apply_adapter(lm: Any, adapter: Call, task_type: str = "CAUSAL_LM",
@@ -74,6 +180,7 @@ def apply_adapter(lm: Any, adapter: Call, task_type: str = "CAUSAL_LM",
         for param in lm.parameters():
             param.requires_grad_(True)
         return lm
+    check_modules(lm, adapter)
     from peft import get_peft_model
 
     try:
@@ -83,6 +190,35 @@ def apply_adapter(lm: Any, adapter: Call, task_type: str = "CAUSAL_LM",
         raise StepError(f"{adapter.name}: {e}",
                         hint='target_modules = "all-linear" works for any model' if adapter.name == "lora"
                         else "set target_modules to module names the model has") from e
+
+
+def linear_layers(lm: Any) -> list[str]:
+    """The distinct names (last component) of the model's linear layers, lm_head included."""
+    import torch
+
+    try:
+        from transformers.pytorch_utils import Conv1D
+    except ImportError:  # pragma: no cover
+        Conv1D = torch.nn.Linear  # noqa: N806
+    return sorted({name.rsplit(".", 1)[-1] for name, m in lm.named_modules()
+                   if name and isinstance(m, (torch.nn.Linear, Conv1D))})
+
+
+def check_modules(lm: Any, adapter: Call) -> None:
+    """Every module a lora/ia3 call names by list must exist: peft trains the ones it finds
+    and silently skips the rest when at least one matches."""
+    for arg in ("target_modules", "feedforward_modules"):
+        names = adapter.args.get(arg)
+        if not isinstance(names, list):
+            continue  # "all-linear", or None: peft's choice for the architecture
+        modules = [n for n, _ in lm.named_modules() if n]
+        missing = [t for t in names if not any(n == t or n.endswith("." + t) for n in modules)]
+        if missing:
+            layers = linear_layers(lm)
+            raise StepError(f"{adapter.name}: the model has no module named {', '.join(repr(t) for t in missing)} "
+                            f"({arg})",
+                            hint=f"its linear layers are: {', '.join(layers)}; or target_modules = \"{ALL_LINEAR}\""
+                            if layers else f'set {arg} to module names the model has')
 
 
 def full_weights_folder(src: Artifact, cache: Path) -> Path:

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ftlang.stdlib.dataset import write_parquet
-from ftlang.stdlib.spec import Artifact, StepContext, StepError
+from ftlang.stdlib.spec import REQUIRED, Artifact, Attr, Signature, StepContext, StepError, StepSpec
 
 if TYPE_CHECKING:  # heavy imports stay inside functions: commands that do not run steps are fast
     import duckdb
@@ -44,6 +44,33 @@ if TYPE_CHECKING:  # heavy imports stay inside functions: commands that do not r
 # modulo is written as a bit mask, which DuckDB computes 10x faster than % on a UHUGEINT.
 _HASH_BITS = 52
 _PART_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
+
+
+def summary(meta: dict[str, Any]) -> str:
+    bits = [f"{meta['rows_out']} rows"] if isinstance(meta.get("rows_out"), int) else []
+    if isinstance(meta.get("parts"), dict):
+        bits += [f"{k} {v}" for k, v in meta["parts"].items()]
+    return ", ".join(bits)
+
+
+SPEC = StepSpec(
+    kind="curate", version=1, output="dataset", run="ftlang.stdlib.curate:run",
+    signature=Signature("curate", (
+        Attr("from", "list[dataset]", None, "the datasets the query reads, each a table named after "
+             "its block; default: the tables the query names"),
+        Attr("deterministic", "bool", True, "false allows the clock, unseeded random() and DuckDB's "
+             "own state in the query (refused otherwise); the block then reruns on every run: a "
+             "per-run nonce replaces this flag in its cache key"),
+    ), "A DuckDB SQL query over datasets, optionally split into named parts. The output must "
+       "be a function of the input rows: no SET, PRAGMA, ATTACH, CALL, file reads; random() "
+       "only after a `SELECT setseed(x);` statement."),
+    subblocks={"split": Signature("split", (
+        Attr("by", "ident", REQUIRED, "the column whose hash decides the part"),
+        Attr("seed", "int", 0, "changes the assignment"),
+    ), "name = fraction pairs summing to 1, plus `by` and `seed`")},
+    statements=("sql",),
+    summary=summary,
+)
 
 
 def run(ctx: StepContext) -> dict[str, Any]:

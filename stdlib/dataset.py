@@ -25,12 +25,51 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ftlang.stdlib import locate, tabular
-from ftlang.stdlib.spec import Call, StepContext, StepError
+from ftlang.stdlib.spec import REQUIRED, Attr, Call, Signature, StepContext, StepError, StepSpec
 
 if TYPE_CHECKING:  # pyarrow costs import time; steps that do not run must not pay it
     import pyarrow as pa
 
-SCHEMA_TYPES = ("str", "int", "float", "bool")
+# The column types a schema may declare, each with the DuckDB type the compiler binds a
+# curate query's input columns as (the step casts to string/int64/float64/bool).
+SCHEMA_TYPES = {"str": "VARCHAR", "int": "BIGINT", "float": "DOUBLE", "bool": "BOOLEAN"}
+
+# ---- declarations (the compiler reads these) -----------------------------------------------
+
+SOURCES = {
+    "jsonl": Signature("jsonl", (Attr("path", "path", REQUIRED, "a JSON Lines file, one object per line"),),
+                       "Rows from a local JSON Lines file.", positional=("path",)),
+    "csv": Signature("csv", (Attr("path", "path", REQUIRED, "a CSV file with a header row"),
+                             Attr("delimiter", "str", ",", "the field separator")),
+                     "Rows from a local CSV file.", positional=("path",)),
+    "parquet": Signature("parquet", (Attr("path", "path", REQUIRED, "a Parquet file"),),
+                         "Rows from a local Parquet file.", positional=("path",)),
+    "hf_disk": Signature("hf_disk", (
+        Attr("path", "path", REQUIRED, "a folder written by datasets' save_to_disk (its files' content enters the key)"),
+        Attr("split", "str", None, "the split to read when the folder holds a DatasetDict"),
+    ), "Rows from a saved Hugging Face dataset folder (datasets.load_from_disk).", positional=("path",)),
+    "hub": Signature("hub", (
+        Attr("name", "str", REQUIRED, "a hub dataset id such as org/name"),
+        Attr("revision", "str", REQUIRED, "the dataset commit to pin: the key sees only this"),
+        Attr("split", "str", "train", "the split to read"),
+        Attr("config", "str", None, "the dataset configuration (subset) name"),
+    ), "Rows from a hub dataset pinned to a revision. Offline (HF_HUB_OFFLINE=1, or no "
+       "network) it fails at once with a clear message.", positional=("name",)),
+}
+
+
+def summary(meta: dict[str, Any]) -> str:
+    return f"{meta['rows']} rows" if isinstance(meta.get("rows"), int) else ""
+
+
+SPEC = StepSpec(
+    kind="dataset", version=1, output="dataset", run="ftlang.stdlib.dataset:run",
+    signature=Signature("dataset", (
+        Attr("source", "call[source]", REQUIRED, "where the rows come from: jsonl(...), csv(...), parquet(...)"),
+    ), "Rows read from a local file, checked against an optional schema."),
+    subblocks={"schema": Signature("schema", (), "column: type pairs (str, int, float, bool)")},
+    summary=summary,
+)
 
 # Parquet settings are fixed: output bytes are content-hashed, so every knob that could
 # change the bytes (codec, level, row groups, page layout) must not depend on the input.

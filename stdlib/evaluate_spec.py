@@ -7,9 +7,23 @@ ftlang.stdlib.metrics (text metrics, custom Python metrics), ftlang.stdlib.gener
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
-from ftlang.stdlib.spec import REQUIRED, Attr, Signature, StepSpec
+from ftlang.lang import ast
+from ftlang.lang.diagnostics import Diagnostic, did_you_mean
+from ftlang.stdlib.dataset import summary
+from ftlang.stdlib.spec import (
+    REQUIRED,
+    Attr,
+    BlockView,
+    Metric,
+    Need,
+    Signature,
+    StepSpec,
+    error,
+    fields,
+)
 
 # Text normalisation shared by exact_match and contains. `normalize = false` turns
 # every option off; otherwise each option applies on its own.
@@ -21,51 +35,60 @@ _NORMALIZE = (
     Attr("strip_punctuation", "bool", False, "drop punctuation characters (Unicode category P)"),
 )
 
-METRICS = {
-    "loss": Signature("loss", (), "Mean cross-entropy over completion tokens (EOS included)."),
-    "perplexity": Signature("perplexity", (), "exp(loss)."),
-    "exact_match": Signature("exact_match", _NORMALIZE,
-                             "Share of generations equal to the reference completion."),
-    "contains": Signature("contains", _NORMALIZE,
-                          "Share of generations that contain the reference completion."),
-    "regex": Signature("regex", (
+_METRICS = (
+    Metric(Signature("loss", (), "Mean cross-entropy over completion tokens (EOS included)."),
+           higher_is_better=False, generates=False),
+    Metric(Signature("perplexity", (), "exp(loss)."), higher_is_better=False, generates=False),
+    Metric(Signature("exact_match", _NORMALIZE, "Share of generations equal to the reference completion."),
+           higher_is_better=True, generates=True),
+    Metric(Signature("contains", _NORMALIZE, "Share of generations that contain the reference completion."),
+           higher_is_better=True, generates=True),
+    Metric(Signature("regex", (
         Attr("pattern", "str", "", "a Python regular expression; empty: each reference is the pattern"),
         Attr("fullmatch", "bool", False, "the pattern must match the whole (stripped) generation"),
         Attr("ignore_case", "bool", False, "match case-insensitively"),
     ), "Share of generations the pattern matches. With a capturing group, the group's text "
        'must equal the reference (stripped, case-insensitive): `regex("answer: (\\d+)")`.',
-        positional=("pattern",)),
-    "bleu": Signature("bleu", (
+        positional=("pattern",)), higher_is_better=True, generates=True),
+    Metric(Signature("bleu", (
         Attr("tokenize", "enum", "13a", "sacrebleu tokenizer",
              choices=("13a", "none", "intl", "char", "zh")),
         Attr("lowercase", "bool", False, "lowercase before scoring"),
-    ), "Corpus BLEU (sacrebleu), 0-100."),
-    "chrf": Signature("chrf", (
+    ), "Corpus BLEU (sacrebleu), 0-100."), higher_is_better=True, generates=True),
+    Metric(Signature("chrf", (
         Attr("char_order", "int", 6, "character n-gram order", ge=1),
         Attr("word_order", "int", 0, "word n-gram order (2 gives chrF++)", ge=0),
         Attr("beta", "float", 2.0, "recall weight", gt=0),
         Attr("lowercase", "bool", False, "lowercase before scoring"),
-    ), "Corpus chrF (sacrebleu), 0-100."),
-    "rouge_l": Signature("rouge_l", (
+    ), "Corpus chrF (sacrebleu), 0-100."), higher_is_better=True, generates=True),
+    Metric(Signature("rouge_l", (
         Attr("lowercase", "bool", True, "lowercase before tokenizing"),
-    ), "Mean ROUGE-L F1 (longest common subsequence of word tokens), 0-1."),
-    "reward": Signature("reward", (
+    ), "Mean ROUGE-L F1 (longest common subsequence of word tokens), 0-1."), higher_is_better=True,
+        generates=True),
+    Metric(Signature("reward", (
         Attr("model", "model", REQUIRED, "a sequence-classification (reward) model"),
-    ), "Mean reward-model score of prompt + generation.", positional=("model",)),
-    "win_rate": Signature("win_rate", (
+    ), "Mean reward-model score of prompt + generation.", positional=("model",)), higher_is_better=True,
+        generates=True),
+    Metric(Signature("win_rate", (
         Attr("judge", "model", REQUIRED, "the reward model that judges each pair"),
         Attr("against", "model", REQUIRED, "the model every other model is compared with"),
     ), "Share of rows where this model's generation scores higher than `against`'s "
-       "under the judge (ties count half; `against` itself scores 0.5)."),
-    "py": Signature("py", (
+       "under the judge (ties count half; `against` itself scores 0.5)."), higher_is_better=True,
+        generates=True),
+    Metric(Signature("py", (
         Attr("file", "path", REQUIRED, "a Python file, relative to the .ft file (its content enters the key)"),
         Attr("function", "str", REQUIRED, "fn(predictions, references, prompts) -> float"),
     ), "A custom metric: a Python function over the generations. Its value is named after "
        "the function (`assert sft.my_metric > 0.5`).", positional=("file", "function")),
-}
+        higher_is_better=None, generates=True),
+)
+
+METRIC_INDEX: dict[str, Metric] = {m.name: m for m in _METRICS}
+METRICS = {name: m.signature for name, m in METRIC_INDEX.items()}  # the call family
 
 # Metrics that need the models' generations (the rest read only the logits).
-GENERATIVE = frozenset(METRICS) - {"loss", "perplexity"}
+GENERATIVE = frozenset(n for n, m in METRIC_INDEX.items() if m.generates)
+LOWER_IS_BETTER = frozenset(n for n, m in METRIC_INDEX.items() if m.higher_is_better is False)
 
 
 def metric_key(call: Any) -> str:
@@ -80,8 +103,59 @@ def metric_key(call: Any) -> str:
     return name
 
 
-EVAL_SPEC = StepSpec(
-    kind="eval", version=2, output="metrics", run="ftlang.stdlib.evaluate:run",
+def higher_is_better(metric: str) -> bool | None:
+    """The direction of a stored metric value (a py(...) metric's is unknown: None)."""
+    m = METRIC_INDEX.get(metric)
+    return m.higher_is_better if m is not None else None
+
+
+# ---- compile-time hooks --------------------------------------------------------------------
+
+def rules(b: BlockView) -> list[Diagnostic]:
+    """Each `assert` compares `model.metric` values of this eval's models and metrics."""
+    models = {r.node.split(".", 1)[1] for r in b.params.get("models") or []
+              if isinstance(getattr(r, "node", None), str)}
+    metrics = {metric_key(c) for c in b.params.get("metrics") or [] if hasattr(c, "name")}
+    out: list[Diagnostic] = []
+    for expr in b.asserts:
+        _check_assert(expr, models, metrics, b, out)
+    return out
+
+
+def _check_assert(expr: Any, models: set[str], metrics: set[str], b: BlockView, out: list[Diagnostic]) -> None:
+    if isinstance(expr, ast.BinOp):
+        _check_assert(expr.left, models, metrics, b, out)
+        _check_assert(expr.right, models, metrics, b, out)
+    elif isinstance(expr, ast.Neg):
+        _check_assert(expr.operand, models, metrics, b, out)
+    elif isinstance(expr, ast.Ref):
+        if len(expr.parts) != 2:
+            out.append(error("FT0118", f"`{expr.dotted}`: assertions compare `model.metric` values", expr.span,
+                             "not model.metric", help="e.g. assert sft.exact_match >= base.exact_match"))
+            return
+        model, metric = expr.parts
+        if model not in models:
+            guess = did_you_mean(model, models)
+            out.append(error("FT0118", f"`{model}` is not one of this eval's models", expr.span,
+                             "not evaluated here", help=(f"did you mean `{guess}`? " if guess else "")
+                             + f"models: {', '.join(sorted(models))}"))
+        elif metric not in metrics:
+            guess = did_you_mean(metric, metrics)
+            out.append(error("FT0118", f"`{metric}` is not measured by this eval", expr.span, "unknown metric",
+                             help=(f"did you mean `{guess}`? " if guess else "")
+                             + f"metrics: {', '.join(sorted(metrics))}"))
+    elif not isinstance(expr, ast.Num):
+        out.append(error("FT0118", f"assertions use numbers and model.metric values, found {b.describe(expr)}",
+                         expr.span, "not allowed here"))
+
+
+def needs(p: Mapping[str, Any]) -> list[Need]:
+    cols = fields(p, ("prompt_field", "completion_field"))
+    return [Need("data", cols), Need("extra_data", cols)]
+
+
+SPEC = StepSpec(
+    kind="eval", version=3, output="metrics", run="ftlang.stdlib.evaluate:run",
     signature=Signature("eval", (
         Attr("models", "list[model]", REQUIRED, "models to compare side by side"),
         Attr("data", "dataset", REQUIRED, "held-out rows with prompt and completion; `assert` lines "
@@ -102,4 +176,6 @@ EVAL_SPEC = StepSpec(
         Attr("batch_size", "int", 16, "examples per forward pass", ge=1, semantic=False),
     ), "Measure models on held-out data; `assert` lines gate the run."),
     statements=("assert",),
+    rules=rules, needs=needs, summary=summary,  # the rows measured, as dataset reports its rows
 )
+EVAL_SPEC = SPEC

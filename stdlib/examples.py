@@ -38,8 +38,22 @@ def read_columns(data: Artifact, names: list[str], *, limit: int | None = None,
             hint = (hints or {}).get(name)
             raise StepError(f"the dataset {data.node} has no column {name!r} "
                             f"(it has {', '.join(table.column_names)})", hint=hint)
-        out[name] = table.column(name).to_pylist()
+        column = table.column(name)
+        _plain_column(data, name, column.type)
+        out[name] = column.to_pylist()
     return out
+
+
+def _plain_column(data: Artifact, name: str, dtype: Any) -> None:
+    """A struct, map or binary column would reach the tokenizer as a Python repr
+    (`{'a': 1}`, `b'...'`): refuse it, naming the dataset and the column."""
+    import pyarrow as pa
+
+    if pa.types.is_struct(dtype) or pa.types.is_map(dtype) or pa.types.is_binary(dtype) \
+            or pa.types.is_large_binary(dtype):
+        raise StepError(f"the dataset {data.node} column {name!r} holds {dtype} values, not text",
+                        hint=f"turn it into text in a curate query, e.g. SELECT CAST({name} AS VARCHAR) "
+                             f"AS {name} (or pick a field: {name}.field)")
 
 
 def prompt_ids(tokenizer: Any, tpl: dict[str, Any], prompt: str) -> list[int]:

@@ -6,7 +6,20 @@ import shutil
 from typing import Any
 
 from ftlang.stdlib import modelio
-from ftlang.stdlib.spec import Artifact, StepContext
+from ftlang.stdlib.merge import summary
+from ftlang.stdlib.spec import REQUIRED, Artifact, Attr, Signature, StepContext, StepSpec
+
+SPEC = StepSpec(
+    kind="export", version=1, output="model", run="ftlang.stdlib.export:run",
+    signature=Signature("export", (
+        Attr("model", "model", REQUIRED, "the model to export"),
+        Attr("merge", "bool", True, "merge adapters into the base weights"),
+        Attr("to", "outpath", REQUIRED, "folder the safetensors model is copied to; ftlang replaces it "
+             "only if it published it and it is unchanged since", semantic=False),
+        Attr("allow_outside", "bool", False, "allow a `to` outside the project folder", semantic=False),
+    ), "A self-contained safetensors model folder that transformers loads."),
+    summary=summary,  # the parameter count, as merge reports it
+)
 
 
 def _write_folder(ctx: StepContext, src: Artifact, merge: bool) -> int:

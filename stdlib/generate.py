@@ -1,7 +1,9 @@
 """Generation and reward-model scoring for the eval step.
 
 - `generate`: completions of a causal LM for rendered prompts, greedy or sampled,
-  batched with left padding, cut at EOS (and <|im_end|> for ChatML).
+  batched with left padding, cut at EOS (and <|im_end|> for ChatML). Prompt- and
+  prefix-tuned models are decoded through their base model with the virtual tokens
+  put in by hand (see `_virtual_generate`): peft's own generate is wrong for both.
 - `RewardModel`: a sequence-classification model artifact that scores
   prompt + completion (reward(...) and win_rate(...) metrics).
 
@@ -10,7 +12,6 @@ torch and transformers are imported inside functions only.
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,6 +65,9 @@ def generate(lm: Any, tokenizer: Any, tpl: dict[str, Any], prompts: list[str], s
     stop = stop_ids(tokenizer, tpl)
     pad = tokenizer.pad_token_id
     device = next(lm.parameters()).device
+    virtual = _virtual_config(lm)
+    # Virtual tokens take positions too: keep prompt + virtual + new within the context.
+    room = max_length - (int(virtual.num_virtual_tokens) if virtual is not None else 0)
     extra: dict[str, Any] = {"do_sample": False}
     if sampling.do_sample:
         extra = {"do_sample": True, "temperature": sampling.temperature, "top_p": sampling.top_p, "top_k": 0}
@@ -75,22 +79,74 @@ def generate(lm: Any, tokenizer: Any, tpl: dict[str, Any], prompts: list[str], s
     with torch.no_grad():
         for i in range(0, len(prompts), batch_size):
             # Over-long prompts keep their end: that is where the answer starts.
-            encoded = [prompt_ids(tokenizer, tpl, p)[-(max_length - 1):] for p in prompts[i:i + batch_size]]
+            encoded = [prompt_ids(tokenizer, tpl, p)[-(room - 1):] for p in prompts[i:i + batch_size]]
             width = max(len(e) for e in encoded)
             # Left padding: every row's next token is at the last position.
-            ids = torch.tensor([[pad] * (width - len(e)) + e for e in encoded])
-            mask = torch.tensor([[0] * (width - len(e)) + [1] * len(e) for e in encoded])
-            budget = max(1, min(sampling.max_new_tokens, max_length - width))
-            with warnings.catch_warnings():
-                # peft, for prompt-tuned models: generate's position ids are dropped, as they must be.
-                warnings.filterwarnings("ignore", message="Position ids are not supported")
-                out = lm.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
-                                  max_new_tokens=budget, eos_token_id=stop, pad_token_id=pad, **extra)
-            for row in out[:, width:].cpu().tolist():
+            ids = torch.tensor([[pad] * (width - len(e)) + e for e in encoded], device=device)
+            mask = torch.tensor([[0] * (width - len(e)) + [1] * len(e) for e in encoded], device=device)
+            settings = dict(max_new_tokens=max(1, min(sampling.max_new_tokens, room - width)),
+                            eos_token_id=stop, pad_token_id=pad, **extra)
+            if virtual is None:
+                new_ids = lm.generate(input_ids=ids, attention_mask=mask, **settings)[:, width:]
+            else:
+                new_ids = _virtual_generate(lm, virtual, ids, mask, settings)
+            for row in new_ids.cpu().tolist():
                 # Cut at the first stop token: rows that stopped early are padded after it.
                 cut = next((j for j, t in enumerate(row) if t in stop), len(row))
                 outputs.append(tokenizer.decode(row[:cut], skip_special_tokens=True))
     return outputs
+
+
+def _virtual_config(lm: Any) -> Any:
+    """The active peft config of a prompt- or prefix-tuned model, else None."""
+    config = getattr(lm, "peft_config", None)
+    if not isinstance(config, dict):
+        return None
+    active = config.get(getattr(lm, "active_adapter", "default"))
+    return active if active is not None and active.is_prompt_learning else None
+
+
+def _virtual_generate(lm: Any, config: Any, ids: Any, mask: Any, settings: dict[str, Any]) -> Any:
+    """The new tokens of a prompt- or prefix-tuned PeftModel for left-padded `ids`.
+
+    peft 0.21's generate is wrong for both under transformers 5.24, which renamed the
+    model's `past_key_values` argument to `cache`. generate passes its own empty `cache`;
+    peft puts the prefix under `past_key_values`, which the model then ignores: prefix
+    tuning decoded as the base model (and, under left padding, differently at each
+    batch size).
+    peft also looks for `past_key_values` to tell the first step from the others, so prompt
+    tuning re-inserted its virtual tokens at every new token; and it drops position ids,
+    so left padding moved the prompt relative to the virtual tokens (batch size changed
+    the answers).
+
+    Here the base model's generate runs with the virtual tokens in place, laid out as in
+    training: virtual tokens first at positions 0..n-1, then the prompt from position n
+    whatever its padding (position ids come from the attention mask, which covers the
+    virtual tokens too). Prefix tuning: its key/value cache is passed as the cache, the
+    mask has n leading ones. Prompt tuning: its embeddings go before the prompt's in
+    `inputs_embeds`. Greedy decoding equals an argmax over the model's own forward passes.
+    """
+    import inspect
+
+    import torch
+
+    kind = str(getattr(config.peft_type, "value", config.peft_type))
+    base = lm.get_base_model()
+    rows, n = ids.shape[0], int(config.num_virtual_tokens)
+    full_mask = torch.cat([torch.ones(rows, n, dtype=mask.dtype, device=mask.device), mask], dim=1)
+    if kind == "PREFIX_TUNING":
+        cache = lm.get_prompt(batch_size=rows)
+        # transformers 5 renamed the argument; older versions read past_key_values.
+        name = "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+        out = base.generate(input_ids=ids, attention_mask=full_mask, **{name: cache}, **settings)
+        return out[:, ids.shape[1]:]
+    if kind == "PROMPT_TUNING":
+        embeds = lm.word_embeddings(ids)
+        prompts = lm.get_prompt(batch_size=rows).to(embeds.dtype)
+        # From inputs_embeds alone, generate returns the new tokens only.
+        return base.generate(inputs_embeds=torch.cat([prompts, embeds], dim=1), attention_mask=full_mask,
+                             **settings)
+    raise StepError(f"generation from a {kind.lower()} adapter is not supported")
 
 
 # ---- reward models -------------------------------------------------------------------------

@@ -21,10 +21,76 @@ from __future__ import annotations
 
 from typing import Any
 
+from ftlang.lang.diagnostics import Diagnostic
 from ftlang.stdlib import modelio
-from ftlang.stdlib.spec import Artifact, Call, StepContext, StepError
+from ftlang.stdlib.spec import (
+    REQUIRED,
+    Artifact,
+    Attr,
+    BlockView,
+    Call,
+    Signature,
+    StepContext,
+    StepError,
+    StepSpec,
+    error,
+)
 
-TASK_VECTOR_METHODS = ("ties", "dare_ties", "dare_linear", "svd")
+# ---- declarations (the compiler reads these) -----------------------------------------------
+
+MERGES = {
+    "linear": Signature("linear", (), "Weighted average of the models' weights."),
+    "ties": Signature("ties", (
+        Attr("density", "float", 0.5, "share of each task vector's largest entries kept", gt=0, le=1),
+    ), "TIES: trim each task vector (model - base) to its largest entries, elect a sign per "
+       "weight, average the agreeing entries.", positional=("density",)),
+    "dare_ties": Signature("dare_ties", (
+        Attr("density", "float", 0.5, "share of each task vector's entries kept (random, rescaled)", gt=0, le=1),
+        Attr("seed", "int", 0, "seed of the random drop"),
+    ), "DARE + TIES: drop task-vector entries at random and rescale, then TIES sign election.",
+        positional=("density",)),
+    "dare_linear": Signature("dare_linear", (
+        Attr("density", "float", 0.5, "share of each task vector's entries kept (random, rescaled)", gt=0, le=1),
+        Attr("seed", "int", 0, "seed of the random drop"),
+    ), "DARE: drop task-vector entries at random, rescale, add the weighted sum to the base.",
+        positional=("density",)),
+    "svd": Signature("svd", (
+        Attr("rank", "int", 16, "rank each merged weight update is truncated to", ge=1),
+    ), "The weighted sum of task vectors, each matrix truncated to its top singular "
+       "directions.", positional=("rank",)),
+}
+
+TASK_VECTOR_METHODS = tuple(m for m in MERGES if m != "linear")  # measured from a base model
+
+
+def rules(b: BlockView) -> list[Diagnostic]:
+    out = []
+    models, weights, method = b.params.get("models"), b.params.get("weights"), b.params.get("method")
+    if isinstance(models, list) and isinstance(weights, list) and len(models) != len(weights):
+        out.append(error("FT0114", f"{len(weights)} weights for {len(models)} models", b.spans["weights"],
+                         "one weight per model", help=f"give {len(models)} weights, or leave `weights` out"))
+    if isinstance(models, list) and len(models) < 2 and isinstance(method, Call) and method.name != "linear":
+        out.append(error("FT0114", "merging needs at least two models", b.at("models"), "one model",
+                         help="to fold an adapter into its base, export it with merge = true"))
+    return out
+
+
+def summary(meta: dict[str, Any]) -> str:
+    return f"{meta['params']:,} parameters" if isinstance(meta.get("params"), int) else ""
+
+
+SPEC = StepSpec(
+    kind="merge", version=1, output="model", run="ftlang.stdlib.merge:run",
+    signature=Signature("merge", (
+        Attr("models", "list[model]", REQUIRED, "the models (or adapters) to combine"),
+        Attr("method", "call[merge]", "linear", "linear, ties(...), dare_ties(...), dare_linear(...), svd(...)"),
+        Attr("weights", "list[float]", None, "one weight per model; default equal weights summing to 1"),
+        Attr("base", "model", None, "the model task vectors are measured from (ties, dare, svd); "
+             "default: the common base of adapter models"),
+    ), "Combine models into one full model (task arithmetic on their weights); evaluate, "
+       "train or export it like any model."),
+    rules=rules, summary=summary,
+)
 
 
 def _load(art: Artifact) -> Any:

@@ -4,22 +4,88 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import threading
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from ftlang.lang.diagnostics import Diagnostic, Label
 from ftlang.stdlib import modelio
-from ftlang.stdlib.spec import Artifact, Call, StepContext, StepError
+from ftlang.stdlib.spec import (
+    REQUIRED,
+    Artifact,
+    Attr,
+    BlockView,
+    Call,
+    Signature,
+    StepContext,
+    StepError,
+    StepSpec,
+    warning,
+)
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<pad>", "<|im_start|>", "<|im_end|>"]
 HUB_PROBE_TIMEOUT_S = 3.0
 
+# ---- declarations (the compiler reads these) -----------------------------------------------
+
+INITS = {
+    "tiny": Signature("tiny", (
+        Attr("arch", "enum", "llama", "architecture", choices=("llama",)),
+        Attr("hidden", "int", 64, "hidden size", ge=8),
+        Attr("layers", "int", 2, "number of decoder layers", ge=1),
+        Attr("heads", "int", 4, "attention heads", ge=1),
+        Attr("intermediate", "int", None, "MLP size; default 4 * hidden", ge=8),
+        Attr("vocab", "int", 1024, "BPE vocabulary size", ge=64),
+        Attr("context", "int", 256, "maximum positions", ge=16),
+        Attr("data", "dataset", REQUIRED, "the dataset the BPE tokenizer is trained on"),
+        Attr("seed", "int", 0, "weight initialisation seed"),
+    ), "A small randomly initialised model with a BPE tokenizer trained in-process."),
+}
+
+SOURCES = ("path", "hub", "init", "gguf")  # a model block names exactly one
+
+
+def rules(b: BlockView) -> list[Diagnostic]:
+    """Exactly one source; a hub model pinned to a commit (warnings otherwise)."""
+    given = [k for k in SOURCES if b.given(k)]
+    p = b.params
+    if len(given) != 1:
+        where = [Label(b.spans[k], f"`{k}`", False) for k in given[1:]]
+        return [Diagnostic(
+            "FT0114", f"model `{b.name}` needs exactly one of path, hub, init or gguf"
+            + (f" (found {', '.join(given)})" if given else ""),
+            [Label(b.span, "this model"), *where],
+            help="path = \"models/x\" (a local folder), hub = \"org/name\" with revision, "
+                 "gguf = \"x.gguf\", or init = tiny(...)")]
+    if p.get("hub") is not None and p.get("revision") is None:
+        return [warning("FT0114", f"model `{b.name}` is not pinned to a revision", b.spans["hub"], "unpinned",
+                        help="add `revision = \"<commit>\"`: cache keys need a fixed revision")]
+    if isinstance(p.get("revision"), str) and not re.fullmatch(r"[0-9a-f]{7,40}", p["revision"]):
+        return [warning("FT0114", f"`revision = \"{p['revision']}\"` names a branch or tag, not a commit",
+                        b.spans["revision"], "moves when the repository changes",
+                        help="pin a commit hash: the cache key sees only this string, not what it points at")]
+    return []
+
+
+SPEC = StepSpec(
+    kind="model", version=2, output="model", run="ftlang.stdlib.model:run",
+    signature=Signature("model", (
+        Attr("path", "path", None, "a local Hugging Face model folder"),
+        Attr("hub", "str", None, "a hub model id such as org/name"),
+        Attr("revision", "str", None, "the hub commit to pin"),
+        Attr("init", "call[init]", None, "a model built in-process: tiny(...)"),
+        Attr("gguf", "path", None, "a GGUF file (llama.cpp): dequantised once to fp32 and cached"),
+    ), "A base model: a local folder, a pinned hub model, a GGUF file, or one built in-process."),
+    rules=rules,
+)
+
 
 def run(ctx: StepContext) -> dict[str, Any]:
     p = ctx.params
-    given = [k for k in ("path", "hub", "init", "gguf") if p[k] is not None]
+    given = [k for k in SOURCES if p[k] is not None]
     if len(given) != 1:
         raise StepError(
             "a model needs exactly one of `path`, `hub`, `init` or `gguf`"
@@ -236,6 +302,8 @@ def train_tokenizer(texts: list[str], vocab: int) -> Any:
 
 def _from_tiny(ctx: StepContext, init: Call) -> dict[str, Any]:
     a = init.args
+    if a["arch"] != "llama":  # the one architecture tiny() builds (its declaration's only choice)
+        raise StepError(f"tiny(): no architecture {a['arch']!r}", hint='arch = "llama"')
     hidden, heads = int(a["hidden"]), int(a["heads"])
     if hidden % heads:
         raise StepError(f"tiny(): hidden = {hidden} is not divisible by heads = {heads}",

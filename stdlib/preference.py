@@ -17,14 +17,15 @@ from typing import Any
 
 from ftlang.stdlib import modelio
 from ftlang.stdlib import template as templates
-from ftlang.stdlib.adapters import apply_adapter, load_base
+from ftlang.stdlib.adapters import ADAPTER_ARG, apply_adapter, load_base
 from ftlang.stdlib.examples import read_columns
-from ftlang.stdlib.spec import Artifact, StepContext, StepError
+from ftlang.stdlib.spec import Artifact, Attr, Method, Signature, StepContext, StepError
 from ftlang.stdlib.trainer import (
     TrlSetup,
     callbacks,
     clamp_length,
     fit,
+    own_objective,
     reference_model,
     report,
     save_trained,
@@ -32,8 +33,49 @@ from ftlang.stdlib.trainer import (
     trl_setup,
 )
 
-COLUMNS = {"dpo": ("prompt", "chosen", "rejected"), "orpo": ("prompt", "chosen", "rejected"),
-           "reward_model": ("prompt", "chosen", "rejected"), "kto": ("prompt", "completion", "label")}
+# ---- declarations: the preference methods (the compiler reads these) -------------------------
+
+_PAIRS = ("prompt", "chosen", "rejected")
+_KTO = ("prompt", "completion", "label")
+_RUN = "ftlang.stdlib.preference:run"
+
+PREFERENCE_METHODS = (
+    Method(Signature("dpo", (
+        Attr("beta", "float", 0.1, "strength of the KL penalty to the reference model", gt=0),
+        Attr("loss", "enum", "sigmoid", "trl's DPO loss variant",
+             choices=("sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair",
+                      "sppo_hard", "aot", "aot_unpaired", "apo_zero", "apo_down", "discopop",
+                      "sigmoid_norm")),
+        Attr("label_smoothing", "float", 0.0, "conservative DPO / robust: assumed label noise", ge=0, le=0.5),
+        ADAPTER_ARG,
+    ), "Direct preference optimisation on prompt/chosen/rejected rows. The reference model "
+       "is the `from` model, adapters merged.", positional=("beta",)),
+           family="preference", run=_RUN, lr=5e-7, lr_adapter=5e-6, columns=_PAIRS, reference=True,
+           unused=own_objective("dpo", _PAIRS)),
+    Method(Signature("orpo", (
+        Attr("beta", "float", 0.1, "weight of the odds-ratio term (lambda in the paper)", gt=0),
+        ADAPTER_ARG,
+    ), "ORPO: SFT and preference in one loss, no reference model (trl.experimental.orpo).",
+        positional=("beta",)),
+           family="preference", run=_RUN, lr=8e-6, lr_adapter=8e-5, columns=_PAIRS,
+           unused=own_objective("orpo", _PAIRS)),
+    Method(Signature("kto", (
+        Attr("beta", "float", 0.1, "strength of the KL penalty to the reference model", gt=0),
+        Attr("desirable_weight", "float", 1.0, "loss weight of rows labelled true", gt=0),
+        Attr("undesirable_weight", "float", 1.0, "loss weight of rows labelled false", gt=0),
+        ADAPTER_ARG,
+    ), "KTO on unpaired rows: prompt, completion and a boolean label.", positional=("beta",)),
+           family="preference", run=_RUN, lr=5e-7, lr_adapter=5e-6, columns=_KTO, reference=True,
+           unused=own_objective("kto", _KTO)),
+    Method(Signature("reward_model", (
+        Attr("center", "float", 0.0, "penalty that keeps rewards centred on 0 (trl center_rewards_coefficient)", ge=0),
+        ADAPTER_ARG,
+    ), "A reward model: a sequence-classification head trained on prompt/chosen/rejected "
+       "rows (Bradley-Terry). Use it in rm(...) for RL, or in the reward metric."),
+           family="preference", run=_RUN, lr=1e-5, lr_adapter=1e-4, columns=_PAIRS,
+           unused=own_objective("reward_model", _PAIRS)),
+)
+COLUMNS = {m.name: m.columns for m in PREFERENCE_METHODS}
 
 
 def _rows(data: Artifact, method: str, tpl: dict[str, Any], eos: str) -> dict[str, list[Any]]:

@@ -19,21 +19,137 @@ from __future__ import annotations
 
 from typing import Any
 
+from ftlang.lang.diagnostics import Diagnostic
 from ftlang.stdlib import modelio
 from ftlang.stdlib import template as templates
-from ftlang.stdlib.adapters import apply_adapter, load_base
+from ftlang.stdlib.adapters import ADAPTER_ARG, apply_adapter, load_base
 from ftlang.stdlib.pyfunc import load_function
-from ftlang.stdlib.spec import Artifact, Call, StepContext, StepError
+from ftlang.stdlib.spec import (
+    COUNT_LIMIT,
+    REQUIRED,
+    TOKENS_LIMIT,
+    Artifact,
+    Attr,
+    BlockView,
+    Call,
+    Method,
+    Signature,
+    StepContext,
+    StepError,
+    error,
+    points,
+    warning,
+)
 from ftlang.stdlib.trainer import (
     TrlSetup,
     callbacks,
     clamp_length,
     fit,
+    own_objective,
     reference_model,
     report,
     save_trained,
     trl_settings,
     trl_setup,
+)
+
+# ---- declarations: the reward family and the online methods (the compiler reads these) -------
+
+REWARDS = {
+    "py": Signature("py", (
+        Attr("file", "path", REQUIRED, "a Python file, relative to the .ft file (its content enters the key)"),
+        Attr("function", "str", REQUIRED, "fn(prompts, completions, **columns) -> list[float]"),
+    ), "A reward computed by a Python function; extra dataset columns arrive as keyword "
+       "arguments (`answer=[...]`).", positional=("file", "function")),
+    "rm": Signature("rm", (
+        Attr("model", "model", REQUIRED, "a model trained with method = reward_model(...)"),
+    ), "The score of a reward model trained in this file.", positional=("model",)),
+}
+
+_NEW_TOKENS = Attr("max_new_tokens", "int", 16, "generation budget per completion (at most the model's "
+                   "positions left after the longest prompt)", ge=1, le=TOKENS_LIMIT)
+_GEN = (
+    Attr("generations", "int", 4, "completions sampled per prompt", ge=2, le=COUNT_LIMIT),
+    _NEW_TOKENS,
+    Attr("temperature", "float", 1.0, "sampling temperature", gt=0),
+)
+_REWARD = Attr("reward", "list[call[reward]]", REQUIRED,
+               'py("rewards.py", "fn") functions and/or rm(model) reward models; their scores add up')
+_RUN = "ftlang.stdlib.rl:run"
+
+
+def _unused(name: str, *, uses_max_length: bool) -> dict[str, str]:
+    no_eval = f"{name} has no validation pass: its reward at each logging step is in the run's metadata"
+    out = {**own_objective(name, ("prompt",)), "eval_data": no_eval, "eval_steps": no_eval, "patience": no_eval}
+    if not uses_max_length:
+        out["max_length"] = f"{name}'s budget is max_new_tokens per completion; prompts are not cut"
+    return out
+
+
+# trl samples through peft's own generate, which (peft 0.21 + transformers 5.24) drops the
+# virtual tokens of prompt and prefix tuning: the policy would learn from the base model's
+# samples. ftlang's own generation is right (stdlib/generate.py), trl's is not: refused.
+_VIRTUAL_ADAPTERS = ("prompt_tuning", "prefix_tuning")
+
+
+def reward_rules(call: Call, b: BlockView) -> list[Diagnostic]:
+    """rm(model) scores with a model trained as a reward model; no virtual-token adapters."""
+    out = []
+    adapters = {getattr(a, "name", None) for a in points(call.args.get("adapter"))}
+    for name in sorted(adapters & set(_VIRTUAL_ADAPTERS)):
+        out.append(error("FT0114", f"{call.name} cannot train a {name} adapter",
+                         b.at("method"), "samples would come from the base model",
+                         help="trl generates with peft's generate, which drops the virtual tokens in this "
+                              "peft/transformers; use adapter = lora(...) or ia3(...)"))
+    for r in call.args.get("reward") or []:
+        target = r.args.get("model") if isinstance(r, Call) and r.name == "rm" else None
+        if not isinstance(getattr(target, "node", None), str):
+            continue
+        written = b.lookup(target.node.split(".", 1)[1].split("[", 1)[0])
+        if written is None:
+            continue
+        method = written.calls.get("method") if written.kind == "train" else None
+        if method is None or method[0] != "reward_model":
+            out.append(warning("FT0114", f"`{target.label}` is not trained with method = reward_model(...)",
+                               target.span or b.at("method"), "not a reward model",
+                               help="rm(...) scores with a sequence-classification model"))
+    return out
+
+
+def _grpo_reference(call: Call) -> bool:
+    """grpo trains against a reference model only with a KL penalty (any swept point)."""
+    return any(isinstance(b, (int, float)) and b > 0 for b in points(call.args.get("beta")))
+
+
+ONLINE_METHODS = (
+    Method(Signature("grpo", (
+        _REWARD, *_GEN,
+        Attr("beta", "float", 0.0, "KL penalty to the reference model (0: no reference model)", ge=0),
+        Attr("loss", "enum", "dapo", "trl's GRPO loss normalisation",
+             choices=("grpo", "bnpo", "dr_grpo", "dapo")),
+        ADAPTER_ARG,
+    ), "Group relative policy optimisation: sample a group per prompt, reward each "
+       "completion, push towards the better ones."),
+           family="online", run=_RUN, lr=1e-6, lr_adapter=1e-5, columns=("prompt",),
+           reference=_grpo_reference, unused=_unused("grpo", uses_max_length=False), rules=reward_rules),
+    Method(Signature("rloo", (
+        _REWARD, *_GEN,
+        Attr("beta", "float", 0.05, "KL penalty to the reference model", ge=0),
+        ADAPTER_ARG,
+    ), "REINFORCE leave-one-out: the RLHF step after a reward model (trl 1.16 has no PPO)."),
+           family="online", run=_RUN, lr=1e-6, lr_adapter=1e-5, columns=("prompt",), reference=True,
+           unused=_unused("rloo", uses_max_length=False), rules=reward_rules),
+    Method(Signature("online_dpo", (
+        _REWARD,
+        Attr("beta", "float", 0.1, "strength of the KL penalty to the reference model", gt=0),
+        Attr("loss", "enum", "sigmoid", "DPO loss on the judged pairs", choices=("sigmoid", "ipo")),
+        _NEW_TOKENS,
+        Attr("temperature", "float", 0.9, "sampling temperature", gt=0),
+        ADAPTER_ARG,
+    ), "Online DPO: two completions per prompt, the reward picks chosen and rejected "
+       "(trl.experimental.online_dpo)."),
+           family="online", run=_RUN, lr=5e-7, lr_adapter=5e-6, columns=("prompt",), reference=True,
+           unused=_unused("online_dpo", uses_max_length=True), rules=reward_rules),
 )
 
 PROMPT_COLUMN = "_ft_prompt"  # the untemplated prompt, handed to py() rewards as `prompts`
@@ -146,7 +262,9 @@ def run(ctx: StepContext) -> dict[str, Any]:
 
     lm = load_base(s.src, s.adapter, s.device, ctx.cache,
                    gradient_checkpointing=bool(p["gradient_checkpointing"]))
-    max_length = clamp_length(ctx, lm, int(p["max_length"]))
+    # grpo and rloo declare max_length unused (Method.unused): only online_dpo passes it on.
+    max_length = clamp_length(ctx, lm, int(p["max_length"])) if name == "online_dpo" else 0
+    new_tokens = generation_budget(ctx, lm, s.tokenizer, train_ds["prompt"], int(a["max_new_tokens"]))
     set_seed(s.seed)
     lm = apply_adapter(lm, s.adapter, tokenizer_dir=modelio.tokenizer_folder(s.src))
     trainable = modelio.count_params(lm, trainable=True)
@@ -160,7 +278,6 @@ def run(ctx: StepContext) -> dict[str, Any]:
     history: list[dict[str, float]] = []
     evals: list[dict[str, float]] = []
     cbs = callbacks(ctx, history, evals, p)
-    new_tokens = int(a["max_new_tokens"])
     if name in ("grpo", "rloo"):
         g = int(a["generations"])
         # The batch counts completions: a whole number of groups of `generations`.
@@ -197,12 +314,33 @@ def run(ctx: StepContext) -> dict[str, Any]:
     save_trained(trainer.model, s.tokenizer, ctx, s.src, s.adapter, s.template)
     curve = _reward_curve(trainer)
     meta = report(history, evals, result, seconds, prompts=len(train_ds), trainable_params=trainable,
-                  lr=s.lr, device=s.device, reward=[r for _, r in curve], reward_steps=[k for k, _ in curve])
+                  lr=s.lr, device=s.device, reward=[r for _, r in curve], reward_steps=[k for k, _ in curve],
+                  max_new_tokens=new_tokens)
     if curve:
         meta["final_reward"] = curve[-1][1]
         ctx.log(f"{name}: {meta['steps']} steps in {seconds:.1f} s; mean reward "
                 f"{curve[0][1]:.3f} -> {curve[-1][1]:.3f}")
     return meta
+
+
+def generation_budget(ctx: StepContext, lm: Any, tokenizer: Any, prompts: list[str], wanted: int) -> int:
+    """max_new_tokens, capped so that the longest (templated) prompt plus its completion fits
+    in the model's positions: beyond them generation cannot go on meaningfully, and a budget
+    far above them only makes every step slow."""
+    limit = getattr(lm.config, "max_position_embeddings", None)
+    if not limit or not prompts:
+        return wanted
+    longest = max(len(ids) for ids in tokenizer(list(prompts), add_special_tokens=True)["input_ids"])
+    room = int(limit) - longest
+    if room < 1:
+        raise StepError(f"the longest prompt has {longest} tokens: it fills the model's {limit} positions",
+                        hint="shorten the prompts (or the template's system message), or use a model "
+                             "with a longer context")
+    if wanted > room:
+        ctx.log(f"max_new_tokens {wanted}: the model has {limit} positions and the longest prompt "
+                f"{longest} tokens, so completions stop at {room} new tokens")
+        return room
+    return wanted
 
 
 def _reward_curve(trainer: Any) -> list[tuple[int, float]]:

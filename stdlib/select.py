@@ -16,14 +16,40 @@ from __future__ import annotations
 
 import math
 import shutil
+from collections.abc import Mapping
 from typing import Any
 
-from ftlang.stdlib.spec import REQUIRED, Artifact, Attr, Signature, StepContext, StepError, StepSpec
+from ftlang.stdlib.evaluate_spec import METRIC_INDEX
+from ftlang.stdlib.spec import (
+    REQUIRED,
+    Artifact,
+    Attr,
+    Need,
+    Signature,
+    StepContext,
+    StepError,
+    StepSpec,
+    fields,
+)
 
-METRICS = ("loss", "perplexity", "exact_match")
+METRICS = ("loss", "perplexity", "exact_match")  # eval's metrics of these names, measured the same way
+ALIASES = {"eval_loss": "loss"}  # `select = min eval_loss on ...` reads as the loss
+# Which mode keeps the best point of each metric (the compiler warns about the other one).
+BEST = {m: "max" if METRIC_INDEX[m].higher_is_better else "min" for m in METRICS}
+
+
+def needs(p: Mapping[str, Any]) -> list[Need]:
+    """The train block's fields name the columns (the select node copies them)."""
+    names = ("text_field",) if p.get("objective") == "clm" else ("prompt_field", "completion_field")
+    return [Need("data", fields(p, names))]
+
+
+def summary(meta: Mapping[str, Any]) -> str:
+    kept = meta.get("selected")
+    return f"kept {kept.split('.', 1)[-1]}" if isinstance(kept, str) else ""
 
 SPEC = StepSpec(
-    kind="select", version=1, output="model", run="ftlang.stdlib.select:run",
+    kind="select", version=2, output="model", run="ftlang.stdlib.select:run",
     signature=Signature("select", (
         Attr("models", "list[model]", REQUIRED, "the candidates: every point of a swept train block"),
         Attr("data", "dataset", REQUIRED, "rows the metric is measured on"),
@@ -37,6 +63,7 @@ SPEC = StepSpec(
         Attr("max_new_tokens", "int", 32, "generation budget for exact_match", ge=1),
         Attr("batch_size", "int", 16, "examples per forward pass", ge=1, semantic=False),
     ), "Measures every point of a sweep on held-out rows and keeps the best model."),
+    needs=needs, summary=summary,
 )
 
 

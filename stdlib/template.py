@@ -5,13 +5,32 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ftlang.stdlib.spec import Artifact, StepContext
+from ftlang.stdlib.spec import REQUIRED, Artifact, Attr, Signature, StepContext, StepSpec
 
 PLAIN: dict[str, Any] = {"style": "plain", "system": "", "separator": "\n"}
 
+# The template family: `template chat = chatml(system = "...")` is the template block
+# `template chat { style = chatml, system = "..." }`.
+TEMPLATES = {
+    "chatml": Signature("chatml", (Attr("system", "str", "", "system message"),),
+                        "ChatML: <|im_start|>role ... <|im_end|>."),
+    "plain": Signature("plain", (Attr("separator", "str", "\n", "text between prompt and completion"),),
+                       "Prompt, separator, completion."),
+}
+
+SPEC = StepSpec(
+    kind="template", version=1, output="template", run="ftlang.stdlib.template:run",
+    signature=Signature("template", (
+        Attr("style", "enum", REQUIRED, "the template family", choices=tuple(TEMPLATES)),
+        Attr("system", "str", "", "system message (chatml)"),
+        Attr("separator", "str", "\n", "text between prompt and completion (plain)"),
+    ), "How a prompt and its completion become one training text."),
+)
+
 
 def run(ctx: StepContext) -> dict[str, Any]:
-    tpl = {k: ctx.params[k] for k in ("style", "system", "separator")}
+    p = ctx.params
+    tpl = {"style": p["style"], "system": p["system"], "separator": p["separator"]}
     (ctx.out / "template.json").write_text(json.dumps(tpl, sort_keys=True, indent=1) + "\n")
     return {"style": tpl["style"]}
 

@@ -1,24 +1,33 @@
 """train: fine-tune a model artifact on a dataset (the `train` block's step).
 
 In:  complete params: `from` (a model Artifact), `data` (a dataset Artifact), `method`
-     (a Call), `objective`, the field names, and the Trainer settings (_TRAIN_COMMON in
-     registry.py).
+     (a Call), `objective`, the field names, and the Trainer settings (_TRAIN_COMMON).
 Out: a model artifact in ctx.out (full weights, or an adapter over `from`) and the ledger
      metadata: losses per logging step, examples, tokens, trainable parameters.
 
-Supervised methods (full weights or an adapter: lora, qlora, ia3, prompt_tuning,
-prefix_tuning) run here with objective sft (prompt/completion), chat (messages) or clm
-(raw text). Preference methods (dpo, orpo, kto, reward_model) are in
-ftlang.stdlib.preference, online RL (grpo, rloo, online_dpo) in ftlang.stdlib.rl. The
-pieces are in ftlang.stdlib.examples (token ids and labels), ftlang.stdlib.adapters
-(loading, peft) and ftlang.stdlib.trainer (Trainer settings, callbacks, fit).
+`run` dispatches to the `run` of the method's declaration (a `Method`, indexed in
+registry.METHOD_INDEX). The adapter methods (full weights or an adapter: lora, qlora,
+ia3, prompt_tuning, prefix_tuning; declared in ftlang.stdlib.adapters) run here, in
+`supervised`, with objective sft (prompt/completion), chat (messages) or clm (raw text).
+Preference methods (dpo, orpo, kto, reward_model) are in ftlang.stdlib.preference, online
+RL (grpo, rloo, online_dpo) in ftlang.stdlib.rl. The pieces are in ftlang.stdlib.examples
+(token ids and labels), ftlang.stdlib.adapters (loading, peft) and ftlang.stdlib.trainer
+(Trainer settings, callbacks, fit).
+
+This module also declares the `train` block (SPEC) with its compile-time rules: a method's
+`unused` attributes and an objective's foreign fields are errors when written, its
+arguments are checked by the method's own `rules`, and the columns it reads (`needs`) are
+the method's, or for adapter methods the objective's fields.
 """
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Mapping
 from typing import Any
 
-from ftlang.stdlib import devices, modelio, registry
+from ftlang.lang.diagnostics import Diagnostic, Label
+from ftlang.stdlib import devices, modelio
 from ftlang.stdlib import template as templates
 from ftlang.stdlib.adapters import apply_adapter, load_base
 from ftlang.stdlib.examples import (
@@ -31,7 +40,27 @@ from ftlang.stdlib.examples import (
     read_columns,
     sft_examples,
 )
-from ftlang.stdlib.spec import Artifact, Call, StepContext, StepError
+from ftlang.stdlib.spec import (
+    COUNT_LIMIT,
+    REQUIRED,
+    SEED_LIMIT,
+    STEPS_LIMIT,
+    TOKENS_LIMIT,
+    Artifact,
+    Attr,
+    BlockView,
+    Call,
+    Method,
+    Need,
+    Signature,
+    StepContext,
+    StepError,
+    StepSpec,
+    error,
+    fields,
+    points,
+    warning,
+)
 from ftlang.stdlib.trainer import (
     callbacks,
     checkpoint_dir,
@@ -46,8 +75,222 @@ from ftlang.stdlib.trainer import (
 
 # Read through this module by tests and bench/ (train.IGNORE, train.default_lr; tests
 # monkeypatch train.callbacks and train.make_collator, which run() looks up here).
-__all__ = ["IGNORE", "TokenCache", "apply_adapter", "callbacks", "chat_examples", "default_lr",
-           "load_base", "make_collator", "pack", "run", "sft_examples"]
+__all__ = ["IGNORE", "SPEC", "TokenCache", "apply_adapter", "callbacks", "chat_examples", "default_lr",
+           "load_base", "make_collator", "pack", "run", "sft_examples", "supervised"]
+
+# ---- the declaration (the compiler reads it) -------------------------------------------------
+
+# The objectives of the adapter methods: the train attributes naming the columns each reads.
+OBJECTIVES: dict[str, tuple[str, ...]] = {
+    "sft": ("prompt_field", "completion_field"),
+    "chat": ("messages_field",),
+    "clm": ("text_field",),
+}
+FIELDS = ("prompt_field", "completion_field", "messages_field", "text_field")
+# What else an objective does not read (clm cuts one token stream into max_length blocks).
+_OBJECTIVE_UNUSED = {"clm": {"truncation": "clm cuts the text stream into max_length blocks"}}
+
+_TRAIN_COMMON = (
+    Attr("lr", "float", None, "peak learning rate; default by method: lora 2e-4, full 5e-5, dpo 5e-7 "
+         "(5e-6 with an adapter), ... (docs/methods.md)", gt=0, warn_above=1.0),
+    Attr("epochs", "float", 1.0, "passes over the data", gt=0, le=10_000),
+    Attr("max_steps", "int", -1, "stop after this many optimiser steps (-1: use epochs)", ge=-1, le=STEPS_LIMIT),
+    Attr("batch_size", "int", 8, "examples per device step", ge=1, le=COUNT_LIMIT),
+    Attr("grad_accum", "int", 1, "gradient accumulation steps", ge=1, le=COUNT_LIMIT),
+    Attr("max_length", "int", 512, "tokens per example (prompt + completion)", ge=8, le=TOKENS_LIMIT),
+    Attr("truncation", "enum", "keep_start", "an example over max_length: keep_start cuts its end, "
+         "keep_end cuts the prompt's start, drop skips it", choices=("keep_start", "keep_end", "drop")),
+    Attr("packing", "bool", False, "pack several examples into each max_length row (sequences stay "
+         "isolated: each attends only to itself)"),
+    Attr("warmup", "float", 0.0, "warmup: a ratio when < 1, else a step count", ge=0, le=STEPS_LIMIT),
+    Attr("scheduler", "enum", "linear", "learning-rate schedule", choices=("linear", "cosine", "constant")),
+    Attr("optimizer", "enum", "adamw", "adamw, sgd, or adamw_8bit (bitsandbytes, CUDA only)",
+         choices=("adamw", "sgd", "adamw_8bit")),
+    Attr("weight_decay", "float", 0.0, "weight decay", ge=0),
+    Attr("max_grad_norm", "float", 1.0, "gradient clipping norm", gt=0),
+    Attr("seed", "int", 0, "seed for data order, dropout and initialisation", ge=0, le=SEED_LIMIT),
+    Attr("shuffle", "bool", True, "shuffle the rows each epoch; false trains in dataset order "
+         "(curriculum: a curate ORDER BY)"),
+    Attr("precision", "enum", "auto", "auto: bf16 on a GPU that supports it, else fp32",
+         choices=("auto", "fp32", "bf16", "fp16")),
+    Attr("gradient_checkpointing", "bool", False, "recompute activations in the backward pass "
+         "(less memory, ~30% slower)"),
+    Attr("device", "enum", "auto", "auto picks cuda, then mps, then cpu", choices=("auto", "cuda", "mps", "cpu")),
+    Attr("eval_data", "dataset", None, "validation rows: their loss is logged every eval_steps"),
+    Attr("eval_steps", "int", 50, "measure the validation loss every N steps", ge=1, le=STEPS_LIMIT),
+    Attr("patience", "int", None, "stop after this many validations without a better loss; the "
+         "best checkpoint is kept (needs eval_data)", ge=1, le=STEPS_LIMIT),
+    Attr("save_steps", "int", None, "write a checkpoint every N steps; a rerun with the same key "
+         "resumes from the last one", ge=1, le=STEPS_LIMIT, semantic=False),
+    Attr("save_limit", "int", 2, "checkpoints kept", ge=1, le=STEPS_LIMIT, semantic=False),
+    Attr("report_to", "list[enum]", [], "trackers, writing under .ft/cache/runs/<node>: tensorboard, "
+         "mlflow (a file store), wandb (offline mode)", choices=("tensorboard", "mlflow", "wandb"),
+         semantic=False),
+    Attr("logging_steps", "int", 10, "log the loss every N steps", ge=1, le=STEPS_LIMIT, semantic=False),
+)
+
+
+def _methods() -> Mapping[str, Method]:
+    from ftlang.stdlib import registry  # registry imports this module
+
+    return registry.METHOD_INDEX
+
+
+def unused(call: Call, objective: Any) -> dict[str, tuple[str, str]]:
+    """The train attributes a method call (with this objective) does not read:
+    {attribute: (what makes it unused, why)}."""
+    methods = _methods()
+    out: dict[str, tuple[str, str]] = {}
+    decl = methods.get(call.name)
+    if decl is None:
+        return out
+    if decl.family == "adapter" and isinstance(objective, str) and objective in OBJECTIVES:
+        reads = OBJECTIVES[objective]
+        why = f"objective = {objective} reads {' and '.join(reads)}"
+        out.update({f: (f"objective = {objective}", why) for f in FIELDS if f not in reads})
+        out.update({a: (f"objective = {objective}", w) for a, w in _OBJECTIVE_UNUSED.get(objective, {}).items()})
+    adapter = call.args.get("adapter")
+    for c in (adapter, call):  # the method's own reasons win
+        if isinstance(c, Call) and c.name in methods:
+            out.update({a: (f"method = {call.name}(...)", w) for a, w in methods[c.name].unused.items()})
+    return out
+
+
+def rules(b: BlockView) -> list[Diagnostic]:
+    """Rules across the attributes of one train block."""
+    p = b.params
+    out: list[Diagnostic] = []
+    if p.get("objective") == "clm" and p.get("template") is not None:
+        out.append(warning("FT0114", "a template has no effect with objective = clm", b.spans["template"],
+                           "ignored", help="remove `template`, or use objective = sft"))
+    methods = _methods()
+    calls = [c for c in points(p.get("method")) if isinstance(c, Call) and c.name in methods]
+    refused: dict[str, tuple[str, str]] = {}
+    for call in calls:
+        adapter = call.args.get("adapter")
+        if isinstance(adapter, Call) and getattr(methods.get(adapter.name), "family", None) != "adapter":
+            adapters = [n for n, m in methods.items() if m.family == "adapter"]
+            out.append(error("FT0114", f"`adapter = {adapter.name}(...)` is not a way to train weights",
+                             b.at("method"), "not an adapter", help=f"adapter is one of: {', '.join(adapters)}"))
+            return out
+        for c in (call, adapter):
+            rule = methods[c.name].rules if isinstance(c, Call) else None
+            out += rule(c, b) if rule is not None else []
+        for objective in points(p.get("objective")):
+            for attr, why in unused(call, objective).items():
+                if b.given(attr):
+                    refused.setdefault(attr, why)
+    for attr, (who, why) in sorted(refused.items(), key=lambda kv: (b.spans[kv[0]].line, b.spans[kv[0]].col)):
+        out.append(error("FT0114", f"`{attr}` has no effect with {who}", b.spans[attr], "not used",
+                         help=f"remove `{attr}`: {why}"))
+    if p.get("patience") is not None and p.get("eval_data") is None and "patience" not in refused:
+        out.append(error("FT0114", "early stopping needs validation data", b.at("patience"),
+                         "`patience` without `eval_data`", help="add `eval_data = <dataset>`, or remove `patience`"))
+    if p.get("optimizer") == "adamw_8bit" and p.get("device") in ("cpu", "mps"):
+        out.append(error("FT0114", "adamw_8bit runs on CUDA only", b.at("optimizer"), f"device = {p.get('device')}",
+                         help="use optimizer = adamw on this device"))
+    method = p.get("method")
+    if isinstance(method, Call) and method.name in methods and methods[method.name].uses_reference(method):
+        lower = _upstream_adapter(p.get("from"), b, methods)
+        if lower is not None:
+            out.append(Diagnostic(
+                "FT0114", f"the reference model of {method.name} is `{p['from'].label}` with its {lower} "
+                "adapter merged", [Label(b.at("from"), "policy and reference start here")], level="note"))
+    return out + _cadence_rules(b, refused)
+
+
+def _upstream_adapter(ref: Any, b: BlockView, methods: Mapping[str, Method]) -> str | None:
+    """The method name written in the train block `ref` points at, when that block trains an
+    adapter (anything but full weights); None otherwise."""
+    node = getattr(ref, "node", None)
+    if not isinstance(node, str) or not node.startswith("train."):
+        return None
+    written = b.lookup(node.split(".", 1)[1].split("[", 1)[0])
+    name, args = written.calls.get("method", (None, {})) if written is not None else (None, {})
+    if name is None or name == "full":
+        return None
+    if name in methods and methods[name].family != "adapter":
+        inner = args.get("adapter")
+        return None if inner in (None, "full") else inner
+    return name
+
+
+def _cadence_rules(b: BlockView, refused: Mapping[str, Any]) -> list[Diagnostic]:
+    """Settings that are legal one by one but cannot do what they say together: warnings."""
+    out = []
+    warmup, steps = b.params.get("warmup"), b.params.get("max_steps")
+    if isinstance(warmup, (int, float)) and isinstance(steps, int) and warmup >= 1 and 0 < steps < warmup:
+        out.append(warning("FT0114", f"`warmup` ({warmup:g} steps) is longer than `max_steps` ({steps})",
+                           b.spans["warmup"], "never finishes",
+                           help="the learning rate never reaches `lr`: shorten warmup, or give it as a ratio (< 1)"))
+    if b.given("eval_steps") and b.params.get("eval_data") is None and "eval_steps" not in refused:
+        out.append(warning("FT0114", "`eval_steps` has no effect without `eval_data`", b.spans["eval_steps"],
+                           "ignored", help="add `eval_data = <dataset>` (validation rows), or remove eval_steps"))
+    return out
+
+
+def needs(p: Mapping[str, Any]) -> list[Need]:
+    """The columns of `data` (and `eval_data`): the method's own, or for an adapter method
+    its objective's fields. With a sweep, only what every point reads."""
+    methods = _methods()
+    found: list[tuple[tuple[Any, str | None], ...]] = []
+    for call in points(p.get("method")):
+        decl = methods.get(call.name) if isinstance(call, Call) else None
+        if decl is None:
+            return []
+        if decl.family != "adapter":
+            found.append(tuple((c, None) for c in decl.columns))
+            continue
+        for objective in points(p.get("objective")):
+            if not isinstance(objective, str) or objective not in OBJECTIVES:
+                return []
+            found.append(fields(p, OBJECTIVES[objective]))
+    cols = tuple(c for c in found[0] if all(c in f for f in found[1:])) if found else ()
+    return [Need("data", cols), Need("eval_data", cols)] if cols else []
+
+
+def summary(meta: Mapping[str, Any]) -> str:
+    bits = []
+    if isinstance(meta.get("final_loss"), (int, float)):
+        bits.append(f"loss {meta['final_loss']:.3f}")
+    if "steps" in meta:
+        bits.append(f"{meta['steps']} steps")
+    return ", ".join(bits)
+
+
+SPEC = StepSpec(
+    kind="train", version=2, output="model", run="ftlang.stdlib.train:run", trains=True,
+    signature=Signature("train", (
+        Attr("from", "model", REQUIRED, "the model to start from"),
+        Attr("data", "dataset", REQUIRED, "training rows"),
+        Attr("method", "call[method]", "full", "full, lora(...), ia3(...), prompt_tuning(...), "
+             "prefix_tuning(...); or a preference/RL method: dpo(...), orpo(...), kto(...), "
+             "reward_model(...), grpo(...), rloo(...), online_dpo(...)"),
+        Attr("objective", "enum", "sft", "for full and adapter methods: sft (prompt/completion, "
+             "loss on the completion), chat (a messages column, loss on assistant turns), "
+             "clm (raw text)", choices=tuple(OBJECTIVES)),
+        Attr("template", "template", None, "how prompt and completion are joined (sft, chat)"),
+        Attr("prompt_field", "str", "prompt", "column holding the prompt (sft)"),
+        Attr("completion_field", "str", "completion", "column holding the completion (sft)"),
+        Attr("messages_field", "str", "messages", "column holding [{role, content}, ...] (chat)"),
+        Attr("text_field", "str", "text", "column holding the text (clm)"),
+        *_TRAIN_COMMON,
+    ), "Fine-tune a model on a dataset."),
+    rules=rules, needs=needs, summary=summary,
+)
+
+
+# ---- the step ------------------------------------------------------------------------------
+
+def run(ctx: StepContext) -> dict[str, Any]:
+    """The method's own `run` (its declaration says which)."""
+    method: Call = ctx.params["method"]
+    decl = _methods().get(method.name)
+    if decl is None:
+        raise StepError(f"unknown training method {method.name!r}", hint=f"methods: {', '.join(_methods())}")
+    module, function = decl.run.split(":")
+    step: Any = getattr(importlib.import_module(module), function)
+    return step(ctx)
 
 
 def _examples(p: dict[str, Any], data: Artifact, tokenizer: Any, tpl: dict[str, Any] | None,
@@ -72,20 +315,10 @@ def _examples(p: dict[str, Any], data: Artifact, tokenizer: Any, tpl: dict[str, 
     raise StepError(f"unknown objective {objective!r}", hint="use sft, chat or clm")
 
 
-def run(ctx: StepContext) -> dict[str, Any]:
+def supervised(ctx: StepContext) -> dict[str, Any]:
+    """The adapter methods (full, lora, ia3, prompt/prefix tuning) with objective sft, chat or clm."""
     p = ctx.params
     method: Call = p["method"]
-    if method.name in registry.PREFERENCE:
-        from ftlang.stdlib import preference
-
-        return preference.run(ctx)
-    if method.name in registry.ONLINE:
-        from ftlang.stdlib import rl
-
-        return rl.run(ctx)
-    if method.name not in registry.ADAPTERS:
-        raise StepError(f"unknown training method {method.name!r}",
-                        hint=f"methods: {', '.join(registry.METHODS)}")
     src: Artifact = p["from"]
     data: Artifact = p["data"]
     objective = p["objective"]

@@ -20,17 +20,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ftlang.stdlib import devices, modelio, registry
+from ftlang.stdlib import devices, modelio
 from ftlang.stdlib import template as templates
 from ftlang.stdlib.adapters import adapter_of, load_base
 from ftlang.stdlib.spec import Artifact, Call, StepContext, StepError
 
 
 def default_lr(method: Call) -> float:
-    """The method's peak learning rate when `lr` is not given (registry.DEFAULT_LR)."""
-    if method.name in registry.DEFAULT_LR_ADAPTER and adapter_of(method).name != "full":
-        return registry.DEFAULT_LR_ADAPTER[method.name]
-    return registry.DEFAULT_LR[method.name]
+    """The method's peak learning rate when `lr` is not given (its Method declaration)."""
+    from ftlang.stdlib import registry
+
+    return registry.METHOD_INDEX[method.name].default_lr(method)
 
 
 def learning_rate(p: dict[str, Any], method: Call) -> float:
@@ -300,6 +300,17 @@ def save_trained(lm: Any, tokenizer: Any, ctx: StepContext, src: Artifact, adapt
 
 
 # ---- trl-based methods (preference.py, rl.py) --------------------------------------------
+
+def own_objective(name: str, columns: tuple[str, ...]) -> dict[str, str]:
+    """Method.unused of a method with its own objective and fixed column names: the train
+    attributes that pick an objective, name columns, or cut and pack examples."""
+    rename = (f"{name} reads the columns {', '.join(columns)}: rename yours in a curate query "
+              f"(SELECT x AS {columns[0]})")
+    return {"objective": "the method is the objective",
+            "prompt_field": rename, "completion_field": rename, "messages_field": rename, "text_field": rename,
+            "truncation": f"trl cuts {name}'s rows to max_length itself",
+            "packing": "packing applies to sft, chat and clm training"}
+
 
 @dataclass
 class TrlSetup:

@@ -125,11 +125,12 @@ def gc_cases(n: int, rng: random.Random) -> Iterator[Case]:
         def case(tmp: Path, moment: float = moment) -> None:
             G.write_rows(tmp / "corpus.jsonl", 0, 40)
             (tmp / "p.ft").write_text(G.TRAIN)
-            run = subprocess.Popen([*G.ft_bin(), "run", "p.ft"], cwd=tmp, stderr=subprocess.DEVNULL,
+            run = subprocess.Popen([*G.ft_bin(), "run", "p.ft"], cwd=tmp, stderr=subprocess.PIPE, text=True,
                                    env=dict(os.environ, NO_COLOR="1"))
             time.sleep(moment)
             gc = G.run_ft("gc", "p.ft", "--keep-runs", "0", cwd=tmp)
-            assert run.wait(timeout=300) == 0
+            _, err = run.communicate(timeout=300)
+            assert run.returncode == 0, f"the run failed: {err[-800:]}"
             assert gc.returncode == 0 and "Traceback" not in gc.stderr, gc.stderr
             again = G.run_ft("run", "p.ft", cwd=tmp)
             assert "nothing to do: 3 steps cached" in again.stderr, again.stderr
@@ -193,7 +194,8 @@ def run_family(name: str, cases: Iterator[Case]) -> tuple[int, int, int, int, li
                 if isinstance(exc, KeyboardInterrupt):
                     raise
                 failed += 1
-                problems.append(f"{name}: {label}: {str(exc)[:600]}")
+                why = str(exc) or "".join(traceback.format_exception(exc, limit=-2))
+                problems.append(f"{name}: {label}: {type(exc).__name__}: {why[:800]}")
     return tried, handled, failed, skipped, problems
 
 

@@ -48,7 +48,7 @@ def _fill_value(t: str, value: Any) -> Any:
     if t.startswith("call[") and isinstance(value, (str, Call)):
         call = value if isinstance(value, Call) else Call(value, {})  # a bare name: `method = full`
         sig = CALLS[t[5:-1]].get(call.name)
-        return Call(call.name, _fill(sig, call.args)) if sig is not None else call
+        return Call(call.name, _fill(sig, call.args), t[5:-1]) if sig is not None else call
     return value
 
 

@@ -231,3 +231,18 @@ def test_one_column_reader_for_check_and_step(tmp_path: Path) -> None:
     path.write_bytes(b"prompt,completion\nq,caf\xe9\n")
     err = tabular.first_utf8_error(path, "x.csv")
     assert err is not None and err.row == 2 and "0xe9" in str(err)
+
+
+def test_a_struct_column_never_reaches_training_as_a_repr(tmp_path: Path) -> None:
+    """Without a schema the dataset step keeps a Parquet struct column as it is; the steps
+    that read text refuse it by dataset and column instead of tokenizing `{'a': 1}`."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from ftlang.stdlib.examples import read_columns
+    from ftlang.stdlib.spec import Artifact
+
+    pq.write_table(pa.table({"prompt": [{"a": 1}, {"a": 2}], "completion": ["x", "y"]}), tmp_path / "data.parquet")
+    art = Artifact("curate.rows", "d", tmp_path)
+    with pytest.raises(StepError, match="curate.rows column 'prompt' holds struct<a: int64> values, not text"):
+        read_columns(art, ["prompt", "completion"])
+    assert read_columns(art, ["completion"]) == {"completion": ["x", "y"]}

@@ -63,3 +63,14 @@ def test_passes_are_the_tuple_that_runs_in_the_readme_order(monkeypatch) -> None
     readme = (ROOT / "compiler" / "README.md").read_text()
     listed = re.findall(r"^\d+\. `([\w.]+)`", readme, re.M)
     assert ["lang.parser.parse", *listed] == ran
+
+
+def test_attribute_types_are_parsed_once_where_declared() -> None:
+    import pytest
+    from ftlang.stdlib.spec import Attr, parse_type
+
+    te = Attr("metrics", "list[call[metric]]").of
+    assert (te.kind, te.item.kind, te.item.family) == ("list", "call", "metric")
+    assert parse_type("list[ call[metric] ]") is te  # cached: one parse per distinct type
+    with pytest.raises(ValueError, match="unknown attribute type"):
+        Attr("x", "lst[int]")  # a typo in a declaration fails at import, not on first use
