@@ -193,10 +193,22 @@ def _hub_reachable(endpoint: str, timeout: float) -> bool:
     return bool(ok)
 
 
+def hub_cli() -> str:
+    """The download command the installed huggingface_hub ships: `hf` in current releases,
+    `huggingface-cli` in older ones (read from its entry points, not from PATH)."""
+    from importlib import metadata
+
+    try:
+        names = {e.name for e in metadata.distribution("huggingface_hub").entry_points}
+    except metadata.PackageNotFoundError:
+        names = set()
+    return "huggingface-cli" if "hf" not in names and "huggingface-cli" in names else "hf"
+
+
 def _unreachable(hub: str, why: str) -> StepError:
     return StepError(
         f"cannot fetch hub model {hub!r}: the Hugging Face hub is unreachable ({why})",
-        hint=("download the model where the hub is reachable (huggingface-cli download "
+        hint=(f"download the model where the hub is reachable ({hub_cli()} download "
               f"{hub} --local-dir models/NAME), then write `path = \"models/NAME\"` "
               "in this model block instead of `hub`"))
 

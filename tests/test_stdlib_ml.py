@@ -294,6 +294,11 @@ def test_hub_offline_fails_fast(store: Store, monkeypatch: pytest.MonkeyPatch) -
         model.run(store.ctx("model.hub", {"path": None, "hub": "Qwen/Qwen2.5-0.5B", "revision": "abc", "init": None}))
     assert time.perf_counter() - started < 5
     assert e.value.hint and "path =" in e.value.hint
+    from importlib import metadata
+
+    shipped = {x.name for x in metadata.distribution("huggingface_hub").entry_points}
+    assert model.hub_cli() in shipped  # a command this huggingface_hub really installs
+    assert f"({model.hub_cli()} download Qwen/Qwen2.5-0.5B" in e.value.hint, e.value.hint
 
 
 def test_hub_unreachable_fails_fast(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
