@@ -44,3 +44,11 @@ def test_runs_show_and_last_n_are_per_file(tmp_path: Path) -> None:
     assert shown.splitlines()[0] == f"run {runs_a[1].split(',')[0]}"
     status = run_ft("status", "b.ft", cwd=root).stdout
     assert f"last run {runs_b[0].split(',')[0]}" in status
+
+
+def test_a_file_never_run_is_new_even_beside_one_with_the_same_blocks(tmp_path: Path) -> None:
+    root = project(tmp_path, "a", "c")
+    assert run_ft("run", "a.ft", cwd=root).returncode == 0
+    plan = run_ft("plan", "c.ft", cwd=root).stdout
+    rows = [line.split() for line in plan.splitlines() if line.startswith("  ")]
+    assert rows == [["run", "dataset.rows", "new"], ["run", "curate.short", "new"]], plan
