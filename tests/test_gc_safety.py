@@ -68,7 +68,7 @@ train pre {
   from = base
   data = corpus
   objective = clm
-  max_steps = 60
+  max_steps = 200
   max_length = 16
 }
 '''
