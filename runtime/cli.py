@@ -251,33 +251,6 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_runs(args: argparse.Namespace) -> int:
-    from ftlang.runtime import ledger
-    from ftlang.runtime.display import table
-
-    root = Path(args.file).resolve().parent / ".ft"
-    rows = ledger.runs(root, limit=args.limit, file=args.file)
-    if args.json:
-        print(json.dumps(rows, indent=1, default=str))
-        return EXIT_OK
-    if args.csv:
-        import csv
-
-        writer = csv.writer(sys.stdout)
-        writer.writerow(["run", "file", "started", "finished", "status", "ran", "cached", "failed"])
-        for r in rows:
-            writer.writerow([r["run_id"], r["file"], r["started"], r["finished"], r["status"], r["ran"],
-                             r["cached"], r["failed"]])
-        return EXIT_OK
-    if not rows:
-        print("no runs yet")
-        return EXIT_OK
-    print(table(["run", "started", "status", "ran", "cached", "failed"],
-                [[r["run_id"], str(r["started"])[:19], r["status"], r["ran"], r["cached"], r["failed"]]
-                 for r in rows]))
-    return EXIT_OK
-
-
 def _rel_cwd(p: Path) -> str:
     try:
         return str(p.relative_to(Path.cwd()))
@@ -288,217 +261,6 @@ def _rel_cwd(p: Path) -> str:
 def _root(args: argparse.Namespace) -> Path:
     """The .ft/ cache beside the file (or in the current folder when no file is given)."""
     return (Path(args.file).resolve().parent if args.file else Path.cwd()) / ".ft"
-
-
-def cmd_show(args: argparse.Namespace) -> int:
-    from ftlang.runtime import ledger
-    from ftlang.runtime.display import table
-
-    nodes = ledger.run_nodes(_root(args), args.run, args.file)
-    if not nodes:
-        print(f"error: no run matches {args.run!r}", file=sys.stderr)
-        return EXIT_FAILED
-    if args.json:
-        print(json.dumps(nodes, indent=1, default=str))
-        return EXIT_OK
-    print(f"run {nodes[0]['run_id']}")
-    print(table(["node", "status", "seconds", "key", "digest", "why"],
-                [[n["node"], n["status"], n["seconds"], (n["key"] or "")[:12], (n["digest"] or "")[:12],
-                  "; ".join(n["reasons"])] for n in nodes]))
-    for n in nodes:
-        models = n["meta"].get("models") if isinstance(n["meta"], dict) else None
-        if isinstance(models, dict) and models:
-            names = sorted({m for v in models.values() if isinstance(v, dict) for m in v})
-            print(f"\n{n['node']}")
-            print(table(["model", *names], [[k, *(v.get(m) for m in names)] for k, v in models.items()]))
-    return EXIT_OK
-
-
-def _flat(prefix: str, value: Any, out: dict[str, Any]) -> dict[str, Any]:
-    """A canonical key component as `name -> leaf`: `method.lora.r`, never raw dicts."""
-    if isinstance(value, dict) and "call" in value and "args" in value:
-        out[f"{prefix}.call" if prefix else "call"] = value["call"]
-        return _flat(f"{prefix}.{value['call']}" if prefix else value["call"], value["args"], out)
-    if isinstance(value, dict) and not ({"ref", "file", "env"} & set(value)):
-        for k, v in value.items():
-            _flat(f"{prefix}.{k}" if prefix else k, v, out)
-    else:
-        out[prefix] = value
-    return out
-
-
-def _components(comp: Any) -> dict[str, Any]:
-    """A ledger node's key components as flat rows: params, `step version`, `env <package>`."""
-    if not isinstance(comp, dict):
-        return {}
-    out = _flat("", comp.get("params") or {}, {})
-    out["step version"] = comp.get("version")
-    out.update({f"env {k}": v for k, v in (comp.get("env") or {}).items()})
-    return out
-
-
-def _shown(v: Any) -> str:
-    """A value for a table cell: inputs by what they are, never a 64-character digest."""
-    if isinstance(v, dict) and "file" in v:
-        return f"file {str(v['file'])[:8]}"
-    if isinstance(v, dict) and "ref" in v:
-        return f"output {str(v['ref'])[:8]}"
-    if isinstance(v, dict) and "env" in v:
-        return f"env {v['env']} (secret)"
-    if isinstance(v, list):
-        return "[" + ", ".join(_shown(x) for x in v) + "]"
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    if isinstance(v, str):
-        one = " ".join(v.split())
-        return one if len(one) <= 40 else one[:39] + "…"
-    return "-" if v is None else str(v)
-
-
-def cmd_diff(args: argparse.Namespace) -> int:
-    """What changed between two runs: data, params, step versions, environment, metrics."""
-    from ftlang.runtime import ledger
-    from ftlang.runtime.display import table
-
-    root = _root(args)
-    a, b = ledger.run_nodes(root, args.run_a, args.file), ledger.run_nodes(root, args.run_b, args.file)
-    if not a or not b:
-        print("error: both runs must exist (see `ft runs`)", file=sys.stderr)
-        return EXIT_FAILED
-    na, nb = {n["node"]: n for n in a}, {n["node"]: n for n in b}
-    rows: list[list[Any]] = []
-    for node in sorted(set(na) | set(nb)):
-        x, y = na.get(node), nb.get(node)
-        if x is None or y is None:
-            rows.append([node, "step", "absent" if x is None else "present", "absent" if y is None else "present", ""])
-            continue
-        before = len(rows)
-        px, py = _components(x["params"]), _components(y["params"])
-        for k in sorted(set(px) | set(py)):
-            vx, vy = px.get(k), py.get(k)
-            if vx == vy:
-                continue
-            shown = _shown(vx) + _shown(vy)
-            what = "data" if "file " in shown else "input" if "output " in shown else \
-                k.split(" ", 1)[0] if k.startswith(("step ", "env ")) else "param"
-            name = k.split(" ", 1)[1] if what in ("step", "env") else k
-            rows.append([node, f"{what} {name}", _shown(vx), _shown(vy), "changed" if what in ("data", "input") else ""])
-        mx = _flat("", x["meta"].get("models", {}), {}) if isinstance(x["meta"], dict) else {}
-        my = _flat("", y["meta"].get("models", {}), {}) if isinstance(y["meta"], dict) else {}
-        for k in sorted(set(mx) | set(my)):
-            fx, fy = mx.get(k), my.get(k)
-            if fx == fy:
-                continue
-            delta = f"{fy - fx:+.4g}" if isinstance(fx, (int, float)) and isinstance(fy, (int, float)) else ""
-            rows.append([node, f"metric {k}", _shown(fx), _shown(fy), delta])
-        if x["digest"] != y["digest"] and len(rows) == before:
-            rows.append([node, "output", _shown({"ref": x["digest"]}), _shown({"ref": y["digest"]}), "changed"])
-    if not rows:
-        print("no differences")
-        return EXIT_OK
-    print(f"A = {a[0]['run_id']}, B = {b[0]['run_id']}\n")
-    print(table(["node", "what", "A", "B", "change"], rows))
-    return EXIT_OK
-
-
-def cmd_cache(args: argparse.Namespace) -> int:
-    from ftlang.runtime import cachecmd
-    from ftlang.runtime.display import table
-    from ftlang.runtime.store import Store
-
-    store = Store(_root(args))
-    objs = cachecmd.objects(store)
-    if args.action == "du":
-        total = sum(o["size"] for o in objs.values())
-        by_kind: dict[str, int] = {}
-        for o in objs.values():
-            kind = o["nodes"][0].split(".")[0] if o["nodes"] else "(unreferenced)"
-            by_kind[kind] = by_kind.get(kind, 0) + o["size"]
-        print(table(["kind", "size"], [[k, cachecmd.human(v)] for k, v in sorted(by_kind.items())]))
-        print(f"\ntotal {cachecmd.human(total)} in {len(objs)} artifacts under {store.root}")
-        return EXIT_OK
-    print(table(["digest", "size", "nodes"], [[d[:16], cachecmd.human(o["size"]), ", ".join(o["nodes"])]
-                                              for d, o in objs.items()]))
-    return EXIT_OK
-
-
-def cmd_gc(args: argparse.Namespace) -> int:
-    """Keeps what any .ft file in the folder last resolved, and what the last N runs used.
-
-    The lock is taken before anything is decided: a run in progress finishes first, and
-    its fresh artifacts are then in its state, so they are kept.
-    """
-    from ftlang.runtime import cachecmd, ledger
-    from ftlang.runtime.store import ProjectLock
-
-    session = _session(args)
-    if session is None:
-        return EXIT_ERRORS
-    program, store = session.program, session.store
-    lock = ProjectLock(store.root)
-    lock.acquire(wait=True, on_wait=lambda pid: print(f"waiting for the ft run holding the project (pid {pid})...",
-                                                       file=sys.stderr))
-    try:
-        mine = Path(program.file).name
-        keep: set[str] = set()
-        others: dict[str, int] = {}
-        for scope, states in store.scopes().items():
-            if scope == mine:  # only this file's current nodes: state of removed blocks goes
-                digests = {st["digest"] for nid, st in states.items() if nid in program.nodes and st.get("digest")}
-            elif (program.project / scope).is_file():
-                digests = {st["digest"] for st in states.values() if st.get("digest")}
-                others[scope] = len(digests)
-            else:
-                print(f"note: {scope} is gone: the artifacts only it used are not kept", file=sys.stderr)
-                continue
-            keep |= digests
-        keep |= ledger.referenced_digests(store.root, args.keep_runs)
-        removed, freed = cachecmd.gc(store, keep, dry_run=args.dry_run)
-    finally:
-        lock.release()
-    verb = "would remove" if args.dry_run else "removed"
-    also = f", {', '.join(sorted(others))}" if others else ""
-    from ftlang.runtime.display import plural
-
-    print(f"{verb} {plural(removed, 'artifact')}, {cachecmd.human(freed)}; kept {len(keep)} used by "
-          f"{args.file}{also} and the last {args.keep_runs} runs")
-    return EXIT_OK
-
-
-def cmd_verify(args: argparse.Namespace) -> int:
-    """Re-hashes every artifact; --repair quarantines the corrupt ones and rebuilds them."""
-    from ftlang.runtime import cachecmd
-    from ftlang.runtime.display import plural
-    from ftlang.runtime.store import ProjectLock, Store
-
-    store = Store(_root(args))
-    lock = ProjectLock(store.root)
-    if args.repair:
-        lock.acquire(wait=True)
-    try:
-        problems = cachecmd.verify(store)
-        absent = cachecmd.missing(store)  # before quarantining: those are reported above
-        for digest, why in problems:
-            where = ""
-            if args.repair:
-                where = f"; moved to {store.quarantine(digest).relative_to(store.root.parent)}"
-            print(f"corrupt: {digest[:16]}: {why}{where}")
-        for line in absent:
-            print(f"note: {line}")
-    finally:
-        lock.release()
-    n = len(cachecmd.objects(store)) + (len(problems) if args.repair else 0)
-    print(f"{plural(n, 'artifact')} checked, {plural(len(problems), 'problem')}")
-    if not args.repair:
-        if problems:
-            print(f"run `ft verify {args.file} --repair` to quarantine and rebuild them")
-        return EXIT_FAILED if problems else EXIT_OK
-    if not problems:
-        return EXIT_OK
-    print(f"rebuilding with `ft run {args.file}` (other .ft files rebuild theirs on their next run)")
-    run_args = argparse.Namespace(file=args.file, color=args.color, select=None, force=None, keep_going=True,
-                                  no_wait=False, locked=False, quiet=False, verbose=False)
-    return cmd_run(run_args)
 
 
 def _lazy(target: str) -> Any:
@@ -554,10 +316,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="colour the diagnostics: auto, always, never")
     f.set_defaults(func=cmd_fmt)
     add("status", cmd_status, "what is cached, what is stale, and the last run")
-    sh = add("show", cmd_show, "one run: its nodes, timings and metrics")
+    sh = add("show", _lazy("ftlang.runtime.history:cmd_show"), "one run: its nodes, timings and metrics")
     sh.add_argument("run", nargs="?", default="last", help="a run id (prefix), last, or last~N")
     sh.add_argument("--json", action="store_true", help="the run's nodes as JSON")
-    df = add("diff", cmd_diff, "what changed between two runs")
+    df = add("diff", _lazy("ftlang.runtime.history:cmd_diff"), "what changed between two runs")
     df.add_argument("run_a", help="run id, last~1, ...")
     df.add_argument("run_b", nargs="?", default="last", help="the second run (default: last)")
     ca = sub.add_parser("cache", help="list cached artifacts (ls) or their disk use (du)",
@@ -565,12 +327,12 @@ def build_parser() -> argparse.ArgumentParser:
     ca.add_argument("action", choices=("ls", "du"), help="ls: every artifact; du: disk use by step kind")
     ca.add_argument("file", nargs="?", default="", help="a .ft file whose folder's cache to read "
                     "(default: the .ft/ in the current folder)")
-    ca.set_defaults(func=cmd_cache)
-    gcp = add("gc", cmd_gc, "delete artifacts the file and the last N runs do not use")
+    ca.set_defaults(func=_lazy("ftlang.runtime.cachecmd:cmd_cache"))
+    gcp = add("gc", _lazy("ftlang.runtime.cachecmd:cmd_gc"), "delete artifacts the file and the last N runs do not use")
     gcp.add_argument("--keep-runs", type=int, default=5, metavar="N",
                      help="also keep what the last N runs produced or used (default 5)")
     gcp.add_argument("--dry-run", action="store_true", help="say what would be removed; remove nothing")
-    vf = add("verify", cmd_verify, "re-hash every artifact and report corruption")
+    vf = add("verify", _lazy("ftlang.runtime.cachecmd:cmd_verify"), "re-hash every artifact and report corruption")
     vf.add_argument("--repair", action="store_true",
                     help="move corrupt artifacts to .ft/quarantine/ and rebuild them with `ft run`")
     rp = add("report", _lazy("ftlang.runtime.report:cmd_report"),
@@ -583,7 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
     fmt = cp.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="the table as JSON")
     fmt.add_argument("--csv", action="store_true", help="the table as CSV")
-    rn = add("runs", cmd_runs, "list recorded runs")
+    rn = add("runs", _lazy("ftlang.runtime.history:cmd_runs"), "list recorded runs")
     rn.add_argument("--limit", type=int, default=20, metavar="N", help="the last N runs (default 20)")
     rfmt = rn.add_mutually_exclusive_group()
     rfmt.add_argument("--json", action="store_true", help="the runs as JSON")
