@@ -37,6 +37,7 @@ from ftlang.runtime.keys import components, node_key
 from ftlang.runtime.planner import decide
 from ftlang.runtime.publish import PublishError, check_target, publish
 from ftlang.runtime.store import Entry, Store
+from ftlang.runtime.worker import Job, WorkerError
 from ftlang.stdlib.spec import Artifact, StepContext, StepError
 
 
@@ -190,12 +191,11 @@ def _run_node(node: Node, key: str, entries: dict[str, Entry], store: Store, pro
     try:
         _preflight(node)
         tmp = store.new_tmp(node.id)
-        ctx = StepContext(node=node.id, name=node.name, params=materialize(node.params, entries, store),
-                          out=tmp / "out", project=program.project, cache=store.cache,
-                          log=display.log(node.id), progress=display.progress(node.id), key=key,
-                          verbose=display.verbose)
-        with quiet_libraries(display.verbose):
-            meta = load_step(node.spec.run)(ctx) or {}
+        job = Job(node=node.id, name=node.name, run=node.spec.run,
+                  params=materialize(node.params, entries, store), out=tmp / "out",
+                  project=program.project, cache=store.cache, key=key, verbose=display.verbose,
+                  events=tmp / "events.jsonl")
+        meta = run_step(job, tmp, display)
         meta = json.loads(json.dumps(estimate.annotate(meta, program, node, entries, store), default=str))
         entry = store.commit(key, node.id, tmp / "out", meta)
         return entry, time.monotonic() - t0, None
@@ -203,6 +203,9 @@ def _run_node(node: Node, key: str, entries: dict[str, Entry], store: Store, pro
         diag = _failure(node, str(exc), exc.hint)
     except PublishError as exc:
         diag = _failure(node, str(exc), exc.hint)
+    except WorkerError as exc:
+        diag = _failure(node, str(exc), f"the worker's output is in {_rel(exc.log, program.project)}"
+                        if exc.log else None)
     except KeyboardInterrupt:
         raise
     except Exception as exc:
@@ -223,6 +226,17 @@ def _run_node(node: Node, key: str, entries: dict[str, Entry], store: Store, pro
             shutil.rmtree(tmp, ignore_errors=True)
     display.line("failed", node.id, f"{fmt_seconds(time.monotonic() - t0)}")
     return None, time.monotonic() - t0, diag
+
+
+def run_step(job: Job, tmp: Path, display: Display) -> dict[str, Any]:
+    """Runs a node's step and returns its meta; `job.out` holds the artifact afterwards.
+    In this process by default; `runtime.worker` runs the same Job in another process."""
+    job.out.mkdir(parents=True, exist_ok=True)
+    ctx = StepContext(node=job.node, name=job.name, params=job.params, out=job.out,
+                      project=job.project, cache=job.cache, log=display.log(job.node),
+                      progress=display.progress(job.node), key=job.key, verbose=job.verbose)
+    with quiet_libraries(display.verbose):
+        return load_step(job.run)(ctx) or {}
 
 
 def _preflight(node: Node) -> None:

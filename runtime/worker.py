@@ -1,0 +1,209 @@
+"""One node's step, run in another process: the job file in, the step's artifact and meta out.
+
+The driver (`run_job`) writes a `Job` — everything `StepContext` holds, with upstream
+artifacts already materialised as paths — to a pickle next to the node's tmp output, and
+starts `python -m ftlang.runtime.worker JOB` (or a launcher in front of it: torchrun,
+a Ray task, another machine sharing the cache folder). The worker appends events to a
+JSON-lines file (`log`, `progress`, then one `result` or `error`); the driver tails it and
+forwards them to the display, so a step behaves the same in or out of process.
+
+The worker never commits: the driver commits `out` exactly as for an in-process step, so
+the cache's atomic-commit and kill semantics stay the runtime's alone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ftlang.stdlib.spec import StepContext, StepError
+
+POLL_S = 0.2  # how often the driver reads new events while the worker runs
+
+
+@dataclass
+class Job:
+    """A node's step, ready to run anywhere that sees the same cache folder."""
+
+    node: str
+    name: str
+    run: str  # "ftlang.stdlib.train:run"
+    params: dict[str, Any]  # materialised: Artifacts, Paths, Calls
+    out: Path
+    project: Path
+    cache: Path
+    key: str
+    verbose: bool = False
+    events: Path = field(default_factory=Path)  # JSON lines the worker appends
+    env: dict[str, str] = field(default_factory=dict)  # extra environment for the worker
+
+    def write(self, path: Path) -> Path:
+        tmp = path.with_suffix(".part")
+        tmp.write_bytes(pickle.dumps(self))
+        os.replace(tmp, path)
+        return path
+
+
+class WorkerError(Exception):
+    """The worker died or raised something that is not a StepError: `log` has the detail."""
+
+    def __init__(self, message: str, log: Path | None = None) -> None:
+        super().__init__(message)
+        self.log = log
+
+
+def _emit(events: Path, record: dict[str, Any]) -> None:
+    # One write per line, opened in append mode: lines from one process never interleave.
+    with open(events, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record, default=str) + "\n")
+
+
+def _die_with_parent() -> None:
+    """Linux: the kernel sends SIGTERM to this process when its parent dies, so a SIGKILLed
+    `ft` leaves no orphan worker. Elsewhere the driver's process-group kill is the guard."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        try:
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        except OSError:
+            pass
+
+
+def run_in_worker(job: Job, *, rank: int = 0) -> int:
+    """The worker's side: run the step, report through the events file. Returns the exit code.
+    Only rank 0 reports results (other ranks of a distributed launch run the same step)."""
+    from ftlang.runtime.executor import load_step
+
+    events = job.events if rank == 0 else job.events.with_name(f"{job.events.stem}.rank{rank}.jsonl")
+
+    def log(msg: str) -> None:
+        _emit(events, {"log": msg})
+
+    def progress(done: int, total: int | None = None, msg: str = "") -> None:
+        _emit(events, {"progress": [done, total, msg]})
+
+    ctx = StepContext(node=job.node, name=job.name, params=job.params, out=job.out,
+                      project=job.project, cache=job.cache, log=log, progress=progress,
+                      key=job.key, verbose=job.verbose)
+    try:
+        meta = load_step(job.run)(ctx) or {}
+    except StepError as exc:
+        _emit(events, {"error": str(exc), "hint": exc.hint, "step_error": True})
+        return 2
+    except BaseException as exc:  # noqa: BLE001 - reported to the driver, then the worker exits
+        _emit(events, {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc(),
+                       "step_error": False})
+        return 1
+    _emit(events, {"result": meta})
+    return 0
+
+
+def run_job(job: Job, job_file: Path, *, log: Callable[[str], None],
+            progress: Callable[..., None], launcher: Sequence[str] = (),
+            stdout: Path | None = None) -> dict[str, Any]:
+    """The driver's side: start the worker (behind `launcher`, e.g. torchrun's argv), forward
+    its events, return the step's meta. A StepError in the worker is raised here as one;
+    a crash is a WorkerError naming the log. Ctrl-C or an exception here kills the whole
+    process group, so no worker outlives the run."""
+    job.events.parent.mkdir(parents=True, exist_ok=True)
+    job.events.write_text("")
+    job.write(job_file)
+    argv = [*launcher, *([] if launcher else [sys.executable]), "-m", "ftlang.runtime.worker",
+            str(job_file)]
+    out_path = stdout or job.events.with_suffix(".log")
+    env = {**os.environ, **job.env}
+    with open(out_path, "wb") as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env,
+                                start_new_session=True)
+        offset = 0
+        outcome: dict[str, Any] = {}
+        try:
+            while True:
+                rc = proc.poll()
+                offset = _forward(job.events, offset, outcome, log, progress)
+                if rc is not None:
+                    break
+                time.sleep(POLL_S)
+        except BaseException:
+            stop_group(proc)
+            raise
+    if "result" in outcome:
+        if proc.returncode != 0:  # rank 0 finished but another rank failed
+            raise WorkerError(f"a worker exited with status {proc.returncode} after the step ended",
+                              out_path)
+        return outcome["result"]
+    if outcome.get("step_error"):
+        raise StepError(outcome["error"], hint=outcome.get("hint"))
+    if "error" in outcome:
+        raise WorkerError(outcome["error"], out_path)
+    raise WorkerError(f"the worker exited with status {proc.returncode} and reported nothing"
+                      f"{_last_line(out_path)}", out_path)
+
+
+def stop_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the worker's process group, then SIGKILL what is left after a grace period."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except (ProcessLookupError, PermissionError):
+        return
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    proc.wait()
+
+
+def _forward(events: Path, offset: int, outcome: dict[str, Any], log: Callable[[str], None],
+             progress: Callable[..., None]) -> int:
+    try:
+        with open(events, "rb") as f:
+            f.seek(offset)
+            chunk = f.read()
+    except FileNotFoundError:
+        return offset
+    end = chunk.rfind(b"\n") + 1  # a line still being written waits for the next poll
+    for line in chunk[:end].splitlines():
+        rec = json.loads(line)
+        if "log" in rec:
+            log(rec["log"])
+        elif "progress" in rec:
+            progress(*rec["progress"])
+        else:
+            outcome.update(rec)
+    return offset + end
+
+
+def _last_line(path: Path) -> str:
+    try:
+        lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return ""
+    return f": {lines[-1].strip()[:200]}" if lines else ""
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    _die_with_parent()
+    job: Job = pickle.loads(Path(args[0]).read_bytes())
+    os.environ.update(job.env)
+    rank = int(os.environ.get("RANK", "0"))
+    return run_in_worker(job, rank=rank)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
