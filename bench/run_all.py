@@ -1,14 +1,62 @@
-"""Runs every benchmark in bench/ (each prints ratios against its own baseline)."""
+"""`make bench`: runs every benchmark in bench/, each against its own baseline in the same
+run; each appends its section (command, figures, ratios) to bench/RESULTS.md, under a
+heading this script writes first with the machine and the date.
+
+    .venv/bin/python bench/run_all.py [--full]
+
+Sizes are chosen to finish in about 20 minutes on 2 cores; `--full` runs the issue's
+full sizes (10M curate rows, 20,000-node compile), which take longer. Timings on a shared
+machine are noisy: read the ratios, which are measured side by side.
+"""
 
 from __future__ import annotations
 
+import argparse
+import os
+import platform
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 
+# Arguments per script: (the 20-minute run, the full run). Scripts not named run bare.
+ARGS = {
+    "bench_compile.py": (["--sizes", "100,1000,5000", "--repeat", "3"],
+                         ["--sizes", "100,1000,5000,20000", "--repeat", "3"]),
+    "bench_curate.py": (["--rows", "1000000"], ["--rows", "10000000"]),
+    "bench_noop.py": (["--repeat", "7"], ["--repeat", "9"]),
+    "bench_train.py": (["--steps", "100", "--rounds", "2"], ["--steps", "200", "--rounds", "3"]),
+}
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (f"{os.cpu_count()} cores ({cpu}), {platform.system()} {platform.release()}, "
+            f"Python {sys.version.split()[0]}, load average at start {os.getloadavg()[0]:.1f}")
+
+
 if __name__ == "__main__":
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--full", action="store_true", help="the issue's full sizes (longer than 20 minutes)")
+    args = ap.parse_args()
+    with (HERE / "RESULTS.md").open("a") as f:
+        f.write(f"\n# `make bench` run of {time.strftime('%Y-%m-%d %H:%M')}\n\nMachine: {machine()}\n")
+    started = time.perf_counter()
+    failed = []
     for script in sorted(HERE.glob("bench_*.py")):
-        print(f"== {script.name}", flush=True)
-        subprocess.run([sys.executable, str(script)], check=True)
+        extra = ARGS.get(script.name, ([], []))[1 if args.full else 0]
+        print(f"== {script.name} {' '.join(extra)}", flush=True)
+        if subprocess.run([sys.executable, str(script), *extra]).returncode != 0:
+            failed.append(script.name)  # one broken benchmark must not hide the others
+    print(f"== all benchmarks in {time.perf_counter() - started:.0f} s"
+          + (f"; FAILED: {', '.join(failed)}" if failed else ""))
+    sys.exit(1 if failed else 0)

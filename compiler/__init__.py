@@ -25,6 +25,7 @@ class Compilation:
     nodes: dict[str, Node] = field(default_factory=dict)
     graph: Any = None  # networkx.DiGraph over node ids
     cyclic: bool = False
+    remote: str | None = None  # cache { remote = ... }: the shared remote cache, never in a key
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,12 @@ def _symbols(c: Compilation) -> None:
 
     syms = symbols.collect(c.module, c.project)
     c.ctx = types.Ctx(syms, c.project, c.text, list(syms.diagnostics), sources={c.file: c.text, **syms.sources})
+
+
+def _settings(c: Compilation) -> None:
+    from ftlang.compiler import settings
+
+    c.remote = settings.check(c.module, c.ctx)
 
 
 def _check(c: Compilation) -> None:
@@ -90,16 +97,27 @@ def _expand(c: Compilation) -> None:
     c.graph, _ = graph.build(c.nodes)
 
 
+def _search(c: Compilation) -> None:
+    from ftlang.compiler import graph, search
+
+    if c.cyclic or not search.has_search(c.nodes):
+        return  # skipped, and free, when nothing is searched
+    c.nodes = search.expand(c.nodes, c.ctx)
+    c.graph, _ = graph.build(c.nodes)
+
+
 # The passes, in the order they run (documented in compiler/README.md).
 PASSES: tuple[Pass, ...] = (
     Pass("lang.parser.parse", _parse),
     Pass("symbols.collect", _symbols),
+    Pass("settings.check", _settings),
     Pass("check.check_blocks", _check),
     Pass("contracts.check", _contracts),
     Pass("outputs.check", _outputs),
     Pass("sweeps.select_nodes", _select),
     Pass("graph.build", _graph),
     Pass("sweeps.expand", _expand),
+    Pass("search.expand", _search),
 )
 
 
@@ -117,7 +135,7 @@ def compile_source(text: str, file: str | Path, project: Path | None = None) -> 
         exc.sources = sources
         raise exc
     warnings = sorted((d for d in diagnostics if d.level != "error"), key=_order)
-    return Program(Path(file), c.project, sources, c.nodes, c.graph, warnings)
+    return Program(Path(file), c.project, sources, c.nodes, c.graph, warnings, remote=c.remote)
 
 
 def compile_file(path: str | Path) -> Program:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 from ftlang.compiler import presets
@@ -196,9 +197,16 @@ def _unknown_attr(stmt: ast.Attr, spec: StepSpec, ctx: T.Ctx) -> None:
               help=help_)
 
 
+@lru_cache(maxsize=16)
+def source_lines(text: str) -> list[str]:
+    """`text.splitlines()`, split once per source: asking per block made a compile quadratic
+    (a str caches its hash, so looking the same text up again costs nothing). Read-only."""
+    return text.splitlines()
+
+
 def _source_text(ctx: T.Ctx, span: ast.Span) -> str:
     # An imported block's spans point into its own file, not the one being compiled.
-    lines = (ctx.sources.get(span.file) or ctx.source).splitlines()
+    lines = source_lines(ctx.sources.get(span.file) or ctx.source)
     if span.line != span.end_line or span.line > len(lines):
         return " ".join(lines[span.line - 1:span.end_line]).strip()
     return lines[span.line - 1][span.col - 1:span.end_col - 1]
@@ -251,7 +259,44 @@ def _check_subblock(kind: str, stmt: ast.SubBlock, ctx: T.Ctx) -> Any:
             ctx.error("FT0113", "split needs at least one part", stmt.span, "no parts")
             ok = False
         return out if ok else T.INVALID
-    raise AssertionError(stmt.name)
+    if stmt.name == "search" and kind == "train":  # `objective = min loss on d` is select's syntax
+        from ftlang.compiler import search
+
+        return search.settings(stmt, ctx)
+    return _check_attr_subblock(registry.STEPS[kind].subblocks[stmt.name], stmt, ctx)
+
+
+def _check_attr_subblock(sig: Any, stmt: ast.SubBlock, ctx: T.Ctx) -> Any:
+    """A sub-block of plain `name = value` attributes (train's `distributed { ... }`): each
+    checked against the sub-block's signature; the written ones only (a rule fills defaults)."""
+    out: dict[str, Any] = {}
+    seen: dict[str, ast.Span] = {}
+    ok = True
+    for s in stmt.body:
+        if not isinstance(s, ast.Attr):
+            ctx.error("FT0106", f"{stmt.name} entries are `name = value`", s.span, "not an attribute",
+                      help=f"{stmt.name} takes: {', '.join(sig.names)}")
+            ok = False
+            continue
+        attr = sig.attr(s.name)
+        if attr is None:
+            guess = did_you_mean(s.name, sig.names)
+            ctx.error("FT0104", f"{stmt.name} has no attribute `{s.name}`", s.name_span, "unknown attribute",
+                      help=(f"did you mean `{guess}`? " if guess else "") + f"{stmt.name} takes: {', '.join(sig.names)}")
+            ok = False
+            continue
+        if s.name in seen:
+            ctx.error("FT0108", f"`{s.name}` is set twice in {stmt.name}", s.name_span, "set again here",
+                      extra=[Label(seen[s.name], "first set here", False)])
+            ok = False
+            continue
+        seen[s.name] = s.name_span
+        v = T.check(s.value, attr, ctx)
+        if v is T.INVALID:
+            ok = False
+        else:
+            out[s.name] = v
+    return out if ok else T.INVALID
 
 
 def _written(block: ast.Block | None) -> Written | None:

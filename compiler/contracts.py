@@ -32,6 +32,7 @@ from ftlang.lang import ast
 from ftlang.lang.diagnostics import Label, did_you_mean
 from ftlang.stdlib import registry
 from ftlang.stdlib import select as select_step
+from ftlang.stdlib.spec import Call
 
 PEEK_ROWS = 100  # JSONL rows read to learn the columns
 
@@ -54,6 +55,7 @@ class _Contracts:
         self.ctx = ctx
         self.columns: dict[str, Columns | None] = {}
         self.busy: set[str] = set()
+        self.parts: dict[str, dict[str | None, Columns]] = {}  # a declared `columns` hook's parts
         self.sql = sqlrules.SqlChecker(nodes, ctx)  # DuckDB's view of the queries
 
     def run(self) -> None:
@@ -83,9 +85,52 @@ class _Contracts:
             cols = _dataset_columns(node, self.ctx)
         elif node.kind == "curate":
             cols = self.curate(node)
+        elif node.kind in ("clean", "mix", "generate"):
+            cols = self.derived(node)
+        elif registry.SPECS[node.kind].columns is not None:
+            declared = registry.SPECS[node.kind].columns(node.params)  # type: ignore[misc]
+            if declared is not None:
+                self.parts[nid] = {port: Columns(tuple(names), True, node.span, f"the {node.kind} step")
+                                   for port, names in declared.items()}
+                cols = self.parts[nid].get(None)
         self.columns[nid] = cols
         self.busy.discard(nid)
         return cols
+
+    def of_ref(self, ref: RefValue) -> Columns | None:
+        """The columns of the part a reference names (a declared part may have its own)."""
+        whole = self.of(ref.node)
+        if ref.port is not None and ref.node in self.parts:
+            return self.parts[ref.node].get(ref.port)
+        return whole
+
+    def derived(self, node: Node) -> Columns | None:
+        """clean keeps its input's columns; mix the columns all its inputs share (and its
+        source_column); generate its `keep` columns and its parse rule's."""
+        p = node.params
+        if node.kind == "generate":
+            from ftlang.stdlib import synth
+
+            parse, keep = p.get("parse"), p.get("keep")
+            try:
+                made = synth.columns_of(parse) if hasattr(parse, "args") else None
+            except (re.error, KeyError, TypeError):  # a bad pattern: its rule reports it
+                made = None
+            if made is None or not isinstance(keep, list) or not all(isinstance(k, str) for k in keep):
+                return None
+            return Columns(tuple(dict.fromkeys([*keep, *made])), True, node.span, "the parse rule")
+        refs = p.get("from")
+        refs = refs if isinstance(refs, list) else [refs]
+        if not refs or not all(isinstance(r, RefValue) for r in refs):
+            return None
+        inputs = [self.of_ref(r) for r in refs]
+        if any(c is None or not c.exact for c in inputs):
+            return None
+        names = [n for n in inputs[0].names if all(n in c.names for c in inputs[1:])]  # type: ignore[union-attr]
+        if node.kind == "mix" and isinstance(p.get("source_column"), str):
+            names.append(p["source_column"])
+        return Columns(tuple(names), True, inputs[0].span if node.kind == "clean" else None,  # type: ignore[union-attr]
+                       inputs[0].origin if node.kind == "clean" else "its inputs")  # type: ignore[union-attr]
 
     def curate(self, node: Node) -> Columns | None:
         sql = node.params.get("sql")
@@ -122,7 +167,7 @@ class _Contracts:
                                help=f"did you mean `{guess}`?" if guess else
                                f"add it: from = [{', '.join([*known, name])}]" if name in self.ctx.symbols.blocks
                                else f"the query can read: {', '.join(known) or 'nothing'}")
-        table_cols = {name: self.of(ref.node) for name, ref in known.items()}
+        table_cols = {name: self.of_ref(ref) for name, ref in known.items()}
         out = _output_columns(tree, table_cols, where, self.ctx)
         split = node.params.get("split")
         if out is not None and out.exact and isinstance(split, dict) and isinstance(split.get("by"), str):
@@ -175,7 +220,7 @@ class _Contracts:
             return
         if not all(isinstance(c, str) for c, _ in wanted):
             return  # a field swept or from env: not known here
-        cols = self.of(ref.node)
+        cols = self.of_ref(ref)
         if cols is None or not cols.exact:
             return
         missing = [(c, a) for c, a in wanted if c not in cols.names]
@@ -186,14 +231,21 @@ class _Contracts:
         fixes = []
         claimed = {c for c, _ in wanted}
         spare = [c for c in cols.names if c not in claimed]
+        # A column named inside a value (`order = curriculum(by = difficulty)`, a prompt's
+        # `{topic}`), not the value itself (`prompt_field = "q"`): point at that attribute.
+        named = [a for c, a in missing if a is not None and a in node.attr_spans
+                 and isinstance(node.params.get(a), (Call, str, list)) and node.params.get(a) != c]
+        calls: list[str] = []
         for c, a in missing:
             guess = did_you_mean(c, spare) or (spare[0] if len(spare) == 1 and len(missing) == 1 else None)
-            if a is not None and guess:
+            if a in named:
+                calls.append(f"`{a}` names a column of {ref.label}" + (f": did you mean `{guess}`?" if guess else ""))
+            elif a is not None and guess:
                 fixes.append(f'{a} = "{guess}"')
             elif a is not None:
                 fixes.append(f'{a} = "<column>"')
         upstream = self.nodes.get(ref.node)
-        ways = [f"set {', '.join(fixes)}"] if fixes else []
+        ways = calls + ([f"set {', '.join(fixes)}"] if fixes else [])
         if upstream is not None and upstream.kind == "curate":
             ways.append(f"rename in the query (SELECT <column> AS {missing[0][0]})")
         if node.kind == "train" and "text" in cols.names and node.params.get("objective") == "sft":
@@ -202,6 +254,9 @@ class _Contracts:
         extra = [Label(cols.span, f"{ref.label} has {', '.join(cols.names) or 'no columns'}", False)] \
             if cols.span else []
         span = ref.span or node.span
+        if named:
+            extra = [Label(span, f"{ref.label} has {', '.join(cols.names) or 'no columns'}", False)]
+            span = node.attr_spans[named[0]]
         self.ctx.error("FT0125", f"{who} needs column{'s' if len(missing) > 1 else ''} {names}, "
                        f"which {ref.label} does not have", span,
                        f"has {', '.join(cols.names)}" if not extra else "missing columns",
@@ -222,6 +277,18 @@ def _dataset_columns(node: Node, ctx: T.Ctx) -> Columns | None:
         if isinstance(peeked, _Unreadable):
             ctx.error(peeked.code, peeked.message, path.span or node.span, peeked.label, help=peeked.help)
             return None  # columns unknown: consumers are not blamed for it
+    shape = node.params.get("shape")
+    if isinstance(shape, str):
+        from ftlang.stdlib.formats import SHAPES
+
+        # The step turns the file's columns into the shape's: downstream sees those.
+        missing = [c for c in SHAPES[shape].reads if peeked is not None and c not in peeked]
+        if missing:
+            ctx.error("FT0282", f"shape = {shape} reads the columns {', '.join(SHAPES[shape].reads)}; "
+                      f"{path.rel} has no {', '.join(missing)}", node.attr_spans.get("shape") or node.span,
+                      "not this file's layout", help=f"the file's columns are {', '.join(peeked or ())}")
+            return None
+        return Columns(SHAPES[shape].makes, False, node.attr_spans.get("shape"), f"shape = {shape}")
     if peeked is not None:
         names = tuple(dict.fromkeys([*schema, *peeked]))
         return Columns(names, True, span, path.rel if isinstance(path, FileValue) else "")
@@ -267,6 +334,11 @@ def _peek_file(kind: str, path: str, rel: str, delimiter: str, size: int,
     file = Path(path)
     try:
         if kind == "jsonl":
+            from ftlang.stdlib.formats import is_json_array
+
+            if is_json_array(file):
+                return _Unreadable("FT0281", f"{rel} is one JSON array, not JSON Lines", "read as JSON Lines",
+                                   f'source = json("{rel}") reads an array of objects')
             return tuple(tabular.jsonl_columns(file, rel, PEEK_ROWS) or ()) or None
         if kind == "csv":
             header = tabular.csv_header(file, rel, delimiter)
@@ -466,7 +538,9 @@ class _SqlPosition:
         self.file = span.file
         self.fallback = span
         self.starts: list[tuple[int, int]] = []  # per SQL line: (.ft line, .ft col of its first char)
-        source = (ctx.sources.get(span.file) or ctx.source).splitlines()
+        from ftlang.compiler.check import source_lines
+
+        source = source_lines(ctx.sources.get(span.file) or ctx.source)  # split once per file
         sql_lines = sql.split("\n")
         if span.line == span.end_line:
             quote = 3 if source and 1 <= span.line <= len(source) and \

@@ -147,7 +147,7 @@ def _step(spec: StepSpec, implicit: bool = False) -> list[str]:
 
 
 def _family(name: str, table: dict[str, Signature]) -> list[str]:
-    out = [f"### {name}s", ""]
+    out = [f"### {name[:-1] + 'ies' if name.endswith('y') else name + 's'}", ""]
     for sig in table.values():
         out += [f"#### `{sig.name}`", ""]
         if sig.doc:
@@ -189,6 +189,11 @@ def language() -> str:
     for spec in registry.STEPS.values():
         out += _step(spec)
     out += _step(SELECT, implicit=True)
+    out += ["## File-wide settings", "", "Blocks written without a name (compiler/settings.py); never part of "
+            "any key.", "", "### `cache`", "", "```", 'cache { remote = "s3://team-bucket/ftlang" }', "```", "",
+            "| attribute | type | meaning |", "| --- | --- | --- |",
+            "| `remote` | `str` | the shared remote cache: a folder (relative to the file) or any fsspec URL; "
+            "`--remote` and `FT_REMOTE` override it (docs/scale.md) |", ""]
     out += ["## Call families", "", "Values written `name(args)`, or a bare `name` when every argument has "
             "a default.", ""]
     for name, table in registry.CALLS.items():

@@ -187,6 +187,7 @@ class Program:
     nodes: dict[str, Node]
     graph: Any  # networkx.DiGraph over node ids
     warnings: list[Diagnostic] = field(default_factory=list)
+    remote: str | None = None  # cache { remote = ... } (runtime/remote.py); not part of any key
 
     def order(self) -> list[str]:
         import networkx as nx

@@ -26,8 +26,16 @@ def _within(child: Path, parent: Path) -> bool:
 def check(nodes: dict[str, Node], ctx: T.Ctx) -> None:
     project = _real(ctx.project)
     home = _real(Path.home())
-    inputs = [(f.rel, _real(f.abs)) for n in nodes.values() for f in files_in(n.params)]
-    seen: list[tuple[Path, Node]] = []
+    # Each distinct input once (many datasets read the same file): the checks below stay
+    # linear in the number of exports instead of exports x inputs.
+    firsts: dict[str, str] = {}
+    for n in nodes.values():
+        for f in files_in(n.params):
+            firsts.setdefault(f.abs, f.rel)
+    inputs = [(rel, _real(abs_)) for abs_, rel in firsts.items()]
+    seen: dict[Path, int] = {}  # each accepted export's folder -> its position in `order`
+    above: dict[Path, int] = {}  # every folder holding one -> the first such export
+    order: list[Node] = []
     for node in nodes.values():
         to = node.params.get("to")
         if node.kind != "export" or not isinstance(to, OutPath):
@@ -36,7 +44,10 @@ def check(nodes: dict[str, Node], ctx: T.Ctx) -> None:
         dest = _real(to.abs)
         problem = _problem(dest, project, home, inputs, bool(node.params.get("allow_outside")))
         if problem is None:
-            other = next((n for d, n in seen if _within(dest, d) or _within(d, dest)), None)
+            # The first accepted export at, above or below dest (dict look-ups, not a scan).
+            hits = [seen.get(d) for d in (dest, *dest.parents)] + [above.get(dest)]
+            first = min((i for i in hits if i is not None), default=None)
+            other = order[first] if first is not None else None
             if other is not None:
                 problem = (f"`{node.id}` and `{other.id}` publish to the same or nested folders",
                            "give each export its own folder")
@@ -45,7 +56,10 @@ def check(nodes: dict[str, Node], ctx: T.Ctx) -> None:
             ctx.error("FT0140", f"export `{node.name}` cannot publish to \"{to.rel}\": {message}", span,
                       "unsafe export target", help=help_)
         else:
-            seen.append((dest, node))
+            seen.setdefault(dest, len(order))
+            for d in dest.parents:
+                above.setdefault(d, len(order))
+            order.append(node)
 
 
 def _problem(dest: Path, project: Path, home: Path, inputs: list[tuple[str, Path]],

@@ -52,6 +52,9 @@ class SqlChecker:
 
             con = duckdb.connect(":memory:", config={"threads": 1, "autoinstall_known_extensions": False,
                                                      "autoload_known_extensions": False})
+            from ftlang.stdlib import sqlmacros
+
+            sqlmacros.define(con)  # the quality macros a curate query may call, as at run time
             for setting in ("enable_external_access = false", "TimeZone = 'UTC'", "lock_configuration = true"):
                 con.execute(f"SET {setting}")
             self._con = con

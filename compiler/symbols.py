@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
+from ftlang.compiler import inline
 from ftlang.lang import ast
 from ftlang.lang.diagnostics import Diagnostic, FtError, Label, did_you_mean
 from ftlang.stdlib import registry
@@ -104,6 +105,11 @@ class _Loader:
             elif isinstance(item, ast.Definition):
                 if _add(desugar(item), syms):
                     syms.definitions[item.name.name] = item
+            elif isinstance(item, ast.Settings):
+                continue  # file-wide settings: compiler/settings.py
+            elif isinstance(item, ast.Block):
+                for block in inline.expand(item):  # `data = mix(a = 0.7, b = 0.3)`: a mix block
+                    _add(block, syms)
             else:
                 _add(item, syms)
         return syms

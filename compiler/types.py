@@ -84,6 +84,13 @@ def check(expr: ast.Expr, attr: Attr, ctx: Ctx, *, sweep: bool = False) -> Any:
     if isinstance(expr, ast.Select):
         return ctx.error("FT0121", "`min/max ... on ...` only selects a sweep's winner", expr.span,
                          "a selection", help="write it as `select = min loss on <dataset>` in a swept train block")
+    if isinstance(expr, ast.CallExpr) and expr.dotted == "search":  # lr = search(loguniform(...))
+        from ftlang.compiler import search
+
+        return search.space(expr, attr, ctx, allowed=sweep)
+    if isinstance(expr, ast.ListExpr) and attr.type == "call[trainable]":  # ["*.mlp.*"]: match([...])
+        pats = check(expr, Attr("patterns", "list[str]", None), ctx)
+        return INVALID if pats is INVALID else Call("match", {"patterns": pats}, "trainable")
     return _check(expr, attr, ctx, sweep)
 
 
@@ -366,7 +373,7 @@ def _check_ref(expr: ast.Expr, want: str, ctx: Ctx) -> Any:
         return ctx.error("FT0109", f"expected a {want}, but `{name}` is a {what}",
                          expr.span, f"a {kind}", extra=[Label(block.name.span, f"`{name}` is defined here", False)])
     node = f"{kind}.{name}"
-    parts = _split_parts(block)
+    parts = list(registry.STEPS[kind].ports) or _split_parts(block)
     if len(rest) > 1:
         return ctx.error("FT0102", f"`{expr.dotted}` has too many parts", expr.span, "unknown reference")
     if rest:
@@ -423,7 +430,8 @@ def _check_call(expr: ast.Expr, family: str, ctx: Ctx, *, sweep: bool = False) -
         more = f"; stdlib.{family}s has {', '.join(shipped)}" if shipped else ""
         return ctx.error("FT0112", f"unknown {family} `{name}`", span, f"not a {family}",
                          help=other + (f"did you mean `{guess}`? " if guess else "")
-                         + f"{family}s: {', '.join(offered)}{more}")
+                         + f"{family[:-1] + 'ies' if family.endswith('y') else family + 's'}: "
+                         f"{', '.join(offered)}{more}")
     return check_args(sig, list(args), list(kwargs), span, ctx, family=family, sweep=sweep)
 
 

@@ -218,7 +218,18 @@ class Preset:
     body_span: Span | None = None
 
 
-Item = Use | Block | Definition | Preset
+@dataclass(frozen=True)
+class Settings:
+    """`kind { body }` without a name: settings of the whole file (`cache { remote = ... }`),
+    checked by compiler/settings.py; never a step, never in a key."""
+
+    kind: Name
+    body: tuple[Stmt, ...]
+    span: Span  # the kind
+    body_span: Span | None = None
+
+
+Item = Use | Block | Definition | Preset | Settings
 
 
 @dataclass(frozen=True)

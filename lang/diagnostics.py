@@ -125,6 +125,152 @@ CODES: dict[str, Code] = {
          "holding an input, another export's folder, or (without `allow_outside = true`) a"
          ' path outside the project. At run time ftlang also replaces only a folder it '
          'published itself and that is unchanged since (step error FT0201 otherwise).'),
+    "FT0240": Code('reward missing',
+         'An RL method (ppo) or a safety metric given an empty list of rewards or judges: '
+         'nothing would score the completions.'),
+    "FT0241": Code('invalid PPO batch',
+         'ppo splits each rollout batch (batch_size rows) into mini_batches optimiser '
+         'steps: mini_batches cannot exceed batch_size.'),
+    "FT0280": Code('template has no system role',
+         "`template x = gemma(system = ...)`: gemma's published chat template refuses a "
+         'system message (it raises "System role not supported"); the instruction goes '
+         'into the first user message.'),
+    "FT0281": Code('a JSON array read as JSON Lines',
+         '`source = jsonl("x.json")` on a file that is one JSON array (`[{...}, {...}]`): '
+         'JSON Lines holds one object per line. `json("x.json")` reads an array.'),
+    "FT0282": Code('rows not in the named shape',
+         'A dataset with `shape = alpaca` (instruction, input, output) or `shape = sharegpt` '
+         '(conversations of {from, value}) whose file lacks the columns that shape reads.'),
+    "FT0283": Code('training cadence that cannot act',
+         'Train attributes of the cadence that contradict each other: `eval_every` with '
+         '`eval_steps` (or `save_every` with `save_steps`), a step count that is not whole '
+         '(`eval_every = 2.5`: a number >= 1 is steps, < 1 a fraction of an epoch), early '
+         'stopping with a fraction-of-an-epoch cadence, `keep_checkpoints` with no checkpoint '
+         'written, `stop_if_loss_above_steps` without `stop_if_loss_above`.'),
+    "FT0300": Code('cannot push to the hub',
+         'An export with `push = hub("org/name")` whose repository id is not "org/name" '
+         '(compile time), or that cannot push from here: HF_HUB_OFFLINE is set, or there '
+         'is no Hugging Face token (`hf auth login` or HF_TOKEN). The second is checked '
+         'when `ft run` starts, before any step runs, so no training is lost to it.'),
+    "FT0301": Code('bad shard size',
+         'An export `max_shard_size` that is not a whole number and a unit, written '
+         'without a space: "2GB", "500MB", "1GiB" (KB, MB, GB, KiB, MiB, GiB).'),
+    "FT0302": Code('not in a GGUF export',
+         'An export with `format = gguf(...)` and an attribute a GGUF file cannot hold: '
+         '`merge = false` (GGUF holds merged weights) or `max_shard_size` (it is one '
+         'file).'),
+    "FT0242": Code('judge rubric without the response',
+         'A judge(...) metric whose rubric has no {response} placeholder: the judge would '
+         'never see what it classifies.'),
+    "FT0243": Code('invalid judge answers',
+         'A judge(...) metric needs two or more distinct answers (its classes). Whether each '
+         "is a single token of the judge's vocabulary is checked when the judge is loaded."),
+    "FT0320": Code('adapter on an untrained model',
+         'A warning: a train block puts an adapter (lora, ia3, prompt or prefix tuning) on '
+         'a model built with `init = ...`, whose weights are random. A few adapter steps '
+         'on random weights learn little; pretrain it first (a full train with '
+         'objective = clm, as examples/quickstart.ft does) and tune that.'),
+    "FT0330": Code('mixture ratios do not sum to 1',
+         "A `mix` block's `ratios` are the fractions of the mixed rows each dataset gives: "
+         'they must sum to 1. The help line shows them scaled to sum to 1.'),
+    "FT0331": Code('one ratio per dataset',
+         "A `mix` block needs exactly one ratio per dataset in `from`, in the same order."),
+    "FT0332": Code('mixture ratio out of range',
+         "Each of a `mix` block's ratios is a fraction of the mixed rows: above 0, at most 1."),
+    "FT0333": Code('shuffle against an order',
+         'A train block with `order = curriculum(...)` or `length(...)` reads its rows in that '
+         'order; `shuffle = true` would undo it. Curriculum stages shuffle within themselves.'),
+    "FT0334": Code('clean does nothing',
+         'A `clean` block needs at least one stage (pii, dedup, language, decontaminate), and '
+         'a language filter must keep at least one language.'),
+    "FT0335": Code('parse rule makes no column',
+         "A `generate` block's parse rule must produce columns: a regex needs valid Python "
+         'syntax and named groups (?P<name>...), json(...) needs field names.'),
+    "FT0336": Code('malformed prompt template',
+         "A `generate` block's prompt fills {column} placeholders from each input row; a "
+         'literal brace is written {{ or }}, and format specs are not allowed.'),
+    "FT0360": Code('bad process count',
+         'A train block\'s `distributed { processes = ... }` that is not a whole number >= 1 or '
+         '"auto" (every visible GPU). One process drives one GPU; on the CPU, processes > 1 '
+         'run with the gloo backend.'),
+    "FT0361": Code('no rendezvous for several machines',
+         '`distributed { nodes = N }` with N > 1 and no `rdzv = "HOST:PORT"`: the machines '
+         'find each other through torchrun\'s c10d rendezvous on node rank 0\'s machine. Give '
+         'it in the block, or leave nodes out and pass `ft run --nnodes N --node-rank K '
+         '--rdzv HOST:PORT` (what `ft launch slurm` writes).'),
+    "FT0362": Code('quantised base under FSDP',
+         'QLoRA (lora(quant = "nf4" | "fp4")) under `strategy = fsdp(...)` without '
+         '`quant_storage`: FSDP shards only float tensors, so the 4-bit weights must be stored '
+         'in bf16/fp16/fp32 (bitsandbytes\' bnb_4bit_quant_storage). 8-bit LoRA cannot be '
+         'sharded at all.'),
+    "FT0363": Code('ZeRO-3 with virtual tokens',
+         '`strategy = deepspeed(stage = 3)` with prefix or prompt tuning: ZeRO-3 partitions the '
+         'weights their virtual tokens are built from. Use stage 2 or a LoRA adapter.'),
+    "FT0364": Code('distributed on MPS',
+         'Several processes (or a sharding strategy) with `device = mps`: PyTorch has no '
+         'process-group backend for Apple GPUs. Use CUDA (nccl) or the CPU (gloo).'),
+    "FT0365": Code('sharding without CUDA',
+         '`strategy = deepspeed(...)` or `fsdp(...)` with `device = cpu` or `mps`: DeepSpeed and '
+         'accelerate\'s FSDP shard on CUDA GPUs only (on the CPU accelerate would run plain DDP '
+         'without a word). Use `strategy = ddp` there. With `device = auto` on a machine without '
+         'a GPU, the step fails with the same message before any worker starts.'),
+    "FT0366": Code('attention kernel cannot run here',
+         '`attention = "flash_attention_2"` with `device = cpu` or `mps`, or with `precision = '
+         'fp32`: FlashAttention 2 runs on CUDA GPUs in bf16 or fp16. Use `attention = "sdpa"`.'),
+    "FT0400": Code('search space is not allowed here',
+         '`search(...)` stands for the value of a numeric attribute of a train block (`lr = '
+         'search(loguniform(1e-5, 1e-3))`) or of an argument of its method (`lora(r = '
+         'search(choice([8, 16])))`). A string, a name, a list, or a block other than train '
+         'cannot be searched: sweep it (`sweep [...]`) instead.'),
+    "FT0401": Code('bad search space',
+         'The space inside `search(...)` is one of loguniform(low, high), uniform(low, high) and '
+         'choice([...]), with low < high (low > 0 for loguniform) and each value valid for the '
+         'attribute.'),
+    "FT0402": Code('search without its settings',
+         'A train block with `search(...)` needs a `search { trials = N, objective = min loss on '
+         '<dataset> }` sub-block (and the sub-block needs a `search(...)` to search). `trials` '
+         'must be at least 1.'),
+    "FT0403": Code('search combined with a sweep or select',
+         'A block is either searched (search(...)) or swept (`sweep [...]` with `select = ...`): '
+         'the search keeps its own winner.'),
+    "FT0404": Code('pruning without validation data',
+         '`pruner = median` stops a trial whose validation losses are worse than the median of '
+         'earlier trials at the same step; it needs `eval_data` (and `eval_steps`) in the train '
+         'block.'),
+    "FT0405": Code('search with distributed',
+         'The trials of a searched train block run one after another, each in one process: '
+         '`distributed { ... }` cannot be combined with `search { ... }` (yet).'),
+    "FT0410": Code('`trainable` with an adapter',
+         '`trainable = ...` chooses which weights a full fine-tune updates; an adapter method '
+         'trains its adapter. For whole modules beside a LoRA adapter use '
+         '`lora(modules_to_save = ["embed_tokens", "lm_head"])`.'),
+    "FT0411": Code('`trainable` selects nothing',
+         '`layers(a, b)` selects the blocks a <= i < b, so b must be greater than a; an empty '
+         'pattern list freezes every weight.'),
+    "FT0420": Code('judge_pairs rubric without its slots',
+         "A judge_pairs rubric must show the judge the request and both candidates: {prompt}, {a} "
+         "and {b}. Whether each answer is one token of the judge's vocabulary is checked when the "
+         "judge is loaded (the step fails naming the answer)."),
+    "FT0421": Code('judge_pairs answers',
+         'A pairwise judge answers with exactly two distinct, non-empty answers (default ["A", "B"]); '
+         'the first means candidate {a} is better.'),
+    "FT0422": Code('identical candidates',
+         'judge_pairs without a `rival` samples the policy twice; with `temperature = 0` (greedy) '
+         'both samples are the same text, so no pair would have a preference.'),
+    "FT0423": Code('rubric for a reward-model judge',
+         'A judge that is a reward model (a train block with method = reward_model) scores each '
+         'candidate on its own: `rubric` and `answers` are for a causal-LM judge only.'),
+    "FT0424": Code('critique principles',
+         'A critique block takes its principles either as `principles = [...]` or as '
+         '`principles_file = "..."` (one per non-empty line), exactly one of them, and none empty.'),
+    "FT0425": Code('critique prompt without its slots',
+         'critique_prompt must fill in {prompt}, {response} and {principles}; revision_prompt '
+         '{prompt}, {response} and {critique}: otherwise the model does not see what it revises.'),
+    "FT0380": Code('unknown cache setting',
+         'A `cache { ... }` block holds only `remote = "URL"` (a folder, s3://..., any fsspec URL).'),
+    "FT0381": Code('bad cache setting',
+         'The `remote` of a `cache` block must be a non-empty string, and a file has at most one '
+         '`cache` block.'),
     "FT0201": Code('step failed',
          "A step failed while running. Its own message says why; a Python error's "
          'traceback is written to .ft/logs/.'),

@@ -123,7 +123,7 @@ class _Formatter:
             body.blank_before = self.blank_between(lead_end, first) if lead else \
                 self.blank_between(prev_line, first)
             body.trailing = self._trailing_text(last)
-            multi = len(body.lines) > 1 or isinstance(item, ast.Block)
+            multi = len(body.lines) > 1 or isinstance(item, ast.Block | ast.Settings)
             group = lead + [body]
             if entries and (multi or forced_after):
                 group[0].blank_before = True
@@ -149,6 +149,8 @@ class _Formatter:
         if isinstance(item, ast.Block):
             head = f"{item.kind.name} {item.name.name}"
             return _Entry(self.block_body(head, item.body, item.body_span, "", force_multi=True))
+        if isinstance(item, ast.Settings):
+            return _Entry(self.block_body(item.kind.name, item.body, item.body_span, "", force_multi=True))
         if isinstance(item, ast.Definition):
             head = f"{item.kind.name} {item.name.name} = "
             return _Entry(self.expr_lines(item.value, "", head))
@@ -397,7 +399,7 @@ def _indented(lines: list[str], indent: str, suffix: str = "") -> list[str]:
 
 def _item_lines(item: ast.Item) -> tuple[int, int]:
     """First and last source line of a top-level item."""
-    if isinstance(item, ast.Block):
+    if isinstance(item, ast.Block | ast.Settings):
         return item.span.line, (item.body_span or item.span).end_line
     if isinstance(item, ast.Definition):
         return item.span.line, item.value.span.end_line

@@ -203,6 +203,10 @@ class _Builder:
             k, n, body = t.children
             kn, nn = self.name(k), self.name(n)
             return ast.Block(kn, nn, self.body(body), kn.span.to(nn.span), self.span(body))
+        if kind == "settings":
+            k, body = t.children
+            kn = self.name(k)
+            return ast.Settings(kn, self.body(body), kn.span, self.span(body))
         if kind == "definition":
             k, n, value = t.children
             kn, val = self.name(k), self.expr(value)

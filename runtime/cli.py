@@ -25,15 +25,17 @@ def _color(args: argparse.Namespace, stream: Any) -> bool:
 
 def _compile(args: argparse.Namespace) -> Any:
     """The checked program, or None after printing every diagnostic."""
-    from ftlang.compiler import compile_file
     from ftlang.lang.diagnostics import FtError, render_all, to_json
+    from ftlang.runtime.progcache import compile_cached
 
     path = Path(args.file)
     if not os.path.lexists(path):
         print(f"error: no such file: {args.file}", file=sys.stderr)
         return None
     try:
-        program = compile_file(path)
+        # Served from .ft/progcache when nothing the compile read has changed (a no-op
+        # `ft run` then imports neither lark, sqlglot nor networkx).
+        program = compile_cached(path)
     except FtError as exc:
         try:  # for the source lines under each caret; a file that cannot be decoded still shows
             text = path.read_text(encoding="utf-8", errors="replace").removeprefix("\ufeff")
@@ -71,7 +73,19 @@ def _session(args: argparse.Namespace) -> Any:
     from ftlang.runtime.session import Session
 
     program = _compile(args)
+    if program is not None and (problem := _distributed_options(program, args)):
+        print(f"error: {problem}", file=sys.stderr)
+        return None
     return None if program is None else Session.of(program)
+
+
+def _distributed_options(program: Any, args: argparse.Namespace) -> str | None:
+    """--processes / --nnodes / --node-rank / --rdzv (runtime/launch.py); light: no torch."""
+    if not any(getattr(args, k, None) is not None for k in ("processes", "nnodes", "rdzv")):
+        return None
+    from ftlang.runtime import launch
+
+    return launch.apply_options(program, args)
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -81,7 +95,14 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if session is None:
         return EXIT_ERRORS
     try:
-        items = session.plan(args.select, args.force)
+        from ftlang.runtime.remote import RemoteError
+
+        remote = session.remote(args.remote, warn=lambda m: print(m, file=sys.stderr)) \
+            if getattr(args, "remote", None) is not False else None
+        items = session.plan(args.select, args.force, remote=remote)
+    except RemoteError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     except SessionError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.code
@@ -96,12 +117,28 @@ def cmd_plan(args: argparse.Namespace) -> int:
         for r in i.reasons:
             for detail in r.split("\n")[1:]:
                 print(f"  {'':<8}{'':<{width}}    {detail}")
-        if i.cost:
-            print(f"  {'':<8}{'':<{width}}  {i.cost}")
-    counts = {s: sum(1 for i in items if i.status == s) for s in ("cached", "run", "pending")}
+        if i.cost or i.device:
+            where = f"on {i.device}" if i.device else ""
+            print(f"  {'':<8}{'':<{width}}  {', '.join(x for x in (where, i.cost) if x)}")
+        batch = _global_batch(session.program, i)
+        if batch:
+            print(f"  {'':<8}{'':<{width}}  {batch}")
+    counts = {s: sum(1 for i in items if i.status == s) for s in ("cached", "run", "pending", "remote")}
+    fetch = f", {counts['remote']} to fetch from the remote cache" if counts["remote"] else ""
     print(f"\n{counts['run']} to run, {counts['pending']} pending on upstream changes, "
-          f"{counts['cached']} cached")
+          f"{counts['cached']} cached{fetch}")
     return EXIT_OK
+
+
+def _global_batch(program: Any, item: Any) -> str:
+    """A train step with `distributed { ... }` (or --processes): its global batch, for the plan."""
+    node = program.nodes.get(item.node)
+    if node is None or node.kind != "train" or item.status == "cached" or not node.params.get("distributed"):
+        return ""
+    from ftlang.stdlib import distributed
+
+    total, parts = distributed.global_batch(node.params)
+    return f"global batch {total} = {parts}"
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -117,11 +154,22 @@ def cmd_run(args: argparse.Namespace) -> int:
     display = Display(color=_color(args, sys.stderr), quiet=args.quiet, verbose=args.verbose)
     t0 = time.monotonic()
     try:
+        from ftlang.runtime.remotecmd import run_options
+
+        options = run_options(args, session, display)
         result, lock_error = session.run(display, select=args.select, force=args.force,
-                                         keep_going=args.keep_going, locked=args.locked, wait=not args.no_wait)
+                                         keep_going=args.keep_going, locked=args.locked, wait=not args.no_wait,
+                                         options=options)
     except SessionError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.code
+    except Exception as exc:  # a remote or Ray error: one line naming it, never a traceback
+        from ftlang.runtime.remotecmd import run_error
+
+        code = run_error(exc)
+        if code is None:
+            raise
+        return code
     except OSError as exc:  # the cache folder itself: read-only, full, not ours
         message, hint = _os_error(exc)
         print(f"error: cannot write the cache folder {_rel_cwd(session.store.root)}: {message}", file=sys.stderr)
@@ -233,13 +281,12 @@ def cmd_graph(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from ftlang.runtime import ledger
 
-    args.select, args.json, args.force = None, False, None
+    args.select, args.json, args.force, args.remote = None, False, None, False
     code = cmd_plan(args)
     if code != EXIT_OK:
         return code
-    program = _compile(argparse.Namespace(file=args.file, format="json", color="never"))
-    try:
-        runs = ledger.runs(program.project / ".ft", limit=1, file=args.file)
+    try:  # the ledger beside the file (cmd_plan compiled it: no second compile)
+        runs = ledger.runs(Path(args.file).resolve().parent / ".ft", limit=1, file=args.file)
     except ledger.LedgerError as exc:
         print(f"last run: unknown ({exc})")
         return EXIT_OK
@@ -296,12 +343,27 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--no-wait", action="store_true", help="fail instead of waiting for another run's lock")
     r.add_argument("--locked", action="store_true", help="refuse to run if inputs differ from ft.lock")
     r.add_argument("--quiet", "-q", action="store_true", help="no progress display")
+    from ftlang.runtime import launch  # light: torch is imported only when a worker starts
+
+    launch.add_run_options(r)
     r.add_argument("--verbose", "-v", action="store_true", help="show step logs")
+    r.add_argument("--jobs", "-j", type=int, default=1, metavar="N",
+                   help="run up to N independent steps at once, each in its own process (default 1)")
+    r.add_argument("--executor", choices=("local", "ray"), default="local",
+                   help="local (this machine) or ray (each step a Ray task; pip install ftlang[ray])")
+    r.add_argument("--address", metavar="ADDR", help="the Ray cluster (default: start a local one)")
+    r.add_argument("--remote", metavar="URL", help="the shared remote cache (a folder, s3://..., any fsspec "
+                   "URL); default: FT_REMOTE, else the file's cache { remote = ... }")
+    r.add_argument("--remote-required", action="store_true",
+                   help="fail instead of running locally when the remote cache is unreachable")
     pl = add("plan", cmd_plan, "show what a run would do, and why")
     pl.add_argument("--json", action="store_true", help="the plan as JSON (node, status, reasons, key, digest)")
     pl.add_argument("--select", "-s", action="append", metavar="NODE",
                     help="plan NODE and its ancestors; NODE+ adds its descendants")
     pl.add_argument("--force", action="append", metavar="NODE", help="plan as if NODE were forced to rerun")
+    launch.add_run_options(pl)  # the same --processes / --nnodes give the same keys
+    pl.add_argument("--remote", metavar="URL", help="also look in this remote cache (default: FT_REMOTE, "
+                    "else the file's cache { remote = ... })")
     c = add("check", cmd_check, "compile only: report every error")
     c.add_argument("--format", choices=("text", "json"), default="text",
                    help="diagnostics as text (rustc-style) or JSON (for editors and CI)")
@@ -327,7 +389,14 @@ def build_parser() -> argparse.ArgumentParser:
     ca.add_argument("action", choices=("ls", "du"), help="ls: every artifact; du: disk use by step kind")
     ca.add_argument("file", nargs="?", default="", help="a .ft file whose folder's cache to read "
                     "(default: the .ft/ in the current folder)")
-    ca.set_defaults(func=_lazy("ftlang.runtime.cachecmd:cmd_cache"))
+    ca.add_argument("--remote", nargs="?", const="", default=None, metavar="URL",
+                    help="ls: list the remote cache instead (URL, else FT_REMOTE or the file's remote)")
+    ca.set_defaults(func=_lazy("ftlang.runtime.remotecmd:cmd_cache"))
+    for name, what in (("push", "upload what the file's nodes last resolved to into the remote cache"),
+                       ("pull", "download what the file's nodes resolve to from the remote cache")):
+        pp = add(name, _lazy(f"ftlang.runtime.remotecmd:cmd_{name}"), what)
+        pp.add_argument("--remote", metavar="URL", help="the remote cache (default: FT_REMOTE, else the "
+                        "file's cache { remote = ... })")
     gcp = add("gc", _lazy("ftlang.runtime.cachecmd:cmd_gc"), "delete artifacts the file and the last N runs do not use")
     gcp.add_argument("--keep-runs", type=int, default=5, metavar="N",
                      help="also keep what the last N runs produced or used (default 5)")
@@ -335,6 +404,9 @@ def build_parser() -> argparse.ArgumentParser:
     vf = add("verify", _lazy("ftlang.runtime.cachecmd:cmd_verify"), "re-hash every artifact and report corruption")
     vf.add_argument("--repair", action="store_true",
                     help="move corrupt artifacts to .ft/quarantine/ and rebuild them with `ft run`")
+    ck = add("checkpoints", _lazy("ftlang.runtime.checkpoints:cmd_checkpoints"),
+             "list the checkpoints a train node kept (keep_checkpoints = N)")
+    ck.add_argument("node", help="the node id, e.g. train.sft")
     rp = add("report", _lazy("ftlang.runtime.report:cmd_report"),
              "write a self-contained HTML report of a run")
     rp.add_argument("run", nargs="?", default="last", help="a run id (prefix), last, or last~N")
@@ -350,6 +422,10 @@ def build_parser() -> argparse.ArgumentParser:
     rfmt = rn.add_mutually_exclusive_group()
     rfmt.add_argument("--json", action="store_true", help="the runs as JSON")
     rfmt.add_argument("--csv", action="store_true", help="the runs as CSV")
+    launch.add_launch_parser(sub, _lazy)
+    ls = sub.add_parser("lsp", help="the language server, over stdio (editors start it)",
+                        description="the language server, over stdio (editors start it)")
+    ls.set_defaults(func=_lazy("ftlang.runtime.lsp:cmd_lsp"))
     return p
 
 

@@ -11,7 +11,7 @@ from typing import Any, TextIO
 # not here, so a new status cannot crash only when colour is on (it once did: `export`).
 STATUSES = {"cached": "\033[2m", "done": "\033[32m", "run": "\033[36m", "running": "\033[36m",
             "failed": "\033[1;31m", "skipped": "\033[33m", "pending": "\033[36m",
-            "export": "\033[35m", "warning": "\033[33m"}
+            "export": "\033[35m", "warning": "\033[33m", "remote": "\033[34m"}
 _RESET = "\033[0m"
 
 

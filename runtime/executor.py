@@ -12,7 +12,6 @@ import json
 import shutil
 import time
 import traceback
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,8 +32,6 @@ from ftlang.lang.diagnostics import Diagnostic, Label
 from ftlang.runtime import asserts, estimate, ledger
 from ftlang.runtime.display import Display, fmt_seconds, table
 from ftlang.runtime.hashing import StatCache
-from ftlang.runtime.keys import components, node_key
-from ftlang.runtime.planner import decide
 from ftlang.runtime.publish import PublishError, check_target, publish
 from ftlang.runtime.store import Entry, Store
 from ftlang.runtime.worker import Job, WorkerError
@@ -77,74 +74,15 @@ def load_step(spec_run: str) -> Any:
 
 
 def execute(program: Program, store: Store, stat: StatCache, order: list[str], display: Display,
-            *, force: set[str] | None = None, keep_going: bool = False, command: str = "run") -> RunResult:
-    force = force or set()
-    run_id = time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
-    result = RunResult(run_id)
-    entries: dict[str, Entry] = {}
-    broken: dict[str, str] = {}  # node -> why it produced nothing
-    started = time.time()
-    display.width = max([len(n) for n in order] + [16])
-    stop = False
-    try:
-        for nid in order:
-            node = program.nodes[nid]
-            ups = sorted({r.node for r in node.refs()})
-            bad = [u for u in ups if u in broken]
-            if stop or bad:
-                why = f"upstream {bad[0]} {broken[bad[0]]}" if bad else "an earlier step failed"
-                broken[nid] = "was skipped"
-                display.line("skipped", nid, why)
-                result.records.append(ledger.NodeRecord(nid, node.kind, "skipped", reasons=[why]))
-                continue
-            comp = components(node, {u: entries[u] for u in ups}, stat, run_id=run_id)
-            key = node_key(comp)
-            decision = decide(node, comp, key, store, stat, nid in force)
-            entry, reasons = decision.entry, decision.reasons
-            if decision.corrupt_digest is not None:
-                moved = store.quarantine(decision.corrupt_digest)
-                display.line("warning", nid, f"cached artifact is corrupt: {decision.corrupt}; moved to "
-                             f"{_rel(moved, program.project)}")
-            if entry is not None:
-                display.line("cached", nid)
-                result.records.append(ledger.NodeRecord(nid, node.kind, "cached", key, entry.digest,
-                                                        meta=entry.meta, params=comp))
-            else:
-                entry, seconds, diag = _run_node(node, key, entries, store, program, display, reasons)
-                if entry is None:
-                    assert diag is not None
-                    result.diagnostics.append(diag)
-                    broken[nid] = "failed"
-                    result.records.append(ledger.NodeRecord(nid, node.kind, "failed", key, None, seconds,
-                                                            reasons, {"error": diag.message}, comp))
-                    stop = not keep_going
-                    continue
-                display.line("done", nid, f"{fmt_seconds(seconds)}{_summary(node, entry.meta)}")
-                result.records.append(ledger.NodeRecord(nid, node.kind, "ran", key, entry.digest, seconds,
-                                                        reasons, entry.meta, comp))
-                _show_metrics(node, entry, store, display)
-            try:  # state only explains the next plan and roots gc: losing it loses no artifact
-                store.write_state(nid, {"key": key, "components": comp, "digest": entry.digest,
-                                        "lines": source_lines(node, stat)})
-            except OSError as exc:
-                display.line("warning", nid, f"could not record its state: {exc.strerror or exc}")
-            entries[nid] = entry
-            _after(node, entry, store, display, result)
-    except KeyboardInterrupt:
-        result.interrupted = True
-        display.text("interrupted: committed results are kept; run again to resume")
-    finally:
-        try:
-            stat.save()
-        except OSError as exc:  # only a shortcut: the next run re-hashes the sources
-            display.text(f"warning: could not save the stat cache: {exc.strerror or exc}")
-        status = "interrupted" if result.interrupted else ("ok" if result.ok else "failed")
-        try:
-            ledger.record(store.root, run_id, Path(program.file).name, command, started, time.time(), status,
-                          result.records)
-        except Exception as exc:  # the ledger must never turn a good run into a crash
-            display.text(f"warning: could not write the run ledger: {exc}")
-    return result
+            *, force: set[str] | None = None, keep_going: bool = False, command: str = "run",
+            options: Any = None) -> RunResult:
+    """Runs `order` (topological), reusing the cache. `options` (scheduler.Options) adds
+    `--jobs`, `--executor ray` and the remote cache; without it, one node at a time in this
+    process, as always. The scheduling itself is runtime/scheduler.py."""
+    from ftlang.runtime.scheduler import Options, Scheduler
+
+    return Scheduler(program, store, stat, order, display, force=force or set(), keep_going=keep_going,
+                     command=command, options=options or Options()).run()
 
 
 @contextlib.contextmanager
@@ -185,42 +123,17 @@ def source_lines(node: Node, stat: StatCache) -> dict[str, int]:
 
 def _run_node(node: Node, key: str, entries: dict[str, Entry], store: Store, program: Program,
               display: Display, reasons: list[str]) -> tuple[Entry | None, float, Diagnostic | None]:
-    display.line("run", node.id, "; ".join(r.split("\n", 1)[0] for r in reasons))
+    """Runs one node in this process and commits it (the sequential path, `--jobs 1`)."""
     t0 = time.monotonic()
     tmp: Path | None = None
     try:
-        _preflight(node)
-        tmp = store.new_tmp(node.id)
-        job = Job(node=node.id, name=node.name, run=node.spec.run,
-                  params=materialize(node.params, entries, store), out=tmp / "out",
-                  project=program.project, cache=store.cache, key=key, verbose=display.verbose,
-                  events=tmp / "events.jsonl")
+        tmp, job = prepare_node(node, key, entries, store, program, display, reasons)
         meta = run_step(job, tmp, display)
-        meta = json.loads(json.dumps(estimate.annotate(meta, program, node, entries, store), default=str))
-        entry = store.commit(key, node.id, tmp / "out", meta)
-        return entry, time.monotonic() - t0, None
-    except StepError as exc:
-        diag = _failure(node, str(exc), exc.hint)
-    except PublishError as exc:
-        diag = _failure(node, str(exc), exc.hint)
-    except WorkerError as exc:
-        diag = _failure(node, str(exc), f"the worker's output is in {_rel(exc.log, program.project)}"
-                        if exc.log else None)
+        return complete_node(node, key, job, meta, entries, store, program), time.monotonic() - t0, None
     except KeyboardInterrupt:
         raise
     except Exception as exc:
-        if isinstance(exc, OSError) and exc.strerror:
-            message = f"{exc.strerror}" + (f": {exc.filename}" if exc.filename else "")
-        else:
-            message = f"{type(exc).__name__}: {exc}"
-        log = store.root / "logs" / f"{node.id}.log"
-        try:
-            log.parent.mkdir(parents=True, exist_ok=True)
-            log.write_text(traceback.format_exc())
-            hint = f"the full traceback is in {_rel(log, program.project)}"
-        except OSError as log_exc:  # a full disk must not turn a failed step into a crash
-            hint = f"the traceback could not be written to {_rel(log, program.project)} ({log_exc.strerror})"
-        diag = _failure(node, message, hint)
+        diag = diagnose(node, exc, store, program)
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -228,15 +141,91 @@ def _run_node(node: Node, key: str, entries: dict[str, Entry], store: Store, pro
     return None, time.monotonic() - t0, diag
 
 
+def prepare_node(node: Node, key: str, entries: dict[str, Entry], store: Store, program: Program,
+                 display: Display, reasons: list[str], tmp_out: list[Path] | None = None) -> tuple[Path, Job]:
+    """The "run" line, the preflight, a tmp folder and the node's Job (in the driver)."""
+    display.line("run", node.id, "; ".join(r.split("\n", 1)[0] for r in reasons))
+    _preflight(node)
+    tmp = store.new_tmp(node.id)
+    if tmp_out is not None:
+        tmp_out.append(tmp)  # so a caller can remove it even if building the Job fails
+    job = Job(node=node.id, name=node.name, run=node.spec.run,
+              params=materialize(node.params, entries, store), out=tmp / "out",
+              project=program.project, cache=store.cache, key=key, verbose=display.verbose,
+              events=tmp / "events.jsonl")
+    return tmp, job
+
+
+def complete_node(node: Node, key: str, job: Job, meta: dict[str, Any], entries: dict[str, Entry],
+                  store: Store, program: Program) -> Entry:
+    """The step finished: annotate its meta and commit `job.out` (always in the driver)."""
+    meta = json.loads(json.dumps(estimate.annotate(meta, program, node, entries, store), default=str))
+    return store.commit(key, node.id, job.out, meta)
+
+
+def diagnose(node: Node, exc: BaseException, store: Store, program: Program) -> Diagnostic:
+    """A failed step as one diagnostic; an unexpected exception's traceback goes to a log."""
+    if isinstance(exc, (StepError, PublishError)):
+        return _failure(node, str(exc), exc.hint)
+    if isinstance(exc, WorkerError):
+        return _failure(node, str(exc), f"the worker's output is in {_rel(exc.log, program.project)}"
+                        if exc.log else None)
+    if isinstance(exc, OSError) and exc.strerror:
+        message = f"{exc.strerror}" + (f": {exc.filename}" if exc.filename else "")
+    else:
+        message = f"{type(exc).__name__}: {exc}"
+    log = store.root / "logs" / f"{node.id}.log"
+    try:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text("".join(traceback.format_exception(exc)))
+        hint = f"the full traceback is in {_rel(log, program.project)}"
+    except OSError as log_exc:  # a full disk must not turn a failed step into a crash
+        hint = f"the traceback could not be written to {_rel(log, program.project)} ({log_exc.strerror})"
+    return _failure(node, message, hint)
+
+
 def run_step(job: Job, tmp: Path, display: Display) -> dict[str, Any]:
     """Runs a node's step and returns its meta; `job.out` holds the artifact afterwards.
-    In this process by default; `runtime.worker` runs the same Job in another process."""
+    In this process by default; `runtime.worker` runs the same Job in another process, and
+    a train step with `distributed { ... }` runs there under torchrun (runtime/launch.py)."""
     job.out.mkdir(parents=True, exist_ok=True)
+    if job.name and _distributed(job):
+        from ftlang.runtime import launch
+
+        return launch.run_distributed(job, tmp, display)
     ctx = StepContext(node=job.node, name=job.name, params=job.params, out=job.out,
                       project=job.project, cache=job.cache, log=display.log(job.node),
                       progress=display.progress(job.node), key=job.key, verbose=job.verbose)
     with quiet_libraries(display.verbose):
         return load_step(job.run)(ctx) or {}
+
+
+def _distributed(job: Job) -> bool:
+    from ftlang.stdlib import distributed
+
+    return job.run == "ftlang.stdlib.train:run" and distributed.launches(job.params)
+
+
+def preflight_run(program: Program, order: list[str], run_id: str, display: Display) -> list[Diagnostic]:
+    """Before any step runs: what would fail only after the work (an export's `push` that
+    cannot reach the Hub: offline, no token). Also tells steps which run and file they
+    belong to (trackers name their runs by it, model cards quote the source)."""
+    import os
+
+    os.environ.update(FTLANG_RUN_ID=run_id, FTLANG_SOURCE=str(Path(program.file).resolve()))
+    out = []
+    for nid in order:
+        node = program.nodes[nid]
+        if node.kind == "export" and node.params.get("push") is not None:
+            from ftlang.stdlib import hub
+
+            found = hub.problem()
+            if found is not None:
+                span = node.attr_spans.get("push", node.span)
+                display.line("failed", nid, "not started: " + found[0])
+                out.append(Diagnostic("FT0300", f"{nid}: {found[0]}", [Label(span, "push")],
+                                      help=found[1], notes=["nothing was run"]))
+    return out
 
 
 def _preflight(node: Node) -> None:

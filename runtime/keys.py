@@ -20,12 +20,21 @@ from typing import Any
 from ftlang.compiler.ir import DESCEND, EnvValue, FileValue, Node, OutPath, RefValue, transform
 from ftlang.runtime.hashing import StatCache, digest_json
 from ftlang.runtime.store import Entry
-from ftlang.stdlib import registry
+from ftlang.stdlib import distributed, registry
 from ftlang.stdlib.spec import Call
 
 TRAINING_PACKAGES = ("torch", "transformers", "peft", "trl", "accelerate", "tokenizers")
 DETERMINISTIC = "deterministic"  # the attribute; its value never enters a key as such
 RERUNS_ALWAYS = "deterministic = false: reruns every time"  # the plan's reason
+# Attributes (by step kind) that enter a key only when written: added after keys were pinned.
+OMIT_WHEN_NONE: dict[str, frozenset[str]] = {"train": frozenset({"balance", "order", "eval_every", "pad_token",
+                                                                  "pad_to_length", "attention", "trainable",
+                                                                  "search"}),
+                                              "eval": frozenset({"messages_field", "device", "adapter_base"}),
+                                              "select": frozenset({"device"}),
+                                              "dataset": frozenset({"shape"})}
+# The same for call arguments (by call name): lora's modules_to_save came after lora's keys.
+ARGS_OMIT_WHEN_NONE: dict[str, frozenset[str]] = {"lora": frozenset({"modules_to_save"})}
 
 
 def reruns_always(node: Node) -> bool:
@@ -78,7 +87,8 @@ def canon(value: Any, inputs: dict[str, Entry], stat: StatCache) -> Any:
         if isinstance(v, Call):
             sig = _call_signature(v)
             return {"call": v.name, "args": {k: canon(x, inputs, stat) for k, x in v.args.items()
-                                             if sig is None or (sig.attr(k) is None or sig.attr(k).semantic)}}
+                                             if (sig is None or (sig.attr(k) is None or sig.attr(k).semantic))
+                                             and not (x is None and k in ARGS_OMIT_WHEN_NONE.get(v.name, ()))}}
         if isinstance(v, tuple):
             return [canon(x, inputs, stat) for x in v]
         return DESCEND
@@ -96,10 +106,25 @@ def components(node: Node, inputs: dict[str, Entry], stat: StatCache,
         attr = sig.attr(name)
         if (attr is not None and not attr.semantic) or name == DETERMINISTIC:
             continue
+        if value is None and name in OMIT_WHEN_NONE.get(node.kind, ()):
+            continue  # an attribute added later, not written: the keys from before stay valid
+        if node.kind == "train" and name == distributed.NAME:
+            # World size and strategy only; nothing when it is one plain process (README.md).
+            value = distributed.key_part(value, lambda v: canon(v, inputs, stat))
+            if value is None:
+                continue
+            params[name] = value
+            continue
         params[name] = canon(value, inputs, stat)
     comp: dict[str, Any] = {"kind": node.kind, "version": node.spec.version, "params": params}
     if node.spec.trains:
         comp["env"] = environment()
+    if node.kind == "curate" and isinstance(node.params.get("sql"), str):
+        from ftlang.stdlib import sqlmacros
+
+        macros = sqlmacros.used(node.params["sql"])
+        if macros:  # only then: the keys of queries that call no stdlib macro stay as they were
+            comp["macros"] = sqlmacros.digest(macros)
     if reruns_always(node):
         comp["nonce"] = run_id or uuid.uuid4().hex
     return comp

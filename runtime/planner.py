@@ -26,17 +26,18 @@ from ftlang.runtime.store import Entry, Store
 @dataclass
 class PlanItem:
     node: str
-    status: str  # cached | run | pending | skipped
+    status: str  # cached | remote | run | pending | skipped
     reasons: list[str] = field(default_factory=list)
     key: str | None = None
     entry: Entry | None = None
     cost: str | None = None  # training cost estimate, for train nodes that will run
     flops: float | None = None
+    device: str | None = None  # where a step that runs models will run them (its one decision)
 
     def to_json(self) -> dict[str, Any]:
         return {"node": self.node, "status": self.status, "reasons": self.reasons, "key": self.key,
                 "digest": self.entry.digest if self.entry else None, "estimate": self.cost,
-                "flops": self.flops}
+                "flops": self.flops, "device": self.device}
 
 
 def select(program: Program, patterns: list[str] | None) -> list[str]:
@@ -68,7 +69,7 @@ def matches(program: Program, nid: str, name: str) -> bool:
 
 
 def plan(program: Program, store: Store, stat: StatCache, nodes: list[str] | None = None,
-         force: set[str] | None = None) -> list[PlanItem]:
+         force: set[str] | None = None, remote: Any = None) -> list[PlanItem]:
     items: dict[str, PlanItem] = {}
     force = force or set()
     for nid in nodes or program.order():
@@ -89,9 +90,46 @@ def plan(program: Program, store: Store, stat: StatCache, nodes: list[str] | Non
         comp = components(node, inputs, stat)  # type: ignore[arg-type]
         key = node_key(comp)
         d = decide(node, comp, key, store, stat, nid in force)
+        hit = remote.lookup(key) if remote is not None and d.entry is None and nid not in force \
+            and "nonce" not in comp else None
+        if hit is not None:  # the remote cache has it: a download, not a run
+            from ftlang.runtime.remote import human
+
+            items[nid] = PlanItem(nid, "remote", [f"fetch {human(hit.size)} from the remote cache"], key,
+                                  hit.entry())
+            continue
         items[nid] = PlanItem(nid, "cached" if d.entry else "run", d.reasons, key, d.entry)
     _estimate(program, store, items)
+    _devices(program, items)
+    _search_notes(program, items)
     return list(items.values())
+
+
+def _search_notes(program: Program, items: dict[str, PlanItem]) -> None:
+    """A search trial's values: shown when committed, else when they will be known."""
+    from ftlang.stdlib import search
+
+    for item in items.values():
+        params = program.nodes[item.node].params
+        setting = params.get(search.NAME)
+        history = [items[r.node].entry.meta if r.node in items and items[r.node].entry else None
+                   for r in setting.get("history", [])] if isinstance(setting, dict) else None
+        note = search.plan_note(params, item.entry.meta if item.entry else None, history)
+        if note is not None:
+            # "runs if trial j changes" for every earlier trial says one thing: keep the last.
+            earlier = {f"runs if {r.node} changes" for r in setting["history"][:-1]}
+            item.reasons = [r for r in item.reasons if r not in earlier] + [note]
+
+
+def _devices(program: Program, items: dict[str, PlanItem]) -> None:
+    """The device of each step that will run models (train, eval, select): the step's own
+    `device` resolved as its run will resolve it (stdlib.devices), said without torch."""
+    from ftlang.stdlib import devices
+
+    for item in items.values():
+        node = program.nodes[item.node]
+        if item.status in ("run", "pending") and node.spec.signature.attr("device") is not None:
+            item.device = devices.planned(node.params.get("device"))
 
 
 @dataclass
@@ -151,6 +189,10 @@ def _own_changes(node: Node, store: Store) -> list[str]:
             continue
         if _has_inputs(value):
             continue
+        if node.kind == "train" and name == "distributed":  # the key's form: world size, strategy
+            from ftlang.stdlib import distributed
+
+            value = distributed.key_part(value, _plain)
         if name in old_params and old_params[name] != _plain(value):
             out += _diff(name, old_params[name], _plain(value))
         elif name not in old_params and value is not None:
@@ -207,6 +249,10 @@ def explain(node: Node, comp: dict[str, Any], state: dict[str, Any] | None, key:
         a, b = old_params.get(name), new_params.get(name)
         if a == b:
             continue
+        if node.kind == "train" and name == "distributed":  # absent = one plain process
+            from ftlang.stdlib.distributed import PLAIN_KEY
+
+            a, b = a or PLAIN_KEY, b or PLAIN_KEY
         raw = node.params.get(name)
         files = files_in(raw)
         refs = refs_in(raw)

@@ -119,8 +119,28 @@ def training_section(run: Run) -> str:
                     "loss logged during training (dashed: held-out loss); sweep selections")
 
 
+# Steps whose output is a dataset: their rows in and out, and why rows went (the funnel).
+DATA_KINDS = ("dataset", "curate", "clean", "mix", "generate")
+
+
+def funnel(meta: dict[str, Any]) -> str:
+    """Why rows went or came: clean's stages, mix's realised counts, generate's unparsable."""
+    bits = []
+    if isinstance(meta.get("funnel"), list):
+        bits.append(" → ".join(f"{stage} {n:,}" for stage, n in meta["funnel"]))
+    if isinstance(meta.get("removed"), dict) and meta["removed"]:
+        bits.append("removed: " + ", ".join(f"{why} {n:,}" for why, n in meta["removed"].items()))
+    if isinstance(meta.get("pii"), dict) and any(meta["pii"].values()):
+        bits.append("pii: " + ", ".join(f"{k} {v:,}" for k, v in meta["pii"].items() if v))
+    if isinstance(meta.get("mix"), dict):
+        bits.append("mix: " + ", ".join(f"{k} {v:,}" for k, v in meta["mix"].items()))
+    if isinstance(meta.get("unparsable"), int):
+        bits.append(f"unparsable dropped: {meta['unparsable']:,}")
+    return "; ".join(bits)
+
+
 def data_section(run: Run) -> str:
-    nodes = [n for n in run.nodes if n["kind"] in ("dataset", "curate") and isinstance(n["meta"], dict)
+    nodes = [n for n in run.nodes if n["kind"] in DATA_KINDS and isinstance(n["meta"], dict)
              and n["status"] in ("ran", "cached")]
     if not nodes:
         return ""
@@ -131,6 +151,7 @@ def data_section(run: Run) -> str:
         rin, rout = row_counts(meta)
         kept = f"{rout / rin * 100:.1f}%" if isinstance(rin, int) and isinstance(rout, int) and rin else ""
         parts = ", ".join(f"{k} {v:,}" for k, v in meta["parts"].items()) if isinstance(meta.get("parts"), dict) else ""
+        parts = "; ".join(p for p in (parts, funnel(meta)) if p)
         bar = ""
         if isinstance(rout, int):
             w_in = (rin if isinstance(rin, int) else rout) / peak * 100
@@ -140,7 +161,7 @@ def data_section(run: Run) -> str:
                     f'<td class="num">{fmt_num(rout)}</td><td class="num">{kept}</td><td>{esc(parts)}</td>'
                     f'<td class="barcell">{bar}</td></tr>')
     table = ('<table class="data"><thead><tr><th>step</th><th class="num">rows in</th><th class="num">rows out</th>'
-             '<th class="num">kept</th><th>parts</th><th>rows (light: in, dark: out)</th></tr></thead>'
+             '<th class="num">kept</th><th>parts, funnel</th><th>rows (light: in, dark: out)</th></tr></thead>'
              f'<tbody>{"".join(rows)}</tbody></table>')
     hists = []
     for n in nodes:

@@ -49,6 +49,8 @@ class Session:
 
     def nodes(self, select: list[str] | None = None) -> list[str]:
         """Node ids in run order: all, or what the selectors (`x`, `+x`, `x+`) pick."""
+        if not select:  # the stored order: a cached program needs no graph library for it
+            return self.program.order()
         from ftlang.runtime.planner import select as pick
 
         try:
@@ -68,20 +70,53 @@ class Session:
             out |= ids
         return out
 
-    def plan(self, select: list[str] | None = None, force: list[str] | None = None) -> list[Any]:
+    def plan(self, select: list[str] | None = None, force: list[str] | None = None,
+             remote: Any = None) -> list[Any]:
+        """`remote` (a runtime.remote.Remote): nodes it holds plan as `remote`, with their size."""
         from ftlang.runtime.planner import plan
 
-        return plan(self.program, self.store, self.stat, self.nodes(select), self.force_ids(force))
+        return plan(self.program, self.store, self.stat, self.nodes(select), self.force_ids(force),
+                    remote=remote)
+
+    def remote(self, url: str | None = None, *, required: bool = False, warn: Any = None) -> Any:
+        """The remote cache (--remote, else FT_REMOTE, else the file's `cache { remote }`),
+        probed once: None when there is none, or (with a warning) when it is unreachable.
+        Wrong credentials, or an unreachable remote with `required`, raise SessionError."""
+        from ftlang.runtime.remote import Remote, RemoteError, resolve_url
+
+        in_file = getattr(self.program, "remote", None)
+        if in_file and "://" not in in_file and not Path(in_file).is_absolute():
+            in_file = str(self.program.project / in_file)  # a folder in the .ft: beside the file
+        url = resolve_url(url, in_file)
+        if url is None:
+            if required:
+                raise SessionError("--remote-required: no remote cache is configured (--remote, FT_REMOTE "
+                                   "or cache { remote = ... } in the file)", code=2)
+            return None
+        try:
+            remote = Remote(url)
+            remote.probe()
+            return remote
+        except RemoteError as exc:
+            if exc.kind != "unreachable" or required:
+                raise SessionError(str(exc) + (f"\n  = help: {exc.hint}" if exc.hint else "")) from None
+            if warn is not None:
+                warn(f"warning: {exc}; running with the local cache only")
+            return None
 
     def run(self, display: Any, *, select: list[str] | None = None, force: list[str] | None = None,
             keep_going: bool = False, locked: bool = False, wait: bool = True,
-            command: str = "run") -> tuple[Any, str | None]:
+            command: str = "run", options: Any = None) -> tuple[Any, str | None]:
         """Runs under the project lock; returns the RunResult and an ft.lock write error, if any."""
         from ftlang.runtime import lockfile
         from ftlang.runtime.executor import execute
 
         order, forced = self.nodes(select), self.force_ids(force)
         self.store.ensure()
+        from ftlang.runtime import progcache
+
+        if not isinstance(self.program, progcache.CachedProgram):
+            progcache.save(self.program)  # the first run creates .ft/: the next one skips compiling
         lock = ProjectLock(self.store.root)
 
         def waiting(holder: str) -> None:
@@ -98,7 +133,7 @@ class Session:
                     raise SessionError("--locked: the inputs differ from ft.lock:\n  " + "\n  ".join(diffs))
             self.store.clean_tmp()
             result = execute(self.program, self.store, self.stat, order, display, force=forced,
-                             keep_going=keep_going, command=command)
+                             keep_going=keep_going, command=command, options=options)
             lock_error = None
             if result.ok and not select:
                 try:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 import signal
 import subprocess
 import sys
@@ -46,6 +47,7 @@ class Job:
     verbose: bool = False
     events: Path = field(default_factory=Path)  # JSON lines the worker appends
     env: dict[str, str] = field(default_factory=dict)  # extra environment for the worker
+    logs: Path | None = None  # under torchrun: each rank's output to <logs>/<node>.rank<N>.log
 
     def write(self, path: Path) -> Path:
         tmp = path.with_suffix(".part")
@@ -86,6 +88,7 @@ def run_in_worker(job: Job, *, rank: int = 0) -> int:
     from ftlang.runtime.executor import load_step
 
     events = job.events if rank == 0 else job.events.with_name(f"{job.events.stem}.rank{rank}.jsonl")
+    where = {"rank": int(os.environ.get("RANK", rank))}  # the global rank, for "rank N failed"
 
     def log(msg: str) -> None:
         _emit(events, {"log": msg})
@@ -99,11 +102,11 @@ def run_in_worker(job: Job, *, rank: int = 0) -> int:
     try:
         meta = load_step(job.run)(ctx) or {}
     except StepError as exc:
-        _emit(events, {"error": str(exc), "hint": exc.hint, "step_error": True})
+        _emit(events, {"error": str(exc), "hint": exc.hint, "step_error": True, **where})
         return 2
     except BaseException as exc:  # noqa: BLE001 - reported to the driver, then the worker exits
         _emit(events, {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc(),
-                       "step_error": False})
+                       "step_error": False, **where})
         return 1
     _emit(events, {"result": meta})
     return 0
@@ -111,11 +114,12 @@ def run_in_worker(job: Job, *, rank: int = 0) -> int:
 
 def run_job(job: Job, job_file: Path, *, log: Callable[[str], None],
             progress: Callable[..., None], launcher: Sequence[str] = (),
-            stdout: Path | None = None) -> dict[str, Any]:
+            stdout: Path | None = None, cancel: Any = None) -> dict[str, Any]:
     """The driver's side: start the worker (behind `launcher`, e.g. torchrun's argv), forward
     its events, return the step's meta. A StepError in the worker is raised here as one;
     a crash is a WorkerError naming the log. Ctrl-C or an exception here kills the whole
-    process group, so no worker outlives the run."""
+    process group, so no worker outlives the run. `cancel` (a threading.Event) does the same
+    from another thread: the scheduler sets it to stop every job of a parallel run."""
     job.events.parent.mkdir(parents=True, exist_ok=True)
     job.events.write_text("")
     job.write(job_file)
@@ -123,6 +127,8 @@ def run_job(job: Job, job_file: Path, *, log: Callable[[str], None],
             str(job_file)]
     out_path = stdout or job.events.with_suffix(".log")
     env = {**os.environ, **job.env}
+    if not launcher:  # the worker's parent is this process: see main()
+        env["FT_DRIVER_PID"] = str(os.getpid())
     with open(out_path, "wb") as out:
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env,
                                 start_new_session=True)
@@ -134,6 +140,8 @@ def run_job(job: Job, job_file: Path, *, log: Callable[[str], None],
                 offset = _forward(job.events, offset, outcome, log, progress)
                 if rc is not None:
                     break
+                if cancel is not None and cancel.is_set():
+                    raise KeyboardInterrupt
                 time.sleep(POLL_S)
         except BaseException:
             stop_group(proc)
@@ -199,9 +207,20 @@ def _last_line(path: Path) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     _die_with_parent()
+    driver = os.environ.pop("FT_DRIVER_PID", "")
+    if driver and os.getppid() != int(driver):
+        return 143  # the driver died while this process was starting, before the line above
     job: Job = pickle.loads(Path(args[0]).read_bytes())
     os.environ.update(job.env)
-    rank = int(os.environ.get("RANK", "0"))
+    if job.logs is not None:  # torchrun: this rank's stdout and stderr to its own log
+        name = re.sub(r"[^\w.=-]+", "_", job.node)  # as runtime.launch names it
+        log = job.logs / f"{name}.rank{os.environ.get('RANK', '0')}.log"
+        fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        os.close(fd)
+    # The local rank 0 of each machine reports the result its driver commits.
+    rank = int(os.environ.get("LOCAL_RANK", os.environ.get("RANK", "0")))
     return run_in_worker(job, rank=rank)
 
 

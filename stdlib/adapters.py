@@ -73,9 +73,16 @@ def _modules_problem(v: Any, none_ok: bool) -> str | None:
 
 def _lora_rules(call: Call, b: BlockView) -> list[Diagnostic]:
     out = _modules_rule("target_modules", none_ok=False)(call, b)
+    out += _modules_rule("modules_to_save", none_ok=True)(call, b)
     if call.args.get("double_quant") is True and call.args.get("quant") in ("none", "int8"):
         out.append(warning("FT0114", "double_quant applies to 4-bit quantisation only", b.at("method"),
                            "no effect", help='use quant = "nf4" (or "fp4") with double_quant = true'))
+    if call.args.get("quant") not in (None, "none") and b.params.get("device") == "mps":
+        # bitsandbytes has no MPS kernels: its weights would sit on the CPU while the Trainer
+        # moves everything else to mps.
+        out.append(error("FT0114", "quantised LoRA does not run on mps", b.at("method"),
+                         f'quant = "{call.args.get("quant")}" with device = mps',
+                         help='bitsandbytes runs on CUDA and the CPU: use device = cpu, or quant = "none"'))
     return out
 
 
@@ -95,6 +102,8 @@ ADAPTER_METHODS = (
         Attr("quant", "enum", "none", "quantise the frozen base (QLoRA): nf4 or fp4 (4-bit), int8 (8-bit); "
              "bitsandbytes", choices=("none", "nf4", "fp4", "int8")),
         Attr("double_quant", "bool", False, "4-bit only: quantise the quantisation constants too"),
+        Attr("modules_to_save", "any", None, 'modules trained in full and saved with the adapter, e.g. '
+             '["embed_tokens", "lm_head"] (new tokens, a new head); default: none'),
     ), "Low-rank adapters (LoRA) on the chosen modules; with `quant`, QLoRA over a 4- or "
        "8-bit base.", positional=("r",)),
            family="adapter", run="ftlang.stdlib.train:supervised", lr=2e-4, rules=_lora_rules),
@@ -148,7 +157,8 @@ def peft_config(adapter: Call, task_type: str = "CAUSAL_LM", tokenizer_dir: Path
         return LoraConfig(
             r=r, lora_alpha=2 * r if a["alpha"] is None else int(a["alpha"]),  # declared: None means 2 * r
             lora_dropout=float(a["dropout"]), target_modules=a["target_modules"], bias=a["bias"],
-            use_rslora=bool(a["rslora"]), use_dora=bool(a["dora"]), task_type=task_type)
+            use_rslora=bool(a["rslora"]), use_dora=bool(a["dora"]), task_type=task_type,
+            modules_to_save=a["modules_to_save"])
     if adapter.name == "ia3":
         from peft import IA3Config
 
@@ -207,7 +217,7 @@ def linear_layers(lm: Any) -> list[str]:
 def check_modules(lm: Any, adapter: Call) -> None:
     """Every module a lora/ia3 call names by list must exist: peft trains the ones it finds
     and silently skips the rest when at least one matches."""
-    for arg in ("target_modules", "feedforward_modules"):
+    for arg in ("target_modules", "feedforward_modules", "modules_to_save"):
         names = adapter.args.get(arg)
         if not isinstance(names, list):
             continue  # "all-linear", or None: peft's choice for the architecture
@@ -243,7 +253,8 @@ def full_weights_folder(src: Artifact, cache: Path) -> Path:
     return folder
 
 
-def _bnb_config(quant: str, double: bool, device: str) -> Any:
+def _bnb_config(quant: str, double: bool, device: str, storage: str | None = None) -> Any:
+    """`storage`: bnb_4bit_quant_storage ("bfloat16" ...) for FSDP, which shards float tensors only."""
     import torch
     from transformers import BitsAndBytesConfig
 
@@ -255,7 +266,8 @@ def _bnb_config(quant: str, double: bool, device: str) -> Any:
         return BitsAndBytesConfig(load_in_8bit=True)
     compute = torch.bfloat16 if device == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=quant, bnb_4bit_use_double_quant=double,
-                              bnb_4bit_compute_dtype=compute, bnb_4bit_quant_storage=torch.uint8)
+                              bnb_4bit_compute_dtype=compute,
+                              bnb_4bit_quant_storage=getattr(torch, storage) if storage else torch.uint8)
 
 
 def keep_cpu_4bit_gradients(lm: Any) -> int:
@@ -275,7 +287,7 @@ def keep_cpu_4bit_gradients(lm: Any) -> int:
 
 
 def load_base(src: Artifact, adapter: Call, device: str, cache: Path, *, head: str = "causal",
-              gradient_checkpointing: bool = False) -> Any:
+              gradient_checkpointing: bool = False, quant_storage: str | None = None) -> Any:
     """The model to train from: adapters below merged; quantised for lora(quant = ...);
     with a one-logit classification head for head = "reward"."""
     import torch
@@ -299,7 +311,8 @@ def load_base(src: Artifact, adapter: Call, device: str, cache: Path, *, head: s
     folder = full_weights_folder(src, cache)
     kwargs: dict[str, Any] = {"dtype": torch.float32}
     if quant != "none":
-        kwargs["quantization_config"] = _bnb_config(quant, bool(adapter.args["double_quant"]), device)
+        kwargs["quantization_config"] = _bnb_config(quant, bool(adapter.args["double_quant"]), device,
+                                                    quant_storage)
         kwargs["device_map"] = {"": 0} if device == "cuda" else {"": "cpu"}
     if head == "reward":
         tok = modelio.load_tokenizer(src)
@@ -318,3 +331,23 @@ def load_base(src: Artifact, adapter: Call, device: str, cache: Path, *, head: s
         with modelio.quiet_peft():
             lm = prepare_model_for_kbit_training(lm, use_gradient_checkpointing=gradient_checkpointing)
     return lm
+
+
+def load_measured(model: Artifact, device: str, cache: Path, *, adapter_base: str | None = None) -> Any:
+    """A model to measure (eval, select), on `device`: adapters folded into full-precision
+    weights (the default: faster, the same function up to rounding), or, with
+    adapter_base = "quantized", a QLoRA adapter unmerged over the 4- or 8-bit base it
+    trained against (its artifact records how the base was quantised)."""
+    meta = modelio.read_meta(model.path)
+    quant = meta.get("quant") if meta.get("type") == "adapter" else None
+    if adapter_base == "quantized" and quant:
+        from peft import PeftModel
+
+        base = Artifact(model.node + "#base", meta["base"], modelio.base_folder(model))
+        lm = load_base(base, Call("lora", dict(quant)), device, cache)
+        with modelio.quiet_peft():
+            lm = PeftModel.from_pretrained(lm, str(model.path / modelio.ADAPTER_DIR))
+        lm.eval()
+        return lm
+    lm = modelio.load_model(model, merged=True)
+    return lm.to(device)

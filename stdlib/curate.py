@@ -99,6 +99,9 @@ def run(ctx: StepContext) -> dict[str, Any]:
             con.register(name, data)  # an Arrow dataset: scanned lazily, with pushdown
             columns[name] = list(data.schema.names)
             rows_in[name] = data.count_rows()
+        from ftlang.stdlib import sqlmacros
+
+        sqlmacros.define(con)  # the stdlib's quality filters: ft_words(...), ft_repetition(...), ...
         _sandbox(con)
         _review(con, sql, ctx.params.get("deterministic") is not False)
         result = _query(con, sql, columns)

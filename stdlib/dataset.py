@@ -24,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ftlang.stdlib import locate, tabular
+from ftlang.stdlib import formats, locate, tabular
 from ftlang.stdlib.spec import REQUIRED, Attr, Call, Signature, StepContext, StepError, StepSpec
 
 if TYPE_CHECKING:  # pyarrow costs import time; steps that do not run must not pay it
@@ -39,6 +39,8 @@ SCHEMA_TYPES = {"str": "VARCHAR", "int": "BIGINT", "float": "DOUBLE", "bool": "B
 SOURCES = {
     "jsonl": Signature("jsonl", (Attr("path", "path", REQUIRED, "a JSON Lines file, one object per line"),),
                        "Rows from a local JSON Lines file.", positional=("path",)),
+    "json": Signature("json", (Attr("path", "path", REQUIRED, "a JSON file holding one array of objects"),),
+                      "Rows from a local JSON file that is one array (`[{...}, {...}]`).", positional=("path",)),
     "csv": Signature("csv", (Attr("path", "path", REQUIRED, "a CSV file with a header row"),
                              Attr("delimiter", "str", ",", "the field separator")),
                      "Rows from a local CSV file.", positional=("path",)),
@@ -66,6 +68,9 @@ SPEC = StepSpec(
     kind="dataset", version=1, output="dataset", run="ftlang.stdlib.dataset:run",
     signature=Signature("dataset", (
         Attr("source", "call[source]", REQUIRED, "where the rows come from: jsonl(...), csv(...), parquet(...)"),
+        Attr("shape", "enum", None, "the rows' layout, turned into ftlang's columns: alpaca ("
+             + formats.SHAPES["alpaca"].doc + "), sharegpt (" + formats.SHAPES["sharegpt"].doc + ")",
+             choices=tuple(formats.SHAPES)),
     ), "Rows read from a local file, checked against an optional schema."),
     subblocks={"schema": Signature("schema", (), "column: type pairs (str, int, float, bool)")},
     summary=summary,
@@ -98,19 +103,26 @@ def run(ctx: StepContext) -> dict[str, Any]:
     if path.stat().st_size == 0:
         raise StepError("the file is empty", path=shown)
 
-    if source.name == "jsonl":
+    if source.name == "jsonl" and formats.is_json_array(path):
+        raise StepError("the file is one JSON array, not JSON Lines (one object per line)", path=shown, row=1,
+                        hint=f'read it with source = json("{source["path"]}")')
+    if source.name == "json":
+        table = _apply_schema(formats.read_json(path, shown), schema, shown, lambda: None)
+    elif source.name == "jsonl":
         table = _read_jsonl(path, shown, schema)
     elif source.name == "csv":
         table = _read_csv(path, shown, schema, source.get("delimiter", ","))
     elif source.name == "parquet":
         table = _read_parquet(path, shown, schema)
     else:
-        raise StepError(f"unknown source '{source.name}'", hint="use jsonl(...), csv(...) or parquet(...)")
+        raise StepError(f"unknown source '{source.name}'", hint="use jsonl(...), json(...), csv(...) or parquet(...)")
 
     return _finish(ctx, table, shown)
 
 
 def _finish(ctx: StepContext, table: pa.Table, shown: str) -> dict[str, Any]:
+    if ctx.params.get("shape") is not None and table.num_rows:  # hand-built params lack it
+        table = formats.reshape(table, ctx.params["shape"], shown)
     if table.num_rows == 0:
         raise StepError("the file has no rows", path=shown)
     if table.num_columns == 0:

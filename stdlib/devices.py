@@ -32,6 +32,20 @@ def resolve(choice: str | None) -> str:
     return choice
 
 
+def planned(choice: str | None) -> str:
+    """What `resolve` will choose, said without importing torch (for `ft plan`): auto is
+    cuda where an NVIDIA driver answers, mps on Apple silicon, else cpu."""
+    import platform
+    import shutil
+
+    choice = choice or "auto"
+    if choice != "auto":
+        return choice
+    if shutil.which("nvidia-smi"):
+        return "cuda"
+    return "mps" if platform.system() == "Darwin" and platform.machine() == "arm64" else "cpu"
+
+
 def precision_flags(precision: str | None, device: str) -> dict[str, bool]:
     """TrainingArguments flags for the chosen precision on `device`."""
     import torch
@@ -52,13 +66,16 @@ def placement(device: str) -> dict[str, Any]:
     return {"use_cpu": device == "cpu"}
 
 
-OPTIMIZERS = {"adamw": "adamw_torch", "sgd": "sgd", "adamw_8bit": "adamw_bnb_8bit"}
+OPTIMIZERS = {"adamw": "adamw_torch", "sgd": "sgd", "adamw_8bit": "adamw_bnb_8bit",
+              "paged_adamw_8bit": "paged_adamw_8bit"}
 
 
 def optimizer(name: str | None, device: str) -> str:
     name = name or "adamw"
-    if name == "adamw_8bit" and device != "cuda":
-        raise StepError("optimizer = adamw_8bit runs on CUDA only", hint="use optimizer = adamw here")
-    if name == "adamw" and device == "cuda":
-        return "adamw_torch_fused"  # one kernel per step on GPU; same maths
+    if name in ("adamw_8bit", "paged_adamw_8bit") and device != "cuda":
+        raise StepError(f"optimizer = {name} runs on CUDA only", hint="use optimizer = adamw here")
+    if name == "adamw" and device in ("cuda", "cpu"):
+        # One fused kernel per step (what transformers picks by default for torch >= 2.8);
+        # the same maths, rounded differently from the per-tensor loop (~1e-7 on a loss).
+        return "adamw_torch_fused"
     return OPTIMIZERS[name]

@@ -22,10 +22,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from ftlang.stdlib import devices, modelio, safety
 from ftlang.stdlib import generate as gen
 from ftlang.stdlib import metrics as text_metrics
-from ftlang.stdlib import modelio
 from ftlang.stdlib import template as templates
+from ftlang.stdlib.adapters import load_measured
 from ftlang.stdlib.evaluate_spec import GENERATIVE, METRICS, metric_key
 from ftlang.stdlib.examples import read_columns
 from ftlang.stdlib.spec import Artifact, Call, StepContext, StepError
@@ -91,7 +92,34 @@ class Rows:
     generations: dict[str, list[str]] = field(default_factory=dict)  # model -> texts
 
 
+def _read_chat(data: Artifact, p: dict[str, Any]) -> Rows:
+    """Chat rows: the turns before the last assistant message are the prompt (kept as a
+    conversation for the template), that message's content the reference."""
+    mf = p["messages_field"]
+    cols = read_columns(data, [mf], limit=p["limit"], hints={mf: "set messages_field = \"COLUMN\""})
+    prompts: list[Any] = []
+    refs: list[str] = []
+    for cell in cols[mf]:
+        msgs = json.loads(cell) if isinstance(cell, str) else cell
+        if not isinstance(msgs, list):
+            continue
+        last = max((i for i, m in enumerate(msgs) if isinstance(m, dict) and m.get("role") == "assistant"),
+                   default=None)
+        if not last:  # no assistant turn, or nothing before it
+            continue
+        prompts.append(json.dumps([{"role": str(m.get("role")), "content": str(m.get("content") or "")}
+                                   for m in msgs[:last]], ensure_ascii=False))
+        refs.append(str(msgs[last].get("content") or ""))
+    rows = Rows(dataset_name(data), prompts, refs)
+    if not rows.prompts:
+        raise StepError(f"the eval dataset {rows.name} has no chat rows with an assistant turn",
+                        path=data.dataset_file())
+    return rows
+
+
 def _read(data: Artifact, p: dict[str, Any]) -> Rows:
+    if p["messages_field"] is not None:
+        return _read_chat(data, p)
     pf, cf = p["prompt_field"], p["completion_field"]
     cols = read_columns(data, [pf, cf], limit=p["limit"], hints={
         pf: "set prompt_field = \"COLUMN\"", cf: "set completion_field = \"COLUMN\""})
@@ -117,9 +145,9 @@ def _check_calls(calls: list[Call]) -> None:
         seen[key] = c
 
 
-def _template(artifact: Artifact, override: Artifact | None) -> dict[str, Any]:
+def _template(artifact: Artifact, override: Artifact | None, tokenizer: Any) -> dict[str, Any]:
     if override is not None:
-        return templates.load(override)
+        return templates.resolve(templates.load(override), tokenizer)
     return modelio.template_of(artifact) or templates.load(None)
 
 
@@ -151,6 +179,8 @@ def run(ctx: StepContext) -> dict[str, Any]:
     generators = models + [a for i, a in enumerate(against)
                            if a.node not in reported and a.node not in {b.node for b in against[:i]}]
     torch.manual_seed(0)
+    device = devices.resolve(p["device"])  # one choice for every model, judge and metric here
+    ctx.log(f"models run on {device}")
 
     timings: dict[str, float] = {}
     total = len(generators) * len(datasets)
@@ -158,10 +188,8 @@ def run(ctx: StepContext) -> dict[str, Any]:
         name = model_name(artifact)
         started = time.perf_counter()
         tokenizer = modelio.load_tokenizer(artifact)
-        lm = modelio.load_model(artifact, merged=True)  # merged: faster, same function
-        if torch.cuda.is_available():
-            lm.to("cuda")
-        tpl = _template(artifact, p["template"])
+        lm = load_measured(artifact, device, ctx.cache, adapter_base=p["adapter_base"])
+        tpl = _template(artifact, p["template"], tokenizer)
         max_length = int(getattr(lm.config, "max_position_embeddings", None) or 2048)
         for j, rows in enumerate(datasets):
             ctx.progress(i * len(datasets) + j, total, f"{name} on {rows.name}")
@@ -184,7 +212,8 @@ def run(ctx: StepContext) -> dict[str, Any]:
         timings[name] = round(time.perf_counter() - started, 3)
         del lm
 
-    judged = _judge(ctx, calls, datasets, models, batch_size)
+    judged = _judge(ctx, calls, datasets, models, batch_size, device)
+    safety.score(calls, datasets, [model_name(m) for m in models], batch_size, ctx.log)
     for rows in datasets:
         for m in models:
             ordered = {metric_key(c): rows.scores[model_name(m)].get(metric_key(c)) for c in calls}
@@ -217,7 +246,7 @@ def run(ctx: StepContext) -> dict[str, Any]:
 
 
 def _judge(ctx: StepContext, calls: list[Call], datasets: list[Rows], models: list[Artifact],
-           batch_size: int) -> dict[str, dict[str, list[float]]]:
+           batch_size: int, device: str) -> dict[str, dict[str, list[float]]]:
     """reward(...) and win_rate(...): each judge scores every generation once.
 
     Returns the first judge's per-row scores (dataset -> model -> scores) for samples.jsonl.
@@ -230,7 +259,7 @@ def _judge(ctx: StepContext, calls: list[Call], datasets: list[Rows], models: li
     shown: dict[str, dict[str, list[float]]] = {}
     for jnode, judge in judges.items():
         ctx.log(f"scoring generations with the reward model {model_name(judge)}")
-        rm = gen.RewardModel(judge)
+        rm = gen.RewardModel(judge, device)
         scored: dict[str, dict[str, list[float]]] = {}
         for rows in datasets:
             scored[rows.name] = {name: rm.score(rows.prompts, texts, batch_size)

@@ -12,6 +12,7 @@ from typing import Any
 
 from ftlang.lang import ast
 from ftlang.lang.diagnostics import Diagnostic, did_you_mean
+from ftlang.stdlib import safety_spec
 from ftlang.stdlib.dataset import summary
 from ftlang.stdlib.spec import (
     REQUIRED,
@@ -81,6 +82,7 @@ _METRICS = (
     ), "A custom metric: a Python function over the generations. Its value is named after "
        "the function (`assert sft.my_metric > 0.5`).", positional=("file", "function")),
         higher_is_better=None, generates=True),
+    *safety_spec.SAFETY_METRICS,  # refusal_rate, judge, toxicity
 )
 
 METRIC_INDEX: dict[str, Metric] = {m.name: m for m in _METRICS}
@@ -119,7 +121,7 @@ def rules(b: BlockView) -> list[Diagnostic]:
     out: list[Diagnostic] = []
     for expr in b.asserts:
         _check_assert(expr, models, metrics, b, out)
-    return out
+    return out + safety_spec.rules(b)
 
 
 def _check_assert(expr: Any, models: set[str], metrics: set[str], b: BlockView, out: list[Diagnostic]) -> None:
@@ -150,7 +152,7 @@ def _check_assert(expr: Any, models: set[str], metrics: set[str], b: BlockView, 
 
 
 def needs(p: Mapping[str, Any]) -> list[Need]:
-    cols = fields(p, ("prompt_field", "completion_field"))
+    cols = fields(p, ("messages_field",) if p.get("messages_field") else ("prompt_field", "completion_field"))
     return [Need("data", cols), Need("extra_data", cols)]
 
 
@@ -166,6 +168,9 @@ SPEC = StepSpec(
         Attr("template", "template", None, "overrides each model's own training template"),
         Attr("prompt_field", "str", "prompt", "column holding the prompt"),
         Attr("completion_field", "str", "completion", "column holding the reference"),
+        Attr("messages_field", "str", None, "column holding chat rows ([{role, content}, ...]) instead "
+             "of prompt/completion: the last assistant turn is the reference, the turns before it "
+             "(system and multi-turn context) the prompt"),
         Attr("max_new_tokens", "int", 32, "generation budget per row", ge=1),
         Attr("do_sample", "bool", False, "sample instead of greedy decoding"),
         Attr("temperature", "float", 1.0, "sampling temperature (do_sample = true)", gt=0),
@@ -174,6 +179,12 @@ SPEC = StepSpec(
         Attr("limit", "int", None, "evaluate at most this many rows per dataset", ge=1),
         Attr("samples", "int", 20, "rows per dataset written to samples.jsonl for the report", ge=0),
         Attr("batch_size", "int", 16, "examples per forward pass", ge=1, semantic=False),
+        Attr("device", "enum", None, "where every model of this step runs: auto (the default) picks "
+             "cuda, then mps, then cpu, as train does; one choice for generation, losses and judges",
+             choices=("auto", "cuda", "mps", "cpu")),
+        Attr("adapter_base", "enum", None, "how a quantised LoRA (QLoRA) adapter is measured: merged "
+             "(the default) folds it into the full-precision base; quantized runs it unmerged on the "
+             "4- or 8-bit base it trained against", choices=("merged", "quantized")),
     ), "Measure models on held-out data; `assert` lines gate the run."),
     statements=("assert",),
     rules=rules, needs=needs, summary=summary,  # the rows measured, as dataset reports its rows

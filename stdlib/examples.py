@@ -58,7 +58,14 @@ def _plain_column(data: Artifact, name: str, dtype: Any) -> None:
 
 def prompt_ids(tokenizer: Any, tpl: dict[str, Any], prompt: str) -> list[int]:
     """Token ids of the rendered prompt (with the tokenizer's BOS, if it adds one)."""
-    return list(tokenizer(templates.render_prompt(tpl, prompt), add_special_tokens=True)["input_ids"])
+    return list(tokenizer(templates.render_prompt(tpl, prompt),
+                          add_special_tokens=templates.adds_special_tokens(tpl))["input_ids"])
+
+
+def as_text(value: Any) -> str:
+    """A cell as text; a list (a conversation given as the prompt) as JSON, which a Jinja
+    template reads back as messages."""
+    return json.dumps(value, ensure_ascii=False) if isinstance(value, list) else str(value)
 
 
 @dataclass
@@ -109,27 +116,30 @@ def sft_examples(tokenizer: Any, tpl: dict[str, Any], prompts: list[Any], comple
     the prompt's tokens, so training must see the same split even where BPE would merge
     across the boundary.
     """
-    rows = [{"p": str(p), "c": str(c)} for p, c in zip(prompts, completions, strict=True)
+    rows = [{"p": as_text(p), "c": str(c)} for p, c in zip(prompts, completions, strict=True)
             if p is not None and c is not None]
+    specials = templates.adds_special_tokens(tpl)
+    # A Jinja template's completion ends with the family's end-of-turn marker: no EOS after it.
+    eos = [tokenizer.eos_token_id] if specials else []
     dropped = len(prompts) - len(rows)
 
     def encode(batch: list[dict[str, str]]) -> list[dict[str, list[int]]]:
         # Same ids as prompt_ids, a batch at a time (the fast tokenizer's batch path).
-        ps = tokenizer([templates.render_prompt(tpl, r["p"]) for r in batch], add_special_tokens=True)
-        cs = tokenizer([templates.render_completion(tpl, r["c"]) for r in batch], add_special_tokens=False)
+        ps = tokenizer([templates.render_prompt(tpl, r["p"]) for r in batch], add_special_tokens=specials)
+        cs = tokenizer([templates.render_completion(tpl, r["c"], r["p"]) for r in batch], add_special_tokens=False)
         return [{"prompt": list(a), "completion": list(b)}
                 for a, b in zip(ps["input_ids"], cs["input_ids"], strict=True)]
 
     encoded, _ = _encode(rows, ["p", "c"], encode, "sft", cache, template=tpl)
     examples: list[dict[str, list[int]]] = []
     for enc in encoded:
-        p, c = list(enc["prompt"]), list(enc["completion"]) + [tokenizer.eos_token_id]
+        p, c = list(enc["prompt"]), list(enc["completion"]) + eos
         cut = truncate(p + c, [IGNORE] * len(p) + c, max_length, truncation)
         if cut is None:
             dropped += 1
             continue
         ids, labels = cut
-        if all(x == IGNORE for x in labels):
+        if labels.count(IGNORE) == len(labels):  # C speed: this runs once per row
             dropped += 1  # the prompt alone fills max_length: nothing to learn from
             continue
         examples.append({"input_ids": ids, "labels": labels})
@@ -147,9 +157,10 @@ def clm_examples(tokenizer: Any, texts: list[Any], max_length: int,
 
     encoded, _ = _encode(rows, ["t"], encode, "clm", cache)
     stream: list[int] = []
+    eos = tokenizer.eos_token_id  # once: the property costs ~15 us per call in transformers 5
     for enc in encoded:
         stream.extend(enc["ids"])
-        stream.append(tokenizer.eos_token_id)
+        stream.append(eos)
     if not stream:
         raise StepError("the clm dataset has no text")
     # Drop the short tail (as HF's run_clm does) unless it is all there is.
@@ -161,15 +172,18 @@ def clm_examples(tokenizer: Any, texts: list[Any], max_length: int,
 def chat_examples(tokenizer: Any, tpl: dict[str, Any], conversations: list[Any], max_length: int,
                   cache: TokenCache | None = None,
                   truncation: str = "keep_start") -> tuple[list[dict[str, list[int]]], int]:
-    """Chat rows ([{role, content}, ...]) in ChatML, with loss on the assistant turns only.
+    """Chat rows ([{role, content}, ...]) in ChatML or a family's Jinja template, with loss on
+    the assistant turns only.
 
     Each turn is tokenized on its own, so the label mask follows the turns exactly. An
-    assistant turn's loss covers its text and <|im_end|>; the last one also its EOS, as in
-    sft (generation stops at either).
+    assistant turn's loss covers its text and its end-of-turn marker (<|im_end|>,
+    <|eot_id|>, ...); with chatml the last one also its EOS, as in sft (generation stops at
+    either).
     """
-    if tpl.get("style") != "chatml":
-        raise StepError("objective = chat needs a chatml template",
-                        hint="template chat = chatml(), then template = chat")
+    if tpl.get("style") not in ("chatml", "jinja"):
+        raise StepError("objective = chat needs a chat template: chatml, a model family's or tokenizer()",
+                        hint="template chat = chatml() (or llama3(), qwen2_5(), tokenizer(), ...), "
+                             "then template = chat")
     rows, dropped = [], 0
     for conv in conversations:
         msgs = json.loads(conv) if isinstance(conv, str) else conv
@@ -180,8 +194,26 @@ def chat_examples(tokenizer: Any, tpl: dict[str, Any], conversations: list[Any],
         rows.append({"m": [{"role": str(m.get("role")), "content": str(m.get("content") or "")}
                            for m in msgs]})
 
+    def encode_jinja(batch: list[dict[str, Any]]) -> list[dict[str, list[int]]]:
+        # The family's own rendering, cut into pieces at the assistant turns (prefix
+        # rendering, stdlib/chat_templates.py); each piece is tokenized on its own, so the
+        # labels follow the turns exactly and the template writes BOS itself.
+        from ftlang.stdlib import chat_templates
+
+        out = []
+        for r in batch:
+            ids: list[int] = []
+            labels: list[int] = []
+            for text, learn in chat_templates.segments(tpl, list(r["m"])):
+                piece = list(tokenizer(text, add_special_tokens=False)["input_ids"])
+                ids += piece
+                labels += piece if learn else [IGNORE] * len(piece)
+            out.append({"input_ids": ids, "labels": labels})
+        return out
+
     def encode(batch: list[dict[str, Any]]) -> list[dict[str, list[int]]]:
         out = []
+        eos = tokenizer.eos_token_id  # once per batch, not per row (a slow property)
         for r in batch:
             msgs = list(r["m"])
             if tpl.get("system") and msgs[0]["role"] != "system":
@@ -199,16 +231,17 @@ def chat_examples(tokenizer: Any, tpl: dict[str, Any], conversations: list[Any],
                 piece = list(tokenizer(text, add_special_tokens=k == 0)["input_ids"])
                 ids += piece
                 labels += piece if learn else [IGNORE] * len(piece)
-            ids.append(tokenizer.eos_token_id)
-            labels.append(tokenizer.eos_token_id)
+            ids.append(eos)
+            labels.append(eos)
             out.append({"input_ids": ids, "labels": labels})
         return out
 
-    encoded, _ = _encode(rows, ["m"], encode, "chat", cache, template=tpl)
+    encoded, _ = _encode(rows, ["m"], encode_jinja if tpl.get("style") == "jinja" else encode, "chat", cache,
+                         template=tpl)
     examples = []
     for enc in encoded:
         cut = truncate(list(enc["input_ids"]), list(enc["labels"]), max_length, truncation)
-        if cut is None or all(x == IGNORE for x in cut[1]):
+        if cut is None or cut[1].count(IGNORE) == len(cut[1]):  # C speed, once per row
             dropped += 1
             continue
         examples.append({"input_ids": cut[0], "labels": cut[1]})
@@ -260,15 +293,16 @@ def pack(examples: list[dict[str, list[int]]], max_length: int, *,
     return rows
 
 
-def make_collator(pad_id: int) -> Any:
-    """Right-pads a batch; padding gets attention 0 and label IGNORE. Packed rows (with
-    `seq_lens`) are flattened into one row with per-sequence position_ids instead."""
+def make_collator(pad_id: int, pad_to: int | None = None) -> Any:
+    """Right-pads a batch (to `pad_to` tokens when given: fixed shapes); padding gets
+    attention 0 and label IGNORE. Packed rows (with `seq_lens`) are flattened into one row
+    with per-sequence position_ids instead."""
     import torch
 
     def collate(batch: list[dict[str, list[int]]]) -> dict[str, Any]:
         if "seq_lens" in batch[0]:
             return collate_packed(batch)
-        width = max(len(ex["input_ids"]) for ex in batch)
+        width = max(pad_to or 0, *(len(ex["input_ids"]) for ex in batch))
         ids, mask, labels = [], [], []
         for ex in batch:
             pad = width - len(ex["input_ids"])

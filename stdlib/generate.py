@@ -45,10 +45,11 @@ class Sampling:
 
 def stop_ids(tokenizer: Any, tpl: dict[str, Any]) -> list[int]:
     stop = [tokenizer.eos_token_id]
-    if tpl.get("style") == "chatml":
-        im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
-        if isinstance(im_end, int) and im_end != tokenizer.unk_token_id and im_end not in stop:
-            stop.append(im_end)
+    marker = "<|im_end|>" if tpl.get("style") == "chatml" else tpl.get("stop") if tpl.get("style") == "jinja" else None
+    if marker:  # the family's end-of-turn token (<|eot_id|>, <end_of_turn>, ...), when it is one token
+        end = tokenizer.convert_tokens_to_ids(marker)
+        if isinstance(end, int) and end != tokenizer.unk_token_id and end not in stop:
+            stop.append(end)
     return stop
 
 
@@ -93,7 +94,11 @@ def generate(lm: Any, tokenizer: Any, tpl: dict[str, Any], prompts: list[str], s
             for row in new_ids.cpu().tolist():
                 # Cut at the first stop token: rows that stopped early are padded after it.
                 cut = next((j for j, t in enumerate(row) if t in stop), len(row))
-                outputs.append(tokenizer.decode(row[:cut], skip_special_tokens=True))
+                text = tokenizer.decode(row[:cut], skip_special_tokens=True)
+                if tpl.get("style") == "jinja" and tpl.get("stop"):
+                    # A tokenizer without the family's marker as one token spells it out.
+                    text = text.split(tpl["stop"])[0]
+                outputs.append(text)
     return outputs
 
 
@@ -203,14 +208,10 @@ class RewardModel:
     One label: the score is its logit; several: the log-probability of the last label.
     """
 
-    def __init__(self, artifact: Artifact) -> None:
-        import torch
-
+    def __init__(self, artifact: Artifact, device: str) -> None:
         self.artifact = artifact
         self.tokenizer = modelio.load_tokenizer(artifact)
-        self.lm = load_classifier(artifact)
-        if torch.cuda.is_available():
-            self.lm.to("cuda")
+        self.lm = load_classifier(artifact).to(device)  # the step's one device decision
         self.template = modelio.template_of(artifact) or templates.load(None)
         self.max_length = int(getattr(self.lm.config, "max_position_embeddings", None) or 2048)
 
@@ -218,7 +219,7 @@ class RewardModel:
         """The scored text: rendered prompt + completion + EOS, the shape reward_model training
         uses (trl appends EOS, and the score is read at the last token)."""
         return (templates.render_prompt(self.template, prompt)
-                + templates.render_completion(self.template, completion) + (self.tokenizer.eos_token or ""))
+                + templates.render_completion(self.template, completion, prompt) + (self.tokenizer.eos_token or ""))
 
     def _value(self, logits: Any) -> list[float]:
         import torch

@@ -9,6 +9,8 @@ A model artifact is a folder holding `ftlang_model.json` plus, by its "type":
            A base may itself be an adapter (stacking): loading merges from the bottom up.
   link     nothing but the meta file: "path" is a local Hugging Face folder the model is
            read from, so that a multi-GB user folder is never copied into the cache.
+  gguf     "file" (one llama.cpp GGUF file) and tokenizer files: an export with
+           format = gguf(...), loaded through transformers' GGUF reader.
 
 Every type records "template" (the template dict the model was trained with, or null)
 so that eval renders prompts the way training did.
@@ -62,6 +64,8 @@ def weights_folder(model: Artifact | Path) -> Path:
     """The folder holding config + weights + tokenizer: the artifact itself or its link."""
     folder = _folder(model)
     meta = read_meta(folder)
+    if meta["type"] == "gguf":
+        return folder  # the GGUF file and the tokenizer files (an export with format = gguf)
     if meta["type"] == "link":
         target = Path(meta["path"])
         if not (target / "config.json").is_file():
@@ -148,6 +152,10 @@ def load_model(model: Artifact | Path, *, merged: bool = False) -> Any:
             raise StepError(f"cannot load the model: {e}", path=src) from e
         lm.eval()
         return lm
+    if meta["type"] == "gguf":
+        lm = AutoModelForCausalLM.from_pretrained(str(folder), gguf_file=meta["file"], dtype=_default_dtype())
+        lm.eval()
+        return lm
     if meta["type"] != "adapter":
         raise StepError(f"unknown model artifact type {meta['type']!r}", path=folder)
 
@@ -231,6 +239,9 @@ def _save_tokenizer(tokenizer: Any, out: Path) -> None:
             cfg.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
+save_tokenizer = _save_tokenizer  # for exports that write their weights themselves (GGUF)
+
+
 def first_non_finite(tensors: Iterable[tuple[str, Any]]) -> tuple[str, str] | None:
     """(name, "nan" or "inf") of the first floating tensor that is not finite, or None."""
     import torch
@@ -252,23 +263,26 @@ def check_finite(tensors: Iterable[tuple[str, Any]], what: str) -> None:
                         hint="training diverged (lower lr) or the inputs hold nan/inf weights")
 
 
-def save_full(lm: Any, tokenizer: Any, out: Path, *, template: dict[str, Any] | None) -> None:
+def save_full(lm: Any, tokenizer: Any, out: Path, *, template: dict[str, Any] | None,
+              max_shard_size: str | None = None) -> None:
     """Plain weights (safetensors) + config + tokenizer: transformers loads the folder.
+    `max_shard_size` ("2GB") splits the weights into shards with an index file.
     Refuses (StepError) a model with a nan or inf weight."""
     quiet()
     check_finite(lm.state_dict().items(), "the model")
     out.mkdir(parents=True, exist_ok=True)
     # The name_or_path of a loaded model is its absolute source folder; keep it out.
     lm.config._name_or_path = ""
-    lm.save_pretrained(str(out))
+    lm.save_pretrained(str(out), **({"max_shard_size": max_shard_size} if max_shard_size else {}))
     _save_tokenizer(tokenizer, out)
     write_meta(out, {"type": "full", "template": template})
 
 
 def save_adapter(lm: Any, tokenizer: Any, out: Path, *, base_digest: str,
-                 template: dict[str, Any] | None) -> None:
+                 template: dict[str, Any] | None, quant: dict[str, Any] | None = None) -> None:
     """A peft adapter over the model artifact `base_digest` + the tokenizer.
-    Refuses (StepError) an adapter with a nan or inf weight."""
+    Refuses (StepError) an adapter with a nan or inf weight. `quant` (QLoRA only: how the
+    base was quantised in training) is recorded so eval can measure it on that base."""
     from peft import get_peft_model_state_dict
 
     # Only the trained adapter: trl adds a frozen "ref" copy to a PeftModel for DPO/KTO.
@@ -279,10 +293,11 @@ def save_adapter(lm: Any, tokenizer: Any, out: Path, *, base_digest: str,
     out.mkdir(parents=True, exist_ok=True)
     lm.save_pretrained(str(out / ADAPTER_DIR), **only)
     scrub_adapter_config(out / ADAPTER_DIR)
-    # peft's generated model card is boilerplate with version strings: not part of the model.
-    (out / ADAPTER_DIR / "README.md").unlink(missing_ok=True)
+    scrub_adapter_card(out / ADAPTER_DIR)
     _save_tokenizer(tokenizer, out)
-    write_meta(out, {"type": "adapter", "base": base_digest, "template": template})
+    # Only QLoRA adapters carry `quant`: every other adapter keeps the bytes it had.
+    write_meta(out, {"type": "adapter", "base": base_digest, "template": template,
+                     **({"quant": quant} if quant else {})})
 
 
 def scrub_adapter_config(folder: Path) -> None:
@@ -307,6 +322,28 @@ def scrub_adapter_config(folder: Path) -> None:
         if isinstance(cfg.get(key), list):
             cfg[key] = sorted(cfg[key])
     cfg_file.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def scrub_adapter_card(folder: Path) -> None:
+    """peft's adapter README.md is kept (an export ships it), without the base's absolute
+    folder that peft writes as `base_model` and as a `base_model:adapter:<folder>` tag (it
+    would make the bytes differ per project folder)."""
+    card = folder / "README.md"
+    if not card.is_file():
+        return
+    from huggingface_hub import ModelCard
+
+    def local(name: Any) -> bool:
+        return isinstance(name, str) and (name.startswith(("/", ".", "~")) or Path(name).is_absolute()
+                                          or "\\" in name)
+
+    mc = ModelCard(card.read_text(encoding="utf-8"))
+    data = mc.data
+    if local(getattr(data, "base_model", None)):
+        data.base_model = None
+    if data.tags:
+        data.tags = [t for t in data.tags if not (t.startswith("base_model:") and local(t.split(":", 2)[-1]))]
+    card.write_text(str(mc), encoding="utf-8", newline="\n")
 
 
 def save_link(folder: Path, out: Path) -> None:

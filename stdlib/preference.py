@@ -15,10 +15,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from ftlang.stdlib import modelio
+from ftlang.stdlib import distributed, modelio
 from ftlang.stdlib import template as templates
 from ftlang.stdlib.adapters import ADAPTER_ARG, apply_adapter, load_base
-from ftlang.stdlib.examples import read_columns
+from ftlang.stdlib.examples import as_text, read_columns
 from ftlang.stdlib.spec import Artifact, Attr, Method, Signature, StepContext, StepError
 from ftlang.stdlib.trainer import (
     TrlSetup,
@@ -87,7 +87,18 @@ def _rows(data: Artifact, method: str, tpl: dict[str, Any], eos: str) -> dict[st
     keep = [i for i in range(n) if all(cols[c][i] is not None for c in names)]
     if not keep:
         raise StepError(f"no usable rows: {method} needs non-empty {', '.join(names)}", path=data.dataset_file())
-    prompts = [templates.render_prompt(tpl, str(cols["prompt"][i])) for i in keep]
+    # A prompt cell may be a conversation ([{role, content}, ...]: multi-turn context and a
+    # system message), rendered by a Jinja template with its generation prompt.
+    if tpl.get("style") not in ("jinja", "chatml") and any(isinstance(cols["prompt"][i], list) for i in keep):
+        raise StepError(f"{method}'s prompt column holds conversations: they need a chat template",
+                        path=data.dataset_file(),
+                        hint="template chat = llama3() (or qwen2_5(), mistral(), tokenizer(), ...), "
+                             "then template = chat")
+    raw = [as_text(cols["prompt"][i]) for i in keep]
+    prompts = [templates.render_prompt(tpl, r) for r in raw]
+
+    def answers(col: str) -> list[str]:
+        return [templates.render_completion(tpl, str(cols[col][i]), r) for i, r in zip(keep, raw, strict=True)]
     if method == "kto":
         labels = cols["label"]
         bad = [labels[i] for i in keep if not isinstance(labels[i], (bool, int))]
@@ -95,11 +106,11 @@ def _rows(data: Artifact, method: str, tpl: dict[str, Any], eos: str) -> dict[st
             raise StepError(f"kto's label column holds {bad[0]!r}: it must be true/false",
                             path=data.dataset_file())
         return {"prompt": prompts,
-                "completion": [templates.render_completion(tpl, str(cols["completion"][i])) for i in keep],
+                "completion": answers("completion"),
                 "label": [bool(labels[i]) for i in keep]}
     out = {"prompt": prompts,
-           "chosen": [templates.render_completion(tpl, str(cols["chosen"][i])) for i in keep],
-           "rejected": [templates.render_completion(tpl, str(cols["rejected"][i])) for i in keep]}
+           "chosen": answers("chosen"),
+           "rejected": answers("rejected")}
     if method == "reward_model":
         # The reward is read at the last token: EOS, as trl appends it (and as rm() scores).
         out["chosen"] = [c + eos for c in out["chosen"]]
@@ -125,7 +136,8 @@ def run(ctx: StepContext) -> dict[str, Any]:
 
     head = "reward" if name == "reward_model" else "causal"
     lm = load_base(s.src, s.adapter, s.device, ctx.cache, head=head,
-                   gradient_checkpointing=bool(p["gradient_checkpointing"]))
+                   gradient_checkpointing=bool(p["gradient_checkpointing"]),
+                   quant_storage=distributed.quant_storage(p))
     max_length = clamp_length(ctx, lm, int(p["max_length"]))
     set_seed(s.seed)
     lm = apply_adapter(lm, s.adapter, "SEQ_CLS" if head == "reward" else "CAUSAL_LM",

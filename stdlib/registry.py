@@ -12,15 +12,24 @@ from __future__ import annotations
 
 from ftlang.stdlib import (
     adapters,
+    clean,
+    critique,
     curate,
     dataset,
+    distributed,
     evaluate_spec,
     export,
+    freeze,
     merge,
+    mixing,
     model,
+    ordering,
     preference,
     rl,
+    rlaif,
+    search,
     select,
+    synth,
     template,
     train,
 )
@@ -30,9 +39,9 @@ from ftlang.stdlib.spec import Method, Metric, Signature, StepSpec
 
 STEPS: dict[str, StepSpec] = {s.kind: s for s in (
     dataset.SPEC, curate.SPEC, template.SPEC, model.SPEC, train.SPEC, evaluate_spec.SPEC, merge.SPEC,
-    export.SPEC)}
+    export.SPEC, synth.SPEC, clean.SPEC, mixing.SPEC, rlaif.SPEC, critique.SPEC)}
 # Every kind a node can have: the block kinds, and `select`, which the compiler adds.
-SPECS: dict[str, StepSpec] = {**STEPS, select.SPEC.kind: select.SPEC}
+SPECS: dict[str, StepSpec] = {**STEPS, select.SPEC.kind: select.SPEC, search.SPEC.kind: search.SPEC}
 
 # What a reference of each expected kind may point at.
 PRODUCES = {kind: spec.output for kind, spec in STEPS.items()}
@@ -61,6 +70,17 @@ CALLS: dict[str, dict[str, Signature]] = {
     "template": TEMPLATES,
     "reward": REWARDS,
     "merge": MERGES,
+    "parse": synth.PARSERS,  # generate's parse rule
+    "pii": clean.PII,  # clean's stages
+    "dedup": clean.DEDUPS,
+    "language": clean.LANGUAGES,
+    "decontam": clean.DECONTAMS,
+    "balance": ordering.BALANCES,  # train's balance and order
+    "order": ordering.ORDERS,
+    "format": export.FORMATS,
+    "upload": export.PUSHES,
+    "strategy": distributed.STRATEGIES,  # train's distributed { strategy = ... }
+    "trainable": freeze.TRAINABLE,  # train's trainable = layers(...) / half(...) / [globs]
 }
 
 # The methods that say which weights train (the rest carry their objective and take one of

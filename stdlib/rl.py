@@ -7,8 +7,8 @@ Out: a model artifact (an adapter over `from`, or full weights) and, in the meta
      mean reward at each logging step (`reward`), so a run shows whether it rose.
 
 RLHF end to end is: an sft train block, a reward_model(...) block trained on preference
-pairs, then rloo(reward = rm(that_block)) or grpo(...). trl 1.16 has no PPO trainer;
-RLOO is its on-policy REINFORCE replacement (and GRPO its group-normalised variant).
+pairs, then rloo(reward = rm(that_block)), grpo(...) or ppo(...). trl 1.16 has no PPO trainer:
+ppo is declared here with the others and runs ftlang's own loop (stdlib/ppo.py).
 
 A py(...) reward is `fn(prompts, completions, **columns) -> list[float]`: prompts as
 written in the data (not templated), completions as generated text. Its file's content
@@ -20,13 +20,14 @@ from __future__ import annotations
 from typing import Any
 
 from ftlang.lang.diagnostics import Diagnostic
-from ftlang.stdlib import modelio
+from ftlang.stdlib import distributed, modelio
 from ftlang.stdlib import template as templates
 from ftlang.stdlib.adapters import ADAPTER_ARG, apply_adapter, load_base
 from ftlang.stdlib.pyfunc import load_function
 from ftlang.stdlib.spec import (
     COUNT_LIMIT,
     REQUIRED,
+    STEPS_LIMIT,
     TOKENS_LIMIT,
     Artifact,
     Attr,
@@ -121,6 +122,37 @@ def _grpo_reference(call: Call) -> bool:
     return any(isinstance(b, (int, float)) and b > 0 for b in points(call.args.get("beta")))
 
 
+def _ppo_unused() -> dict[str, str]:
+    own = "ppo runs its own loop: "
+    return {**_unused("ppo", uses_max_length=False),
+            "grad_accum": own + "each rollout batch is split into `mini_batches` optimiser steps instead",
+            "save_steps": own + "it does not write mid-run checkpoints (a rerun starts over)",
+            "save_limit": own + "it does not write mid-run checkpoints",
+            "report_to": own + "its per-step reward, KL and losses are in the run's metadata",
+            "eval_every": own + "it has no validation pass",
+            "save_every": own + "it does not write mid-run checkpoints",
+            "keep_checkpoints": own + "it does not write mid-run checkpoints",
+            "stop_if_loss_above": own + "a nan or inf loss fails the step; PPO's loss is not a quality measure",
+            "stop_if_loss_above_steps": own + "a nan or inf loss fails the step",
+            "attention": own + "the model keeps its default attention kernel",
+            "distributed": own + "a single process; it has no DDP, FSDP or DeepSpeed integration"}
+
+
+def ppo_rules(call: Call, b: BlockView) -> list[Diagnostic]:
+    """reward_rules, plus: at least one reward, and no more mini-batches than rollout rows."""
+    out = reward_rules(call, b)
+    if isinstance(call.args.get("reward"), list) and not call.args["reward"]:
+        out.append(error("FT0240", "ppo has no reward", b.at("method"), "reward = []",
+                         help='give py("rewards.py", "fn") and/or rm(reward_model_block)'))
+    for mb in points(call.args.get("mini_batches")):
+        for bs in points(b.params.get("batch_size")):
+            if isinstance(mb, int) and isinstance(bs, int) and mb > bs:
+                out.append(error("FT0241", f"ppo splits each batch of {bs} rollouts into {mb} mini-batches",
+                                 b.at("method"), f"mini_batches = {mb}",
+                                 help=f"use mini_batches <= batch_size ({bs}), or a larger batch_size"))
+    return out
+
+
 ONLINE_METHODS = (
     Method(Signature("grpo", (
         _REWARD, *_GEN,
@@ -150,6 +182,32 @@ ONLINE_METHODS = (
        "(trl.experimental.online_dpo)."),
            family="online", run=_RUN, lr=5e-7, lr_adapter=5e-6, columns=("prompt",), reference=True,
            unused=_unused("online_dpo", uses_max_length=True), rules=reward_rules),
+    # PPO runs ftlang's own loop (stdlib/ppo.py): trl 1.16 has no PPO trainer.
+    Method(Signature("ppo", (
+        _REWARD, _NEW_TOKENS,
+        Attr("temperature", "float", 1.0, "sampling temperature (log-probabilities use the same)", gt=0),
+        Attr("top_k", "int", 0, "sample among the k likeliest tokens (0: all)", ge=0, le=COUNT_LIMIT),
+        Attr("top_p", "float", 1.0, "nucleus sampling: the smallest set of tokens with this mass", gt=0, le=1),
+        Attr("kl_coef", "float", 0.05, "per-token KL penalty to the reference model (the start value "
+             "when kl_target is set)", ge=0),
+        Attr("kl_target", "float", None, "adapt kl_coef towards this KL per completion (None: fixed)", gt=0),
+        Attr("kl_horizon", "int", 10000, "rows over which the adaptive kl_coef moves by up to 20%",
+             ge=1, le=STEPS_LIMIT),
+        Attr("gamma", "float", 1.0, "discount of future rewards (GAE)", ge=0, le=1),
+        Attr("lam", "float", 0.95, "GAE lambda: bias (0) against variance (1) of the advantages", ge=0, le=1),
+        Attr("clip_range", "float", 0.2, "PPO's policy ratio clip", gt=0),
+        Attr("clip_range_value", "float", 0.2, "how far the value may move from the rollout's", gt=0),
+        Attr("vf_coef", "float", 0.1, "weight of the value loss", ge=0),
+        Attr("ppo_epochs", "int", 4, "optimisation passes over each rollout batch", ge=1, le=COUNT_LIMIT),
+        Attr("mini_batches", "int", 2, "mini-batches each rollout batch is split into (one optimiser "
+             "step each)", ge=1, le=COUNT_LIMIT),
+        Attr("whiten", "bool", True, "whiten the advantages of each rollout batch"),
+        ADAPTER_ARG,
+    ), "Proximal policy optimisation (InstructGPT-style RLHF): sample, score with the rewards, "
+       "KL-penalise per token against the reference, GAE advantages from a value head on the "
+       "policy, clipped policy and value losses (stdlib/ppo.py)."),
+           family="online", run="ftlang.stdlib.ppo:run", lr=1e-6, lr_adapter=1e-5, columns=("prompt",),
+           reference=True, unused=_ppo_unused(), rules=ppo_rules),
 )
 
 PROMPT_COLUMN = "_ft_prompt"  # the untemplated prompt, handed to py() rewards as `prompts`
@@ -261,7 +319,8 @@ def run(ctx: StepContext) -> dict[str, Any]:
     from transformers import set_seed
 
     lm = load_base(s.src, s.adapter, s.device, ctx.cache,
-                   gradient_checkpointing=bool(p["gradient_checkpointing"]))
+                   gradient_checkpointing=bool(p["gradient_checkpointing"]),
+                   quant_storage=distributed.quant_storage(p))
     # grpo and rloo declare max_length unused (Method.unused): only online_dpo passes it on.
     max_length = clamp_length(ctx, lm, int(p["max_length"])) if name == "online_dpo" else 0
     new_tokens = generation_budget(ctx, lm, s.tokenizer, train_ds["prompt"], int(a["max_new_tokens"]))
@@ -269,11 +328,9 @@ def run(ctx: StepContext) -> dict[str, Any]:
     lm = apply_adapter(lm, s.adapter, tokenizer_dir=modelio.tokenizer_folder(s.src))
     trainable = modelio.count_params(lm, trainable=True)
     kw, folder = trl_settings(ctx, s, has_eval=False)
-    stop = [s.tokenizer.eos_token_id]
-    if s.template.get("style") == "chatml":
-        im_end = s.tokenizer.convert_tokens_to_ids("<|im_end|>")
-        if isinstance(im_end, int) and im_end != s.tokenizer.unk_token_id:
-            stop.append(im_end)
+    from ftlang.stdlib.generate import stop_ids
+
+    stop = stop_ids(s.tokenizer, s.template)  # EOS and the template's end-of-turn token
     gen_kwargs = {"eos_token_id": stop, "pad_token_id": s.tokenizer.pad_token_id}
     history: list[dict[str, float]] = []
     evals: list[dict[str, float]] = []

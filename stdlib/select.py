@@ -62,19 +62,23 @@ SPEC = StepSpec(
         Attr("limit", "int", None, "measure on at most this many rows", ge=1),
         Attr("max_new_tokens", "int", 32, "generation budget for exact_match", ge=1),
         Attr("batch_size", "int", 16, "examples per forward pass", ge=1, semantic=False),
+        Attr("device", "enum", None, "where every model of this step runs: auto (the default) picks "
+             "cuda, then mps, then cpu, as train does; one choice for generation, losses and judges",
+             choices=("auto", "cuda", "mps", "cpu")),
     ), "Measures every point of a sweep on held-out rows and keeps the best model."),
     needs=needs, summary=summary,
 )
 
 
-def score(ctx: StepContext, artifact: Artifact, prompts: list[str], refs: list[str]) -> float:
+def score(ctx: StepContext, artifact: Artifact, prompts: list[str], refs: list[str], device: str) -> float:
     """The metric of one candidate (loss over completion tokens, as eval measures it)."""
     from ftlang.stdlib import evaluate, modelio
     from ftlang.stdlib import template as templates
+    from ftlang.stdlib.adapters import load_measured
 
     p = ctx.params
     tokenizer = modelio.load_tokenizer(artifact)
-    lm = modelio.load_model(artifact, merged=True)
+    lm = load_measured(artifact, device, ctx.cache)
     if p["objective"] == "clm":
         tpl: dict[str, Any] = {"style": "plain", "system": "", "separator": ""}
     else:
@@ -113,10 +117,13 @@ def run(ctx: StepContext) -> dict[str, Any]:
         prompts, refs = [a for a, _ in pairs], [b for _, b in pairs]
     if not refs:
         raise StepError("the selection dataset has no rows", path=p["data"].dataset_file())
+    from ftlang.stdlib import devices
+
+    device = devices.resolve(p.get("device"))  # one choice for every candidate
     scores: dict[str, float] = {}
     for i, art in enumerate(models):
         ctx.progress(i, len(models), f"measuring {art.node}")
-        scores[art.node] = round(score(ctx, art, prompts, refs), 6)
+        scores[art.node] = round(score(ctx, art, prompts, refs, device), 6)
         ctx.log(f"{art.node}: {p['metric']} {scores[art.node]:g}")
     ctx.progress(len(models), len(models), "done")
     best = min(scores.values()) if mode == "min" else max(scores.values())

@@ -219,6 +219,12 @@ class StepSpec:
     rules: Callable[[BlockView], list[Diagnostic]] | None = None
     # The columns the step reads from its input datasets (compiler/contracts.py checks them).
     needs: Callable[[Mapping[str, Any]], list[Need]] | None = None
+    # Parts with fixed names that every block of this kind has (`critique x`: x.sft, x.prefs),
+    # beside the ones a `split` sub-block names.
+    ports: tuple[str, ...] = ()
+    # The columns the step writes, for compiler/contracts.py: params in, {part (None: the
+    # whole output): column names} out, or None when the params leave them unknown.
+    columns: Callable[[Mapping[str, Any]], Mapping[str | None, tuple[str, ...]] | None] | None = None
     # The one-line result for `ft run`'s "done" line and the report's steps table: the
     # ledger metadata `run` returned in, text out ("" says nothing).
     summary: Callable[[Mapping[str, Any]], str] = _no_summary

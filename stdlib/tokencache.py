@@ -47,7 +47,13 @@ def tokenizer_digest(folder: Path) -> str:
 
 
 def row_hash(row: Mapping[str, Any], fields: Sequence[str]) -> str:
-    payload = json.dumps([row.get(f) for f in fields], ensure_ascii=False, default=str)
+    values = [row.get(f) for f in fields]
+    # Plain text fields (the common case) skip JSON: NUL-joined, blake2b-128 (~3x faster
+    # per row, which every cached row pays). Text holding a NUL, and other values, take the
+    # JSON form under sha256: 64 hex characters, so the two forms can never collide.
+    if all(type(v) is str and "\0" not in v for v in values):
+        return hashlib.blake2b("\0".join(values).encode(), digest_size=16).hexdigest()
+    payload = json.dumps(values, ensure_ascii=False, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
@@ -59,7 +65,7 @@ def encode_rows(rows: Sequence[Mapping[str, Any]], fields: Sequence[str],
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    path = cache_root / "tokens" / f"{ns}.parquet"
+    path = cache_root / "tokens" / f"{ns}.h2.parquet"  # .h2: row_hash's second form
     cached: dict[str, Encoded] = {}
     columns: list[str] = []
     if path.exists():

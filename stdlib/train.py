@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ftlang.lang.diagnostics import Diagnostic, Label
-from ftlang.stdlib import devices, modelio
+from ftlang.stdlib import cadence, devices, distributed, freeze, gpu, modelio, ordering, search
 from ftlang.stdlib import template as templates
 from ftlang.stdlib.adapters import apply_adapter, load_base
 from ftlang.stdlib.examples import (
@@ -104,8 +104,9 @@ _TRAIN_COMMON = (
          "isolated: each attends only to itself)"),
     Attr("warmup", "float", 0.0, "warmup: a ratio when < 1, else a step count", ge=0, le=STEPS_LIMIT),
     Attr("scheduler", "enum", "linear", "learning-rate schedule", choices=("linear", "cosine", "constant")),
-    Attr("optimizer", "enum", "adamw", "adamw, sgd, or adamw_8bit (bitsandbytes, CUDA only)",
-         choices=("adamw", "sgd", "adamw_8bit")),
+    Attr("optimizer", "enum", "adamw", "adamw, sgd, adamw_8bit or paged_adamw_8bit (bitsandbytes, "
+         "CUDA only; paged: optimiser state pages to CPU memory under pressure)",
+         choices=("adamw", "sgd", "adamw_8bit", "paged_adamw_8bit")),
     Attr("weight_decay", "float", 0.0, "weight decay", ge=0),
     Attr("max_grad_norm", "float", 1.0, "gradient clipping norm", gt=0),
     Attr("seed", "int", 0, "seed for data order, dropout and initialisation", ge=0, le=SEED_LIMIT),
@@ -123,10 +124,12 @@ _TRAIN_COMMON = (
     Attr("save_steps", "int", None, "write a checkpoint every N steps; a rerun with the same key "
          "resumes from the last one", ge=1, le=STEPS_LIMIT, semantic=False),
     Attr("save_limit", "int", 2, "checkpoints kept", ge=1, le=STEPS_LIMIT, semantic=False),
-    Attr("report_to", "list[enum]", [], "trackers, writing under .ft/cache/runs/<node>: tensorboard, "
-         "mlflow (a file store), wandb (offline mode)", choices=("tensorboard", "mlflow", "wandb"),
+    Attr("report_to", "list[enum]", [], "trackers: tensorboard (under .ft/cache/runs/<node>), "
+         "mlflow (to MLFLOW_TRACKING_URI, else a file store there), wandb (online when WANDB_MODE "
+         "or WANDB_PROJECT says so, else offline there)", choices=("tensorboard", "mlflow", "wandb"),
          semantic=False),
     Attr("logging_steps", "int", 10, "log the loss every N steps", ge=1, le=STEPS_LIMIT, semantic=False),
+    *cadence.ATTRS,  # eval_every / save_every, keep_checkpoints, the loss watchdog, pad_token
 )
 
 
@@ -186,8 +189,8 @@ def rules(b: BlockView) -> list[Diagnostic]:
     if p.get("patience") is not None and p.get("eval_data") is None and "patience" not in refused:
         out.append(error("FT0114", "early stopping needs validation data", b.at("patience"),
                          "`patience` without `eval_data`", help="add `eval_data = <dataset>`, or remove `patience`"))
-    if p.get("optimizer") == "adamw_8bit" and p.get("device") in ("cpu", "mps"):
-        out.append(error("FT0114", "adamw_8bit runs on CUDA only", b.at("optimizer"), f"device = {p.get('device')}",
+    if p.get("optimizer") in ("adamw_8bit", "paged_adamw_8bit") and p.get("device") in ("cpu", "mps"):
+        out.append(error("FT0114", f"{p.get('optimizer')} runs on CUDA only", b.at("optimizer"), f"device = {p.get('device')}",
                          help="use optimizer = adamw on this device"))
     method = p.get("method")
     if isinstance(method, Call) and method.name in methods and methods[method.name].uses_reference(method):
@@ -196,7 +199,32 @@ def rules(b: BlockView) -> list[Diagnostic]:
             out.append(Diagnostic(
                 "FT0114", f"the reference model of {method.name} is `{p['from'].label}` with its {lower} "
                 "adapter merged", [Label(b.at("from"), "policy and reference start here")], level="note"))
-    return out + _cadence_rules(b, refused)
+    return out + _cadence_rules(b, refused) + cadence.rules(b) + _untrained_base(b, methods) + ordering.rules(b) \
+        + distributed.rules(b) + gpu.rules(b) + freeze.rules(b)
+
+
+def _untrained_base(b: BlockView, methods: Mapping[str, Method]) -> list[Diagnostic]:
+    """FT0320: an adapter on a model block with `init = ...` (random weights) learns little;
+    the quickstart pretrains such a model (a full clm train) before tuning it."""
+    node = getattr(b.params.get("from"), "node", None)
+    if not isinstance(node, str) or not node.startswith("model."):
+        return []
+    written = b.lookup(node.split(".", 1)[1].split("[", 1)[0])
+    if written is None or "init" not in written.calls:
+        return []
+    adapter = None
+    for call in points(b.params.get("method")):
+        decl = methods.get(call.name) if isinstance(call, Call) else None
+        inner = call if decl is not None and decl.family == "adapter" else \
+            call.args.get("adapter") if isinstance(call, Call) else None
+        if isinstance(inner, Call) and inner.name != "full":
+            adapter = inner.name
+    if adapter is None:
+        return []
+    return [warning("FT0320", f"{adapter} on `{b.params['from'].label}`, a randomly initialised model, "
+                    "learns little", b.at("from"), "its weights are random",
+                    help="pretrain it first (a full train with objective = clm, as examples/quickstart.ft "
+                    "does) and tune that, or train all weights with method = full")]
 
 
 def _upstream_adapter(ref: Any, b: BlockView, methods: Mapping[str, Method]) -> str | None:
@@ -246,7 +274,7 @@ def needs(p: Mapping[str, Any]) -> list[Need]:
                 return []
             found.append(fields(p, OBJECTIVES[objective]))
     cols = tuple(c for c in found[0] if all(c in f for f in found[1:])) if found else ()
-    return [Need("data", cols), Need("eval_data", cols)] if cols else []
+    return ([Need("data", cols), Need("eval_data", cols)] if cols else []) + ordering.needs(p)
 
 
 def summary(meta: Mapping[str, Any]) -> str:
@@ -259,13 +287,13 @@ def summary(meta: Mapping[str, Any]) -> str:
 
 
 SPEC = StepSpec(
-    kind="train", version=2, output="model", run="ftlang.stdlib.train:run", trains=True,
+    kind="train", version=3, output="model", run="ftlang.stdlib.train:run", trains=True,  # 3: fused AdamW on CPU
     signature=Signature("train", (
         Attr("from", "model", REQUIRED, "the model to start from"),
         Attr("data", "dataset", REQUIRED, "training rows"),
         Attr("method", "call[method]", "full", "full, lora(...), ia3(...), prompt_tuning(...), "
              "prefix_tuning(...); or a preference/RL method: dpo(...), orpo(...), kto(...), "
-             "reward_model(...), grpo(...), rloo(...), online_dpo(...)"),
+             "reward_model(...), grpo(...), rloo(...), online_dpo(...), ppo(...)"),
         Attr("objective", "enum", "sft", "for full and adapter methods: sft (prompt/completion, "
              "loss on the completion), chat (a messages column, loss on assistant turns), "
              "clm (raw text)", choices=tuple(OBJECTIVES)),
@@ -275,7 +303,11 @@ SPEC = StepSpec(
         Attr("messages_field", "str", "messages", "column holding [{role, content}, ...] (chat)"),
         Attr("text_field", "str", "text", "column holding the text (clm)"),
         *_TRAIN_COMMON,
+        *ordering.ATTRS,
+        *gpu.ATTRS,
+        *freeze.ATTRS,
     ), "Fine-tune a model on a dataset."),
+    subblocks={distributed.NAME: distributed.SIGNATURE, search.NAME: search.SIGNATURE},
     rules=rules, needs=needs, summary=summary,
 )
 
@@ -290,7 +322,9 @@ def run(ctx: StepContext) -> dict[str, Any]:
         raise StepError(f"unknown training method {method.name!r}", hint=f"methods: {', '.join(_methods())}")
     module, function = decl.run.split(":")
     step: Any = getattr(importlib.import_module(module), function)
-    return step(ctx)
+    freeze.refuse(ctx.params)  # trainable: method = full only (FT0410 at compile time; again here)
+    arranged = ordering.arrange(ctx)  # balance / order: every method reads the rearranged rows
+    return {**step(ctx), **arranged}
 
 
 def _examples(p: dict[str, Any], data: Artifact, tokenizer: Any, tpl: dict[str, Any] | None,
@@ -330,7 +364,9 @@ def supervised(ctx: StepContext) -> dict[str, Any]:
     device = devices.resolve(p["device"])
     set_seed(seed)
     tokenizer = modelio.load_tokenizer(src)
-    lm = load_base(src, method, device, ctx.cache, gradient_checkpointing=bool(p["gradient_checkpointing"]))
+    cadence.set_pad_token(tokenizer, p)
+    lm = load_base(src, method, device, ctx.cache, gradient_checkpointing=bool(p["gradient_checkpointing"]),
+                   quant_storage=distributed.quant_storage(p))
     max_length = clamp_length(ctx, lm, int(p["max_length"]))
 
     from ftlang.stdlib import tokencache
@@ -339,14 +375,18 @@ def supervised(ctx: StepContext) -> dict[str, Any]:
                        progress=ctx.progress)
     own_template = modelio.template_of(src)
     if objective in ("sft", "chat"):
-        # An explicit template wins; else keep the one the model was trained with.
+        # An explicit template wins; else keep the one the model was trained with; else for
+        # chat rows the tokenizer's own chat_template when it has one (an instruct model's).
         default = templates.load(None) if objective == "sft" else \
+            {"style": "tokenizer", "system": ""} if getattr(tokenizer, "chat_template", None) else \
             {"style": "chatml", "system": "", "separator": "\n"}
         tpl = templates.load(p["template"]) if p["template"] is not None else (own_template or default)
+        tpl = templates.resolve(tpl, tokenizer)  # presets and tokenizer(): their Jinja source
         saved_template: dict[str, Any] | None = tpl
     else:
         tpl = None
         saved_template = templates.load(p["template"]) if p["template"] is not None else own_template
+        saved_template = templates.resolve(saved_template, tokenizer) if saved_template else None
     examples, dropped = _examples(p, data, tokenizer, tpl, max_length, cache)
     if dropped:
         ctx.log(f"skipped {dropped} rows (empty, over max_length with truncation = drop, "
@@ -376,6 +416,7 @@ def supervised(ctx: StepContext) -> dict[str, Any]:
 
     set_seed(seed)  # adapter initialisation does not depend on how much data was read
     lm = apply_adapter(lm, method, tokenizer_dir=modelio.tokenizer_folder(src))
+    schedule = freeze.apply(lm, p, ctx.log)  # trainable = ...: the rest frozen (method = full)
     lm.train()
     lr = learning_rate(p, method)
     trainable = modelio.count_params(lm, trainable=True)
@@ -391,8 +432,8 @@ def supervised(ctx: StepContext) -> dict[str, Any]:
         model=lm, args=args,
         train_dataset=examples,  # a list is a map-style dataset
         eval_dataset=eval_examples,
-        data_collator=make_collator(tokenizer.pad_token_id),
-        callbacks=callbacks(ctx, history, evals, p))
+        data_collator=make_collator(tokenizer.pad_token_id, p["pad_to_length"]),
+        callbacks=callbacks(ctx, history, evals, p) + schedule)
     result, seconds = fit(ctx, trainer, folder)
     save_trained(trainer.model, tokenizer, ctx, src, method, saved_template)
     meta = report(history, evals, result, seconds, examples=rows, tokens=tokens,

@@ -11,7 +11,6 @@ trl-based methods (preference.py, rl.py) start from `trl_setup` and `trl_setting
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import tempfile
@@ -20,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ftlang.stdlib import devices, modelio
+from ftlang.stdlib import cadence, cputhreads, devices, distributed, gpu, modelio
 from ftlang.stdlib import template as templates
 from ftlang.stdlib.adapters import adapter_of, load_base
 from ftlang.stdlib.spec import Artifact, Call, StepContext, StepError
@@ -56,9 +55,9 @@ def trainer_settings(p: dict[str, Any], lr: float, output_dir: Path, device: str
     if scheduler == "constant" and warmup > 0:
         scheduler = "constant_with_warmup"  # plain "constant" ignores warmup
     seed = int(p["seed"])
-    eval_steps = int(p["eval_steps"])
+    eval_steps = cadence.whole(p["eval_every"]) or int(p["eval_steps"])
     patience = p["patience"]
-    save_steps = p["save_steps"]
+    save_steps = p["save_steps"] or cadence.whole(p["save_every"])
     kw: dict[str, Any] = dict(
         output_dir=str(output_dir),
         learning_rate=lr,
@@ -84,6 +83,7 @@ def trainer_settings(p: dict[str, Any], lr: float, output_dir: Path, device: str
     )
     if kw["activation_checkpointing"]:
         kw["activation_checkpointing_kwargs"] = {"use_reentrant": False}
+    kw.update(distributed.trainer_kwargs(p, device))  # under torchrun: ddp_backend, fsdp, deepspeed
     if has_eval:
         kw.update(eval_strategy="steps", eval_steps=eval_steps)
     if save_steps:
@@ -94,6 +94,7 @@ def trainer_settings(p: dict[str, Any], lr: float, output_dir: Path, device: str
         kw.update(save_strategy="steps", save_steps=every, load_best_model_at_end=True,
                   metric_for_best_model="eval_loss", greater_is_better=False,
                   save_total_limit=max(2, int(p["save_limit"])))
+    kw.update(cadence.settings(p, has_eval))  # fractions of an epoch: driven by cadence's callback
     return kw
 
 
@@ -159,37 +160,46 @@ def callbacks(ctx: StepContext, history: list[dict[str, float]], evals: list[dic
         out.append(TensorBoardCallback(tb_writer=SummaryWriter(log_dir=str(logdir))))
         ctx.log(f"tensorboard logs in {logdir}")
     out += _file_trackers(ctx, p["report_to"])
+    out += cadence.callbacks(ctx, p, history)  # epoch-fraction cadences, stop_if_loss_above
+    out += p.get("search_callbacks") or []  # a search trial's pruning reporter (stdlib/search.py)
     return out
 
 
 def _file_trackers(ctx: StepContext, names: list[str]) -> list[Any]:
-    """mlflow and wandb, kept on disk under the run's folder in .ft/ (no server, no network)."""
-    import importlib.util
+    """mlflow and wandb: online where the user's environment says so, else on disk under .ft/
+    (ftlang.stdlib.trackers)."""
+    from ftlang.stdlib import trackers
 
-    found: list[Any] = []
-    logdir = ctx.cache / "runs" / _node_dirname(ctx)
-    for name in ("mlflow", "wandb"):
-        if name not in names:
-            continue
-        if importlib.util.find_spec(name) is None:
-            raise StepError(f"report_to = [\"{name}\"] needs the {name} package", hint=f"pip install {name}")
-        logdir.mkdir(parents=True, exist_ok=True)
-        if name == "mlflow":
-            from transformers.integrations import MLflowCallback
-
-            # A plain file store under .ft/: no server (mlflow 3 wants an explicit opt-in for it).
-            os.environ.update(MLFLOW_TRACKING_URI=(logdir / "mlruns").as_uri(), MLFLOW_ALLOW_FILE_STORE="true")
-            found.append(MLflowCallback())
-        else:
-            from transformers.integrations import WandbCallback
-
-            os.environ.update(WANDB_MODE="offline", WANDB_DIR=str(logdir), WANDB_SILENT="true")
-            found.append(WandbCallback())
-        ctx.log(f"{name} logs in {logdir}")
-    return found
+    return trackers.callbacks(ctx, names)
 
 
 # ---- training ------------------------------------------------------------------------
+
+def count_tokens(trainer: Any) -> Any:
+    """Wraps training_step to count the tokens trained on (attention-mask ones: padding is
+    not work; a batch without a mask counts its ids). Summed on the device and read once at
+    the end, so it adds no sync per step. Returns the reader."""
+    import torch
+
+    total: list[Any] = [0]
+    inner = trainer.training_step
+
+    def training_step(model: Any, inputs: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(inputs, dict):
+            tensors = {k: v for k, v in inputs.items() if isinstance(v, torch.Tensor)}
+            # SFT and preference batches carry attention masks (SFT also a completion_mask, a
+            # subset); GRPO/RLOO carry prompt_mask + completion_mask.
+            masks = [v for k, v in tensors.items() if k.endswith("attention_mask")] or \
+                [v for k, v in tensors.items() if k in ("prompt_mask", "completion_mask")]
+            if masks:
+                total[0] = total[0] + sum(m.sum() for m in masks)
+            else:
+                total[0] = total[0] + sum(v.numel() for k, v in tensors.items() if k.endswith("input_ids"))
+        return inner(model, inputs, *args, **kwargs)
+
+    trainer.training_step = training_step
+    return lambda: int(total[0])
+
 
 def guard_loss(trainer: Any) -> None:
     """Fail the step at the first optimiser step whose training loss is nan or inf.
@@ -250,7 +260,13 @@ def fit(ctx: StepContext, trainer: Any, folder: Path) -> tuple[Any, float]:
 
     # Trainer prints every log dict to stdout when tqdm is off; ctx.log reports instead.
     trainer.remove_callback(PrinterCallback)
+    distributed.check_engaged(trainer, ctx.params)  # fsdp / deepspeed really run, or the step fails
+    gpu.prepare(ctx, trainer)  # attention kernel; peak memory per logging step on CUDA
     guard_loss(trainer)
+    threads = cputhreads.apply(trainer.args.device.type)  # on CPU: a fixed count (same bytes)
+    if threads is not None and ctx.verbose:
+        ctx.log(f"torch threads: {threads} (stdlib/cputhreads.py; FT_TORCH_THREADS overrides)")
+    tokens = count_tokens(trainer)
     resume = last_checkpoint(folder)
     if resume is not None:
         ctx.log(f"resuming from {resume.name} (same node key)")
@@ -264,7 +280,9 @@ def fit(ctx: StepContext, trainer: Any, folder: Path) -> tuple[Any, float]:
             _diverged(trainer, e)
         raise
     seconds = time.perf_counter() - started
+    cadence.keep(ctx, folder)  # keep_checkpoints: the last N move out before the folder goes
     shutil.rmtree(folder, ignore_errors=True)
+    result.metrics["ftlang_tokens"] = tokens()  # report() puts it in the ledger metadata
     return result, seconds
 
 
@@ -278,6 +296,7 @@ def report(history: list[dict[str, float]], evals: list[dict[str, float]], resul
         "final_loss": final,
         "mean_loss": round(float(result.training_loss), 6),
         "steps": int(result.global_step),
+        "trained_tokens": int(result.metrics.get("ftlang_tokens", 0)),  # this session's
     }
     if evals:
         out["eval_loss"] = [e["loss"] for e in evals]
@@ -285,18 +304,28 @@ def report(history: list[dict[str, float]], evals: list[dict[str, float]], resul
         out["best_eval_loss"] = min(e["loss"] for e in evals)
     out.update(extra)
     out["seconds"] = round(seconds, 3)
+    # None where the trainer's batches carry no token tensors (online DPO generates inside).
+    out["tokens_per_second"] = round(out["trained_tokens"] / seconds, 1) \
+        if seconds > 0 and out["trained_tokens"] else None
     return out
 
 
 def save_trained(lm: Any, tokenizer: Any, ctx: StepContext, src: Artifact, adapter: Call,
                  template: dict[str, Any] | None) -> None:
-    """The model artifact: full weights, or the adapter with its base's digest."""
+    """The model artifact: full weights, or the adapter with its base's digest. Under torchrun
+    only local rank 0 writes (DDP replicas are equal; the driver commits what it wrote)."""
+    if not distributed.rank_zero():
+        return
     lm.eval()
     if adapter.name == "full":
         lm.to("cpu")
         modelio.save_full(lm, tokenizer, ctx.out, template=template)
     else:
-        modelio.save_adapter(lm, tokenizer, ctx.out, base_digest=src.digest, template=template)
+        a = adapter.args
+        quant = {"quant": a["quant"], "double_quant": bool(a["double_quant"])} \
+            if adapter.name == "lora" and a.get("quant") not in (None, "none") else None
+        modelio.save_adapter(lm, tokenizer, ctx.out, base_digest=src.digest, template=template,
+                             quant=quant)
 
 
 # ---- trl-based methods (preference.py, rl.py) --------------------------------------------
@@ -309,7 +338,8 @@ def own_objective(name: str, columns: tuple[str, ...]) -> dict[str, str]:
     return {"objective": "the method is the objective",
             "prompt_field": rename, "completion_field": rename, "messages_field": rename, "text_field": rename,
             "truncation": f"trl cuts {name}'s rows to max_length itself",
-            "packing": "packing applies to sft, chat and clm training"}
+            "packing": "packing applies to sft, chat and clm training",
+            "pad_to_length": f"trl pads {name}'s batches itself"}
 
 
 @dataclass
@@ -340,9 +370,11 @@ def trl_setup(ctx: StepContext) -> TrlSetup:
     set_seed(seed)
     src: Artifact = p["from"]
     tokenizer = modelio.load_tokenizer(src)
+    cadence.set_pad_token(tokenizer, p)
     # The template the model was trained with, so preference training sees sft's text.
     tpl = templates.load(p["template"]) if p["template"] is not None else \
         (modelio.template_of(src) or templates.load(None))
+    tpl = templates.resolve(tpl, tokenizer)  # a family preset or tokenizer(): its Jinja source
     return TrlSetup(method, adapter, src, device, seed, learning_rate(p, method), tokenizer, tpl)
 
 

@@ -37,7 +37,7 @@ def errors(project: Path, text: str, file: str = "p.ft") -> list[str]:
 
 def lora(**args: object) -> Call:
     base = {"r": 16, "alpha": None, "dropout": 0.05, "target_modules": "all-linear", "bias": "none",
-            "rslora": False, "dora": False, "quant": "none", "double_quant": False}
+            "rslora": False, "dora": False, "quant": "none", "double_quant": False, "modules_to_save": None}
     return Call("lora", {**base, **args})
 
 

@@ -42,7 +42,7 @@ def _model(tmp: Path, name: str, content: str) -> Artifact:
 def test_winner_is_copied_byte_for_byte(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str,
                                         scores: dict[str, float], winner: str) -> None:
     models = [_model(tmp_path, "1e-4", "first"), _model(tmp_path, "2e-4", "second")]
-    monkeypatch.setattr(select, "score", lambda ctx, art, prompts, refs: scores[art.path.name])
+    monkeypatch.setattr(select, "score", lambda ctx, art, prompts, refs, device: scores[art.path.name])
     out = tmp_path / "out"
     out.mkdir()
     ctx = StepContext("select.sft", "sft", {"models": models, "data": _data(tmp_path), "metric": "loss",

@@ -148,7 +148,8 @@ def test_sweep_over_calls_and_strings(project: Path) -> None:
         "template.t[system=Be_brief.]", "template.t[system=a_b]"}
     assert p.nodes["train.sft[method=lora(r=8)]"].params["method"] == Call(
         "lora", {"r": 8, "alpha": None, "dropout": 0.05, "target_modules": "all-linear",
-                 "bias": "none", "rslora": False, "dora": False, "quant": "none", "double_quant": False})
+                 "bias": "none", "rslora": False, "dora": False, "quant": "none", "double_quant": False,
+                 "modules_to_save": None})
 
 
 def test_no_sweep_keeps_plain_ids(project: Path) -> None:

@@ -35,7 +35,8 @@ def test_registry_declares_nothing() -> None:
     """registry.py gathers declarations; none is written there."""
     text = (STDLIB / "registry.py").read_text()
     assert not re.search(r"\b(Attr|Signature|StepSpec|Method|Metric)\(", text)
-    assert set(registry.STEPS) == {"dataset", "curate", "template", "model", "train", "eval", "merge", "export"}
+    assert set(registry.STEPS) == {"dataset", "curate", "template", "model", "train", "eval", "merge", "export",
+                                   "generate", "clean", "mix", "judge_pairs", "critique"}
     for kind, spec in registry.SPECS.items():  # each kind's SPEC lives in the module that runs it
         module = spec.run.split(":")[0]
         if kind == "eval":  # evaluate.py imports torch at the top; its declaration is apart
@@ -49,7 +50,8 @@ def test_methods_are_declared_where_they_run() -> None:
 
     homes = {"adapter": "ftlang.stdlib.adapters", "preference": "ftlang.stdlib.preference",
              "online": "ftlang.stdlib.rl"}
-    train_attrs = set(registry.STEPS["train"].signature.names)
+    # A method may refuse a sub-block too (ppo: `distributed { ... }`).
+    train_attrs = set(registry.STEPS["train"].signature.names) | set(registry.STEPS["train"].subblocks)
     for name, m in registry.METHOD_INDEX.items():
         assert m.family in homes, name
         module, fn = m.run.split(":")
@@ -70,7 +72,7 @@ def test_one_table_of_metric_directions_and_schema_types() -> None:
     from ftlang.stdlib import dataset, evaluate_spec, select
 
     assert check.SCHEMA_TYPES is dataset.SCHEMA_TYPES
-    assert report_eval.LOWER_IS_BETTER is evaluate_spec.LOWER_IS_BETTER == {"loss", "perplexity"}
+    assert report_eval.LOWER_IS_BETTER is evaluate_spec.LOWER_IS_BETTER == {"loss", "perplexity", "toxicity"}
     assert evaluate_spec.GENERATIVE == {n for n, m in evaluate_spec.METRIC_INDEX.items() if m.generates}
     assert select.BEST == {"loss": "min", "perplexity": "min", "exact_match": "max"}
     for gone in ("SELECT_METRICS", "_block_rules", "_method_rules", "_merge_rules", "_check_assert"):
@@ -197,7 +199,11 @@ def test_every_train_attribute_reaches_every_method_or_is_refused() -> None:
 @pytest.mark.parametrize("family,root", [
     ("source", "ftlang.stdlib.dataset:run"), ("init", "ftlang.stdlib.model:run"),
     ("metric", "ftlang.stdlib.evaluate:run"), ("template", "ftlang.stdlib.template:run"),
-    ("reward", "ftlang.stdlib.rl:run"), ("merge", "ftlang.stdlib.merge:run")])
+    ("reward", "ftlang.stdlib.rl:run"), ("merge", "ftlang.stdlib.merge:run"),
+    ("parse", "ftlang.stdlib.synth:run"), ("pii", "ftlang.stdlib.clean:run"), ("dedup", "ftlang.stdlib.clean:run"),
+    ("language", "ftlang.stdlib.clean:run"), ("decontam", "ftlang.stdlib.clean:run"),
+    ("balance", "ftlang.stdlib.train:run"), ("order", "ftlang.stdlib.train:run"),
+    ("trainable", "ftlang.stdlib.train:supervised")])
 def test_every_call_argument_reaches_its_step(family: str, root: str) -> None:
     from ftlang.stdlib.evaluate_spec import METRICS
 
@@ -232,7 +238,8 @@ def _check(tmp_path: Path, body: str, rows: str = '{"prompt": "a", "chosen": "b"
         p = compile_source(HEAD + body, "p.ft", tmp_path)
     except FtError as e:
         return [f"{d.level} {d.message} | {d.help}" for d in e.diagnostics]
-    return [f"{d.level} {d.message} | {d.help}" for d in p.warnings]
+    # FT0320 (an adapter on the random `base` learns little) is not what these tests are about.
+    return [f"{d.level} {d.message} | {d.help}" for d in p.warnings if d.code != "FT0320"]
 
 
 @pytest.mark.parametrize("attr,method,value", [

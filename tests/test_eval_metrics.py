@@ -177,7 +177,7 @@ def test_py_metric_reloads_when_the_file_changes(tmp_path: Path) -> None:
 # ---- declarations and the compiler -------------------------------------------------------------
 
 def test_every_metric_is_declared_and_documented() -> None:
-    assert set(metrics.TEXT_METRICS) | {"loss", "perplexity", "reward", "win_rate"} == set(METRICS)
+    assert set(metrics.TEXT_METRICS) | {"loss", "perplexity", "reward", "win_rate", "refusal_rate", "judge", "toxicity"} == set(METRICS)
     assert GENERATIVE == set(METRICS) - {"loss", "perplexity"}
     for name, sig in METRICS.items():
         assert sig.doc, name

@@ -1,148 +1,55 @@
 """Preference optimisation and RL end to end through `ft run`, on a tiny model, on CPU:
 SFT (LoRA) -> DPO / KTO / ORPO, and RLHF: SFT -> reward model -> RLOO with rm(...), plus
-GRPO and online DPO with a Python reward named in the .ft file. Each proves it trained:
+GRPO, RLOO and online DPO with a Python reward named in the .ft file (examples/methods/methods.ft). Each proves it trained:
 the preference loss falls, the reward model ranks the pairs, the mean reward rises.
 """
 
 from __future__ import annotations
 
 import json
-import random
+import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import run_ft
 
-WORDS = ("cat", "dog", "sun", "moon", "tree", "bird", "fish", "star")
-BAD = ("no", "I do not know", "cat cat cat")
-
-PIPELINE = """\
-ft 0.1
-
-dataset tasks { source = jsonl("tasks.jsonl") }
-dataset prefs { source = jsonl("prefs.jsonl") }
-dataset marks { source = jsonl("marks.jsonl") }
-dataset prompts { source = jsonl("prompts.jsonl") }
-
-model base {
-  init = tiny(hidden = 32, layers = 1, heads = 2, vocab = 300, context = 64, data = tasks)
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "examples" / "methods"  # the pipeline bench/methods.py measures
+# The preference and RL part of it (their upstream comes along).
+NODES = ("dpo", "ipo", "kto", "orpo", "rm", "rlhf", "rloo_py", "grpo", "online")
+SELECT = [a for n in NODES for a in ("--select", n)]
+# What each node must show: the loss falls to below `ratio` x its first value, or the mean
+# reward rises by more than `gain`. tests/test_methods_table.py checks these sit well inside
+# what bench/methods.py measured on the same file (not at its edge).
+THRESHOLDS: dict[str, tuple[str, float]] = {
+    "dpo": ("loss_ratio", 0.9), "ipo": ("loss_ratio", 0.9), "kto": ("loss_ratio", 0.9),
+    "orpo": ("loss_ratio", 0.9), "rm": ("loss_ratio", 0.7),
+    "rlhf": ("reward_gain", 0.3), "rloo_py": ("reward_gain", 0.05), "grpo": ("reward_gain", 0.05),
+    "online": ("reward_gain", 0.05),
 }
 
-train warm {
-  from       = base
-  data       = tasks
-  lr         = 5e-3
-  max_steps  = 40
-  max_length = 32
-}
 
-train sft {
-  from      = warm
-  data      = tasks
-  method    = lora(r = 8, dropout = 0.0)
-  lr        = 1e-2
-  max_steps = 20
-}
-
-train dpo {
-  from      = sft
-  data      = prefs
-  method    = dpo(beta = 0.1, adapter = lora(r = 8, dropout = 0.0))
-  lr        = 2e-2
-  max_steps = 30
-}
-
-train ipo {
-  from      = sft
-  data      = prefs
-  method    = dpo(beta = 0.1, loss = "ipo")
-  lr        = 2e-3
-  max_steps = 30
-}
-
-train kto {
-  from      = sft
-  data      = marks
-  method    = kto(beta = 0.1)
-  lr        = 2e-3
-  max_steps = 30
-}
-
-train orpo {
-  from      = sft
-  data      = prefs
-  method    = orpo(beta = 0.1)
-  lr        = 2e-3
-  max_steps = 30
-}
-
-train rm {
-  from      = sft
-  data      = prefs
-  method    = reward_model()
-  lr        = 2e-3
-  max_steps = 30
-}
-
-train rlhf {
-  from      = sft
-  data      = prompts
-  method    = rloo(reward = rm(rm), max_new_tokens = 6)
-  lr        = 3e-3
-  max_steps = 30
-}
-
-train grpo {
-  from      = sft
-  data      = prompts
-  method    = grpo(reward = py("rewards.py", "cats"), max_new_tokens = 6)
-  lr        = 3e-3
-  max_steps = 30
-}
-
-train online {
-  from      = sft
-  data      = prompts
-  method    = online_dpo(reward = py("rewards.py", "cats"), max_new_tokens = 6)
-  lr        = 3e-3
-  max_steps = 30
-}
-"""
-
-REWARDS = '''\
-def cats(prompts, completions, completion, **columns):
-    """Share of the word "cat" in a completion; `completion` is the data's reference column."""
-    assert len(prompts) == len(completions) == len(completion)
-    assert all(p.startswith("Reverse: ") for p in prompts)  # prompts as written, untemplated
-    return [sum(w == "cat" for w in c.split()) / max(len(c.split()), 1) for c in completions]
-'''
+def shows(kind: str, limit: float, start: float, end: float) -> bool:
+    return end < start * limit if kind == "loss_ratio" else end > start + limit
 
 
-def _write(path: Path, rows: list[dict[str, Any]]) -> None:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+def curve(meta: dict[str, Any], kind: str) -> list[float]:
+    return meta["train_loss"] if kind == "loss_ratio" else meta["reward"]
+
+
+@pytest.mark.parametrize("node", list(THRESHOLDS))
+def test_each_method_improves_its_objective(project: tuple[Path, str], node: str) -> None:
+    kind, limit = THRESHOLDS[node]
+    values = curve(_meta(project[0], f"train.{node}"), kind)
+    assert len(values) >= 3 and shows(kind, limit, values[0], values[-1]), values
 
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    root = tmp_path_factory.mktemp("pref")
-    rng = random.Random(3)
-    tasks, prefs, marks = [], [], []
-    for i in range(200):
-        ws = rng.sample(WORDS, 3)
-        p, c = "Reverse: " + " ".join(ws), " ".join(reversed(ws))
-        bad = rng.choice(BAD)
-        tasks.append({"prompt": p, "completion": c})
-        # `completion` rides along until the compiler's contracts know reward_model's columns.
-        prefs.append({"prompt": p, "chosen": c, "rejected": bad, "completion": c})
-        marks.append({"prompt": p, "completion": c if i % 2 else bad, "label": bool(i % 2)})
-    _write(root / "tasks.jsonl", tasks)
-    _write(root / "prefs.jsonl", prefs)
-    _write(root / "marks.jsonl", marks)
-    _write(root / "prompts.jsonl", tasks[:48])
-    (root / "rewards.py").write_text(REWARDS)
-    (root / "p.ft").write_text(PIPELINE)
-    out = run_ft("run", "p.ft", cwd=root, timeout=900)
+    root = tmp_path_factory.mktemp("pref") / "methods"
+    shutil.copytree(EXAMPLE, root, ignore=shutil.ignore_patterns(".ft", "__pycache__"))
+    out = run_ft("run", "methods.ft", *SELECT, cwd=root, timeout=900)
     assert out.returncode == 0, out.stdout + out.stderr
     return root, out.stdout + out.stderr
 
@@ -150,7 +57,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
 def _meta(root: Path, node: str) -> dict[str, Any]:
     import ftlang
 
-    art = ftlang.load(root / "p.ft").artifact(node)
+    art = ftlang.load(root / "methods.ft").artifact(node)
     assert art is not None, node
     return dict(art.meta)
 
@@ -160,12 +67,12 @@ def test_dpo_uses_the_merged_sft_model_as_reference(project: tuple[Path, str]) -
     assert "the reference model of dpo is `sft` with its lora adapter merged" in output
     import ftlang
 
-    p = ftlang.load(root / "p.ft")
+    p = ftlang.load(root / "methods.ft")
     dpo, sft = p.artifact("train.dpo"), p.artifact("train.sft")
     meta = json.loads((dpo.path / "ftlang_model.json").read_text())
     assert meta["type"] == "adapter" and meta["base"] == sft.digest  # stacked on the SFT adapter
     m = dict(dpo.meta)
-    assert m["train_loss"][-1] < 0.6 < m["train_loss"][0] + 0.01, m["train_loss"]
+    assert m["train_loss"][0] == pytest.approx(0.693, abs=0.01)  # log 2: policy == reference at start
     assert m["rewards_accuracies"] >= 0.8 and m["rewards_margins"] > 0
     # What trl used as the reference: the policy with its DPO adapter disabled, which is
     # exactly the merged SFT model (not the base under it).
@@ -184,31 +91,29 @@ def test_dpo_uses_the_merged_sft_model_as_reference(project: tuple[Path, str]) -
     assert not torch.allclose(reference, warm, atol=1e-3)
 
 
-@pytest.mark.parametrize("node", ["ipo", "kto", "orpo"])
-def test_preference_losses_fall(project: tuple[Path, str], node: str) -> None:
-    m = _meta(project[0], f"train.{node}")
-    assert m["train_loss"][-1] < m["train_loss"][0] * 0.9, m["train_loss"]
-    assert m.get("rewards_margins", 1.0) > 0
+@pytest.mark.parametrize("node", ["ipo", "orpo"])
+def test_preference_margins_are_positive(project: tuple[Path, str], node: str) -> None:
+    assert _meta(project[0], f"train.{node}")["rewards_margins"] > 0  # chosen scored above rejected
 
 
 def test_reward_model_ranks_pairs_and_rlhf_raises_the_reward(project: tuple[Path, str]) -> None:
     root = project[0]
     rm = _meta(root, "train.rm")
-    assert rm["train_loss"][-1] < rm["train_loss"][0] * 0.7 and rm["accuracy"] >= 0.9, rm
+    assert rm["accuracy"] >= 0.9, rm
     import ftlang
 
-    art = ftlang.load(root / "p.ft").artifact("train.rm")
+    art = ftlang.load(root / "methods.ft").artifact("train.rm")
     cfg = json.loads((art.path / "config.json").read_text())
     assert cfg["architectures"] == ["LlamaForSequenceClassification"] and len(cfg["id2label"]) == 1
-    rl = _meta(root, "train.rlhf")
-    assert rl["reward"][-1] > rl["reward"][0], rl["reward"]
     # Exported with its head; transformers reads it as a classifier and it ranks a pair.
     import torch
     from ftlang.stdlib import export
     from ftlang.stdlib.spec import StepContext
+    from stepkit import complete
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    ctx = StepContext(node="export.rm", name="rm", params={"model": art, "merge": True, "to": root / "out"},
+    ctx = StepContext(node="export.rm", name="rm",
+                      params=complete("export", {"model": art, "merge": True, "to": root / "out"}),
                       out=root / "rm-export-tmp", project=root, cache=root / ".ft" / "cache")
     ctx.out.mkdir()
     export.run(ctx)
@@ -221,20 +126,16 @@ def test_reward_model_ranks_pairs_and_rlhf_raises_the_reward(project: tuple[Path
         assert clf(**good).logits[0, 0] > clf(**bad).logits[0, 0]
 
 
-@pytest.mark.parametrize("node", ["grpo", "online"])
-def test_python_reward_rises(project: tuple[Path, str], node: str) -> None:
-    m = _meta(project[0], f"train.{node}")
-    assert len(m["reward"]) >= 3 and m["reward"][-1] > m["reward"][0] + 0.05, m["reward"]
-
 
 def test_editing_the_reward_file_reruns_only_its_users(project: tuple[Path, str]) -> None:
     root = project[0]
-    (root / "rewards.py").write_text(REWARDS + "\n# tweaked\n")
-    plan = run_ft("plan", "p.ft", cwd=root)
+    rewards = (root / "rewards.py").read_text()
+    (root / "rewards.py").write_text(rewards + "\n# tweaked\n")
+    plan = run_ft("plan", "methods.ft", *SELECT, cwd=root)
     assert plan.returncode == 0, plan.stderr
     runs = {line.split()[1] for line in plan.stdout.splitlines() if line.split()[:1] == ["run"]}
-    assert runs == {"train.grpo", "train.online"}, plan.stdout
-    (root / "rewards.py").write_text(REWARDS)
+    assert runs == {"train.grpo", "train.online", "train.rloo_py"}, plan.stdout
+    (root / "rewards.py").write_text(rewards)
 
 
 def test_method_rules_at_compile_time(tmp_path: Path) -> None:

@@ -127,8 +127,8 @@ def test_curriculum_keeps_dataset_order(store: Store, base: Artifact, data: dict
     seen: list[list[int]] = []
     make = train.make_collator
 
-    def recording(pad_id: int) -> Any:
-        collate = make(pad_id)
+    def recording(pad_id: int, pad_to: int | None = None) -> Any:
+        collate = make(pad_id, pad_to)
 
         def run(batch: list[dict[str, list[int]]]) -> dict[str, Any]:
             seen.append([ex["input_ids"][0:6] for ex in batch])

@@ -31,7 +31,7 @@ TRAIN: dict[str, Any] = {
     "scheduler": "linear", "weight_decay": 0.0, "max_grad_norm": 1.0, "seed": 0,
     "logging_steps": 5}
 LORA = Call("lora", {"r": 8, "alpha": None, "dropout": 0.0, "target_modules": "all-linear",
-                     "bias": "none", "rslora": False, "dora": False})
+                     "bias": "none", "rslora": False, "dora": False, "modules_to_save": None})
 
 
 def _tasks(n: int, seed: int = 0) -> list[dict[str, str]]:
@@ -126,7 +126,9 @@ def test_lora_sft_lowers_the_loss(lora: tuple[Artifact, dict[str, Any]]) -> None
     assert list((art.path.parent.parent / "cache" / "trainer").iterdir()) == []
     assert sorted(p.name for p in art.path.iterdir()) == [
         "adapter", modelio.META, "tokenizer.json", "tokenizer_config.json"]
-    assert not (art.path / "adapter" / "README.md").exists()
+    # peft's adapter README is kept (exports ship it), without the base's absolute folder.
+    readme = (art.path / "adapter" / "README.md").read_text()
+    assert "library_name: peft" in readme and str(art.path.parent) not in readme
     cfg = json.loads((art.path / "adapter" / "adapter_config.json").read_text())
     assert cfg["base_model_name_or_path"] is None  # no absolute path in the artifact
     assert cfg["target_modules"] == sorted(cfg["target_modules"])  # not set order

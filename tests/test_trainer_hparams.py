@@ -48,6 +48,7 @@ class Spy:
         self.rows: list[int] = []  # rows in each micro-batch
         self.probe: Any = None  # logits of the trained model, in memory, before it is saved
         self.tok: Any = None
+        self.tokens = 0  # non-padding tokens in the micro-batches trained on
 
     def fit(self, real: Any) -> Any:
         import torch
@@ -63,6 +64,8 @@ class Spy:
             def training_step(model: Any, inputs: dict[str, Any], *a: Any, **k: Any) -> Any:
                 pending[0] += 1
                 spy.rows.append(int(inputs["input_ids"].shape[0]))
+                mask = inputs.get("attention_mask")
+                spy.tokens += int(mask.sum()) if mask is not None else int(inputs["input_ids"].numel())
                 return inner(model, inputs, *a, **k)
 
             class Watch(TrainerCallback):  # type: ignore[misc]
@@ -98,10 +101,13 @@ def _train(store: Store, base: Artifact, data: Artifact, monkeypatch: pytest.Mon
 
 def test_gradient_accumulation_runs_the_declared_micro_batches(store: Store, base: Artifact, data: Artifact,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    spy, _, _ = _train(store, base, data, monkeypatch, "accum", batch_size=4, grad_accum=3, max_steps=5)
+    spy, _, meta = _train(store, base, data, monkeypatch, "accum", batch_size=4, grad_accum=3, max_steps=5)
     assert spy.micro == [3, 3, 3, 3, 3]  # 3 micro-batches per optimiser step, 5 steps
     assert spy.rows == [4] * 15  # each of batch_size rows
     assert spy.trainer.state.global_step == 5
+    # The ledger's token count is the tokens of exactly those micro-batches, padding excluded.
+    assert meta["trained_tokens"] == spy.tokens and spy.tokens < 15 * 4 * TRAIN["max_length"]
+    assert meta["tokens_per_second"] == pytest.approx(spy.tokens / meta["seconds"], rel=0.01)
 
 
 def _linear(lr: float, warmup: int, total: int) -> list[float]:

@@ -1,0 +1,116 @@
+"""Two ways to train the same LoRA on the same batches, shared by bench/bench_train.py and
+tests/test_train_loop_parity.py:
+
+- `ftlang_loop`: transformers.Trainer built exactly as a train step builds it
+  (ftlang.stdlib.trainer.trainer_settings, callbacks, fit; the step's collator);
+- `hand_loop`: a plain transformers + peft loop: torch AdamW (fused, what ftlang picks on
+  CPU and CUDA), the same linear schedule with warmup, gradient clipping, no Trainer.
+
+Both return (per-step losses, seconds spent in the training loop, tokens trained).
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+SHAPE = {"hidden": 64, "layers": 2, "heads": 4, "vocab": 512}
+
+
+def model(seed: int = 0) -> Any:
+    """A tiny Llama with a LoRA on q/v, initialised from `seed` (the same on both sides)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    h = SHAPE["hidden"]
+    cfg = LlamaConfig(hidden_size=h, intermediate_size=2 * h, num_hidden_layers=SHAPE["layers"],
+                      num_attention_heads=SHAPE["heads"], num_key_value_heads=SHAPE["heads"],
+                      vocab_size=SHAPE["vocab"], max_position_embeddings=256)
+    lm = LlamaForCausalLM(cfg)
+    return get_peft_model(lm, LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0,
+                                         target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
+
+
+def examples(n: int, length: int, seed: int = 1) -> list[dict[str, list[int]]]:
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, SHAPE["vocab"], (n, length), generator=g).tolist()
+    return [{"input_ids": row, "labels": list(row)} for row in ids]
+
+
+def params(steps: int, batch: int, lr: float, logging_steps: int = 1) -> dict[str, Any]:
+    """A train step's complete params for this run (declared defaults, in-order data)."""
+    from ftlang.stdlib.registry import STEPS
+    from ftlang.stdlib.spec import REQUIRED
+
+    out = {a.name: a.default for a in STEPS["train"].signature.attrs if a.default is not REQUIRED}
+    for sub in STEPS["train"].subblocks:
+        out.setdefault(sub, None)
+    out.update(max_steps=steps, batch_size=batch, lr=lr, warmup=0.1, shuffle=False, logging_steps=logging_steps,
+               device="cpu", eval_data=None, patience=None)
+    return out
+
+
+def ftlang_loop(data: list[dict[str, list[int]]], steps: int, batch: int, lr: float,
+                device: str = "cpu", logging_steps: int = 1) -> tuple[list[float], float, int]:
+    """Losses as the step logs them: each the mean over its `logging_steps` window."""
+    from ftlang.stdlib.examples import make_collator
+    from ftlang.stdlib.spec import StepContext
+    from ftlang.stdlib.trainer import callbacks, fit, trainer_settings
+    from transformers import Trainer, TrainingArguments
+
+    p = params(steps, batch, lr, logging_steps)
+    with tempfile.TemporaryDirectory() as tmp:
+        ctx = StepContext(node="train.bench", name="bench", params=p, out=Path(tmp) / "out",
+                          project=Path(tmp), cache=Path(tmp) / "cache")
+        history: list[dict[str, float]] = []
+        lm = model()
+        lm.train()
+        args = TrainingArguments(**trainer_settings(p, lr, Path(tmp) / "ckpt", device, has_eval=False))
+        trainer = Trainer(model=lm, args=args, train_dataset=data, data_collator=make_collator(0),
+                          callbacks=callbacks(ctx, history, [], p))
+        result, seconds = fit(ctx, trainer, Path(tmp) / "ckpt")
+        ftlang_loop.optimizer = trainer.optimizer  # type: ignore[attr-defined]  # for the test
+    tokens = int(result.metrics.get("ftlang_tokens") or steps * batch * len(data[0]["input_ids"]))
+    return [h["loss"] for h in history], seconds, tokens
+
+
+def hand_loop(data: list[dict[str, list[int]]], steps: int, batch: int, lr: float,
+              device: str = "cpu") -> tuple[list[float], float, int]:
+    import torch
+    from transformers import get_scheduler
+
+    lm = model().to(device)
+    lm.train()
+    opt = torch.optim.AdamW([q for q in lm.parameters() if q.requires_grad], lr=lr, weight_decay=0.0,
+                            fused=True)
+    sched = get_scheduler("linear", opt, num_warmup_steps=math.ceil(0.1 * steps), num_training_steps=steps)
+    losses, tokens = [], 0
+    started = time.perf_counter()
+    for step in range(steps):
+        chunk = data[(step * batch) % len(data):][:batch]
+        ids = torch.tensor([ex["input_ids"] for ex in chunk], device=device)
+        out = lm(input_ids=ids, attention_mask=torch.ones_like(ids), labels=ids)
+        out.loss.backward()
+        torch.nn.utils.clip_grad_norm_(lm.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        losses.append(round(float(out.loss.detach()), 6))
+        tokens += ids.numel()
+    return losses, time.perf_counter() - started, tokens
+
+
+def windows(losses: list[float], every: int) -> list[float]:
+    """Per-step losses as a Trainer logs them every `every` steps: step 1 alone (ftlang
+    sets logging_first_step), then the mean of steps 2..every, then of each next window."""
+    if every == 1:
+        return list(losses)
+    cuts = [0, 1, *range(every, len(losses), every), len(losses)]
+    return [sum(losses[a:b]) / (b - a) for a, b in zip(cuts, cuts[1:]) if b > a]

@@ -1,0 +1,281 @@
+"""The compiled-program cache: a no-op `ft run` / `ft status` without the compiler.
+
+`load(path)` returns the Program a previous compile of the same file produced, or None;
+`save(program)` writes one. An entry lives in `.ft/progcache/<name>.bin` (one per file,
+working folder and path as given) and is used only when everything the compile read is
+unchanged:
+
+- the `.ft` text and the text of every file it `use`s (sha256 of each);
+- ftlang itself (size and mtime of every module and `.ft`/`.lark` file of the installed
+  package: a stdlib declaration or a step version changes them), the libraries the
+  compiler consults (lark, sqlglot, duckdb, pyarrow: their files' size and mtime) and the
+  Python version;
+- every input file the program names (size, mtime, inode: contracts peek at columns),
+  the values of the variables `env(...)` reads, HOME (`~` in paths) and the working
+  folder (paths are shown relative to it).
+
+The entry carries the sha256 of its own payload, checked before unpickling: a truncated,
+flipped or foreign file is never used (the file is recompiled and the entry rewritten).
+The cached Program holds the topological order and the edges, not a networkx graph: the
+graph is rebuilt only when something asks for it (`--select`, `ft graph`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import pickle
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+from ftlang.compiler.ir import Program, files_in
+
+from ftlang import __version__
+
+FORMAT = 1
+MAGIC = b"ftprog1\n"
+_ENV_CALL = re.compile(r"\benv\s*\(")
+_ENV_NAME = re.compile(r"\benv\s*\(\s*\"((?:[^\"\\\n]|\\.)*)\"")
+_PACKAGES = ("ftlang", "ftlang.lang", "ftlang.compiler", "ftlang.runtime", "ftlang.stdlib")
+_LIBRARIES = ("lark", "sqlglot", "duckdb", "pyarrow")
+# Module-level sentinels compared by identity (`default is REQUIRED`): pickled by name so
+# that the unpickled program holds the very same objects.
+_SENTINELS = (("ftlang.stdlib.spec", "REQUIRED"), ("ftlang.compiler.ir", "DESCEND"),
+              ("ftlang.compiler.types", "INVALID"))
+
+
+class _Pickler(pickle.Pickler):
+    def __init__(self, file: Any) -> None:
+        super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
+        self._ids = {id(getattr(sys.modules[m], n)): (m, n) for m, n in _SENTINELS if m in sys.modules}
+
+    def persistent_id(self, obj: Any) -> Any:
+        return self._ids.get(id(obj))
+
+
+class _Unpickler(pickle.Unpickler):
+    def persistent_load(self, pid: Any) -> Any:
+        if tuple(pid) not in _SENTINELS:
+            raise pickle.UnpicklingError(f"unknown reference {pid!r}")
+        import importlib
+
+        return getattr(importlib.import_module(pid[0]), pid[1])
+
+
+class CachedProgram(Program):
+    """A Program read from the cache: its order and edges are stored; the networkx graph
+    is built on first use only (a plain `ft run` never needs it)."""
+
+    _order: list[str]
+    _edges: list[tuple[str, str, dict[str, Any]]]
+
+    def order(self) -> list[str]:
+        return list(self._order)
+
+    @property  # type: ignore[override]
+    def graph(self) -> Any:
+        g = self.__dict__.get("_graph")
+        if g is None:
+            import networkx as nx
+
+            g = nx.DiGraph()
+            for nid, node in self.nodes.items():
+                g.add_node(nid, kind=node.kind)
+            for u, v, data in self._edges:
+                g.add_edge(u, v, **data)
+            self.__dict__["_graph"] = g
+        return g
+
+
+def _stat(path: str | Path) -> list[int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return [st.st_size, st.st_mtime_ns, st.st_ino]
+
+
+def _package_fingerprint() -> str:
+    """Size and mtime of every file of ftlang's packages and of the libraries the compiler
+    uses: a reinstall, an edit of a stdlib declaration or a library upgrade changes it."""
+    import importlib.util
+
+    h = hashlib.sha256(f"{FORMAT} {__version__} {sys.version}".encode())
+    for name in _PACKAGES + _LIBRARIES:
+        try:
+            spec = importlib.util.find_spec(name)
+        except (ImportError, ValueError):
+            spec = None
+        dirs = list(spec.submodule_search_locations or []) if spec else []
+        h.update(f"\0{name}:{len(dirs)}".encode())
+        for d in dirs:
+            # ftlang's packages are flat; a library's top folder holds its version files.
+            try:
+                names = sorted(e.name for e in os.scandir(d) if e.is_file())
+            except OSError:
+                continue
+            for n in names:
+                if name.startswith("ftlang") and not n.endswith((".py", ".ft", ".lark")):
+                    continue
+                h.update(f"{n}:{_stat(os.path.join(d, n))}".encode())
+    return h.hexdigest()
+
+
+def _entry_path(project: Path, shown: str) -> Path:
+    """One slot per file as shown and working folder; what is in it is checked on use."""
+    ident = json.dumps([str(project), shown, os.getcwd()])
+    return project / ".ft" / "progcache" / (hashlib.sha256(ident.encode()).hexdigest()[:24] + ".bin")
+
+
+def _env_names(sources: dict[str, str]) -> list[str] | None:
+    """The variables `env("NAME", ...)` reads; None when some env( call is not a plain string
+    name (then the file is not cached: we could not say what it depends on)."""
+    names: set[str] = set()
+    for text in sources.values():
+        calls = len(_ENV_CALL.findall(text))
+        found = _ENV_NAME.findall(text)
+        if calls != len(found):
+            return None
+        names.update(found)
+    return sorted(names)
+
+
+def _facts(program: Program, main: str) -> dict[str, Any] | None:
+    """Everything besides the main text that the compile of `program` read."""
+    used = {}
+    for name, text in program.sources.items():
+        if name == main or name.startswith("<"):
+            continue  # the main file is checked by its own digest; <stdlib.x> is in the package
+        p = Path(name) if os.path.isabs(name) else program.project / name
+        used[str(p)] = hashlib.sha256(text.encode()).hexdigest()
+    env = _env_names(program.sources)
+    if env is None:
+        return None
+    files = sorted({f.abs for n in program.nodes.values() for f in files_in(n.params)})
+    return {"used": used, "files": {f: _stat(f) for f in files},
+            "env": {k: os.environ.get(k) for k in env}, "home": os.environ.get("HOME")}
+
+
+def _still(facts: dict[str, Any]) -> bool:
+    if facts["home"] != os.environ.get("HOME"):
+        return False
+    if any(os.environ.get(k) != v for k, v in facts["env"].items()):
+        return False
+    if any(_stat(f) != st for f, st in facts["files"].items()):
+        return False
+    for p, digest in facts["used"].items():
+        try:
+            text = Path(p).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            return False
+        if hashlib.sha256(text.encode()).hexdigest() != digest:
+            return False
+    return True
+
+
+def load(project: Path, shown: str, text: str) -> Program | None:
+    """The cached Program of the file `shown` in `project` whose text is `text`, or None
+    (no entry, stale, corrupt)."""
+    try:
+        blob = _entry_path(project, shown).read_bytes()
+    except OSError:
+        return None
+    try:
+        if not blob.startswith(MAGIC):
+            return None
+        head_end = blob.index(b"\n", len(MAGIC))
+        head = json.loads(blob[len(MAGIC):head_end])
+        payload = blob[head_end + 1:]
+        if (head.get("format") != FORMAT
+                or head.get("text") != hashlib.sha256(text.encode()).hexdigest()
+                or head.get("payload") != hashlib.sha256(payload).hexdigest()
+                or head.get("package") != _package_fingerprint()
+                or not _still(head["facts"])):
+            return None
+        program = _Unpickler(io.BytesIO(payload)).load()
+    except Exception:  # any damage at all means: compile again
+        return None
+    if (not isinstance(program, CachedProgram) or str(program.file) != shown
+            or program.project != project):
+        return None
+    return program
+
+
+_PACKAGE = "_progcache_package"  # set on a Program by compile_cached: the fingerprint before compiling
+
+
+def save(program: Program) -> bool:
+    """Writes the cache entry for `program` if `.ft/` exists beside its file; False when
+    it is not written (nothing to do, or any error: the cache only saves time). Only a
+    program from `compile_cached` is saved: it carries the package fingerprint taken before
+    it was compiled (taken later, an edit in between would be labelled as compiled in)."""
+    shown = str(program.file)
+    text = program.sources.get(shown)
+    package = program.__dict__.get(_PACKAGE)
+    if text is None or package is None or not (program.project / ".ft").is_dir():
+        return False  # `ft check` on a file never run does not create .ft/
+    dest = _entry_path(program.project, shown)
+    tmp = dest.with_name(f"{dest.name}.{os.getpid()}.tmp")
+    try:
+        facts = _facts(program, shown)
+        if facts is None:
+            return False
+        cached = _cached(program)
+        buf = io.BytesIO()
+        _Pickler(buf).dump(cached)
+        payload = buf.getvalue()
+        head = {"format": FORMAT, "text": hashlib.sha256(text.encode()).hexdigest(),
+                "payload": hashlib.sha256(payload).hexdigest(), "package": package,
+                "facts": facts}
+        dest.parent.mkdir(exist_ok=True)
+        tmp.write_bytes(MAGIC + json.dumps(head).encode() + b"\n" + payload)
+        os.replace(tmp, dest)  # readers see the old entry or the new one, never half
+        return True
+    except Exception:  # a cache that cannot be written only costs the next compile
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        return False
+
+
+def _cached(program: Program) -> CachedProgram:
+    if isinstance(program, CachedProgram):
+        return program
+    out = CachedProgram.__new__(CachedProgram)
+    out.__dict__.update({k: v for k, v in program.__dict__.items() if k not in ("graph", _PACKAGE)})
+    out._order = program.order()
+    out._edges = [(u, v, dict(d)) for u, v, d in program.graph.edges(data=True)]
+    return out
+
+
+def compile_cached(path: str | Path) -> Program:
+    """`compiler.compile_file`, served from the cache when nothing it read has changed.
+    Raises FtError as compile_file does (errors are never cached: they are recompiled)."""
+    from ftlang.lang.parser import read_source
+
+    p = Path(path)
+    shown = _display(p)
+    text = read_source(p, shown)
+    project = p.resolve().parent
+    program = load(project, shown, text)
+    if program is not None:
+        return program
+    from ftlang.compiler import compile_source
+
+    package = _package_fingerprint()  # before compiling: what the compile will read
+    program = compile_source(text, shown, project)
+    program.__dict__[_PACKAGE] = package
+    save(program)
+    return program
+
+
+def _display(p: Path) -> str:
+    try:
+        return str(p.resolve().relative_to(Path.cwd()))
+    except (ValueError, OSError, RuntimeError):  # RuntimeError: a symlink loop (Python 3.11)
+        return str(p)

@@ -1,0 +1,39 @@
+"""ftlang's training (the Trainer a train step builds) gives the same losses as a plain
+transformers + peft loop with the same optimizer, and that optimizer is fused AdamW."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+from conftest import ROOT
+
+sys.path.insert(0, str(ROOT / "bench"))
+import train_loops  # noqa: E402  (the benchmark's two loops: the test checks what it times)
+from ftlang.stdlib import cputhreads  # noqa: E402
+
+
+def test_losses_equal_hand_written_loop_to_6_digits() -> None:
+    data = train_loops.examples(48, 24)
+    ft, _, _ = train_loops.ftlang_loop(data, steps=12, batch=4, lr=3e-3)
+    hand, _, _ = train_loops.hand_loop(data, steps=12, batch=4, lr=3e-3)
+    assert len(ft) == len(hand) == 12
+    assert hand[-1] < hand[0]  # it trains: the comparison is not between two constants
+    assert ft == pytest.approx(hand, abs=2e-6), list(zip(ft, hand))
+    # The same optimizer: ftlang asks transformers for the fused AdamW kernel on CPU.
+    inner = getattr(train_loops.ftlang_loop.optimizer, "optimizer", train_loops.ftlang_loop.optimizer)
+    assert type(inner).__name__ == "AdamW" and inner.defaults.get("fused") is True
+
+
+def test_thread_count_is_a_fixed_choice_never_the_load(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("FT_TORCH_THREADS", raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert cputhreads.choose(cores=8) == 8  # every core of the affinity mask
+    monkeypatch.setattr(os, "getloadavg", lambda: (11.0, 11.0, 11.0))
+    assert cputhreads.choose(cores=8) == 8  # a busy machine gives the same count: same bytes
+    monkeypatch.setenv("OMP_NUM_THREADS", "4")  # what --jobs 2 gives each job on 8 cores
+    assert cputhreads.choose(cores=8) == 4
+    monkeypatch.setenv("FT_TORCH_THREADS", "3")
+    assert cputhreads.choose(cores=8) == 3
+    assert cputhreads.apply("cuda") is None
