@@ -138,7 +138,10 @@ def test_the_quickstart_outputs_have_the_readme_shape(tmp_path: Path) -> None:
     code, seen["run"] = _ft("run", "examples/quickstart.ft", cwd=project, timeout=3600)
     assert code == 0, seen["run"]
     code, seen["rerun"] = _ft("run", "examples/quickstart.ft", cwd=project)
-    assert code == 0 and seen["rerun"].startswith("nothing to do: 10 steps cached"), seen["rerun"]
+    lines = seen["rerun"].splitlines()
+    # Each step says it is cached, then one summary line (README: "lists every step as cached").
+    assert code == 0 and lines[-1].startswith("nothing to do: 10 steps cached"), seen["rerun"]
+    assert len(lines) == 11 and all(line.startswith("  cached  ") for line in lines[:-1]), seen["rerun"]
     _append_rows(project / "examples" / "data" / "tasks.jsonl", 120)
     code, seen["plan"] = _ft("plan", "examples/quickstart.ft", cwd=project)
     if record:
