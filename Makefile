@@ -35,8 +35,10 @@ $(STAMP): pyproject.toml constraints.txt
 run: install
 	$(VENV)/bin/ft run examples/quickstart.ft
 
+# One pytest worker per core, each test file in one worker (its module fixtures built once);
+# tests/conftest.py gives each worker one torch thread.
 test: install
-	$(VENV)/bin/python -m pytest -q -m "not slow and not gpu"
+	$(VENV)/bin/python -m pytest -q -m "not slow and not gpu" -n auto --dist loadfile
 
 # The attack suite scaled up (not part of `make test`, which runs its fast subset): prints a
 # table of cases tried / handled / failed. Under 15 minutes on 2 cores; root for the tmpfs cases.

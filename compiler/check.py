@@ -24,11 +24,16 @@ def check_blocks(ctx: T.Ctx) -> dict[str, Node]:
         ctx.base = ctx.symbols.dirs.get(name)
         ctx.origin = ctx.symbols.origin.get(name)
         definition = ctx.symbols.definitions.get(name)
+        before = len(ctx.diagnostics)
         if definition is not None and _is_preset_call(definition.value, ctx):
             block = _expand_definition(definition, ctx)
             if block is None:
                 continue
         node = check_block(block, ctx)
+        if definition is not None and block.body_span is None and isinstance(definition.value, ast.CallExpr) \
+                and definition.value.dotted in ctx.symbols.presets:
+            # A block preset's body: an error there also shows the call that led to it.
+            presets.point_at_call(ctx.diagnostics[before:], definition.value.span, definition.value.dotted)
         if node is not None:
             nodes[node.id] = node
     ctx.base = ctx.origin = None
@@ -55,6 +60,8 @@ def _expand_definition(d: ast.Definition, ctx: T.Ctx) -> ast.Block | None:
             return None
         if value.dotted in ctx.broken_presets:
             return None
+        if preset.value is None:  # a block preset: its body, the arguments substituted
+            return presets.expand_block(preset, ast.Definition(d.kind, d.name, value, d.span), ctx)
         expanded = presets.expand(preset, list(value.args), list(value.kwargs), value.span, ctx)
         if expanded is T.INVALID:
             return None
@@ -107,7 +114,7 @@ def check_block(block: ast.Block, ctx: T.Ctx) -> Node | None:
                 ctx.error("FT0115", f"`assert` is not allowed in a {kind} block", stmt.span, "assert here",
                           help="assertions belong in an `eval` block")
                 continue
-            asserts.append(AssertIR(stmt.expr, _source_text(ctx, stmt.expr.span), stmt.span))
+            asserts.append(AssertIR(stmt.expr, stmt.text or _source_text(ctx, stmt.expr.span), stmt.span))
         elif isinstance(stmt, ast.SubBlock):
             sub = spec.subblocks.get(stmt.name)
             if sub is None:

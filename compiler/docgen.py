@@ -69,6 +69,11 @@ train sft {
   `<family> name(param: type = default, ...) = call(...)`, with the family one of
   source, method, init, metric, template. A default may use the parameters before it.
   Parameter types: int, float, str, bool, path, ident, dataset, model, template, list[T].
+- **Block presets** are the same with a block body: `<kind> name(params) { body }`, used
+  as `<kind> x = name(arguments)`, which is the body with the arguments in place of the
+  parameters (a parameter also replaces the head of `param.field`, as in asserts), e.g.
+  `eval gate = forgetting(base = base, tuned = sft, data = general, template = chat)`
+  from `stdlib.evals`. An error inside the body also points at the call.
 - **`ft fmt`** rewrites a file in the one canonical layout (two-space indent, aligned
   `=` in runs of one-line attributes, one blank line around blocks, comments kept,
   numbers and strings as written); `ft fmt --check` only reports.

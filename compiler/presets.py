@@ -17,6 +17,7 @@ from ftlang.compiler import types as T
 from ftlang.compiler.ir import SweepValue
 from ftlang.lang import ast
 from ftlang.lang.diagnostics import Diagnostic, Label, did_you_mean
+from ftlang.lang.format import expr_text
 from ftlang.stdlib import registry
 from ftlang.stdlib.spec import Attr, parse_type
 
@@ -46,6 +47,9 @@ def _check_definition(p: ast.Preset, ctx: T.Ctx) -> None:
     family, name = p.kind.name, p.name.name
     params = ", ".join(f"{x.name}: {x.type}" + (" = ..." if x.default is not None else "") for x in p.params)
     example = f"{family} {name}({params}) = "
+    if p.value is None and family in registry.STEPS:
+        _check_params(p, ctx)  # a block preset: its body is checked where it is used
+        return
     if family not in registry.CALLS:
         guess = did_you_mean(family, list(registry.CALLS))
         ctx.error("FT0122", f"`{family}` is not a family presets can belong to", p.kind.span,
@@ -63,18 +67,7 @@ def _check_definition(p: ast.Preset, ctx: T.Ctx) -> None:
         ctx.error("FT0103", f"`{name}` is a builtin {family}: a preset cannot replace it", p.name.span,
                   "builtin name", help=f"give the preset another name, e.g. `my_{name}`")
         return
-    seen: dict[str, ast.Span] = {}
-    for x in p.params:
-        span = x.name_span or x.span
-        if x.name in seen:
-            ctx.error("FT0108", f"parameter `{x.name}` is declared twice", span, "again here",
-                      extra=[Label(seen[x.name], "first here", False)])
-        seen[x.name] = span
-        if not valid_type(x.type):
-            guess = did_you_mean(x.type, SCALAR_TYPES)
-            ctx.error("FT0106", f"unknown parameter type `{x.type}`", x.span, "unknown type",
-                      help=(f"did you mean `{guess}`? " if guess else "")
-                      + f"types: {', '.join(SCALAR_TYPES)}, or list[T] of them")
+    _check_params(p, ctx)
     value = p.value
     callee = value.dotted if isinstance(value, ast.CallExpr | ast.Ref) else None
     if callee is None:
@@ -96,6 +89,21 @@ def _check_definition(p: ast.Preset, ctx: T.Ctx) -> None:
     if all(x.default is not None for x in p.params):
         # Every parameter has a default: the body must check with them, here, once.
         call(p, [], [], p.name.span, family, ctx, definition=True)
+
+
+def _check_params(p: ast.Preset, ctx: T.Ctx) -> None:
+    seen: dict[str, ast.Span] = {}
+    for x in p.params:
+        span = x.name_span or x.span
+        if x.name in seen:
+            ctx.error("FT0108", f"parameter `{x.name}` is declared twice", span, "again here",
+                      extra=[Label(seen[x.name], "first here", False)])
+        seen[x.name] = span
+        if not valid_type(x.type):
+            guess = did_you_mean(x.type, SCALAR_TYPES)
+            ctx.error("FT0106", f"unknown parameter type `{x.type}`", x.span, "unknown type",
+                      help=(f"did you mean `{guess}`? " if guess else "")
+                      + f"types: {', '.join(SCALAR_TYPES)}, or list[T] of them")
 
 
 def _contains_sweep(e: ast.Expr) -> bool:
@@ -147,7 +155,7 @@ def call(p: ast.Preset, args: list[ast.Expr], kwargs: list[ast.Kwarg], span: ast
     finally:
         ctx.preset_stack.pop()
         if not definition:
-            _point_at_call(ctx.diagnostics[before:], span, name)
+            point_at_call(ctx.diagnostics[before:], span, name)
 
 
 def _swept_call(p: ast.Preset, args: list[ast.Expr], kwargs: list[ast.Kwarg], span: ast.Span,
@@ -184,6 +192,30 @@ def _swept_call(p: ast.Preset, args: list[ast.Expr], kwargs: list[ast.Kwarg], sp
 def expand(p: ast.Preset, args: list[ast.Expr], kwargs: list[ast.Kwarg], span: ast.Span,
            ctx: T.Ctx) -> Any:
     """The preset's body with the arguments substituted, or INVALID after reporting why."""
+    env = bind(p, args, kwargs, span, ctx)
+    if env is None:
+        return T.INVALID
+    assert p.value is not None
+    return substitute(p.value, env)
+
+
+def expand_block(p: ast.Preset, d: ast.Definition, ctx: T.Ctx) -> ast.Block | None:
+    """`eval gate = forgetting(base = smol, tuned = sft, ...)` with `forgetting` a block
+    preset: its body with the arguments substituted, as the block `gate` (None after an error).
+    A parameter also replaces the head of a dotted name: `tuned.loss` becomes `sft.loss`."""
+    assert isinstance(d.value, ast.CallExpr)
+    before = len(ctx.diagnostics)
+    env = bind(p, list(d.value.args), list(d.value.kwargs), d.value.span, ctx)
+    point_at_call(ctx.diagnostics[before:], d.value.span, p.name.name)
+    if env is None:
+        return None
+    return ast.Block(d.kind, d.name, tuple(_substitute_stmt(s, env) for s in p.body), d.span)
+
+
+def bind(p: ast.Preset, args: list[ast.Expr], kwargs: list[ast.Kwarg], span: ast.Span,
+         ctx: T.Ctx) -> dict[str, ast.Expr] | None:
+    """Each parameter's expression (given, or its default computed in order), checked
+    against its type; None after reporting why."""
     name = p.name.name
     params = {x.name: x for x in p.params}
     given: dict[str, ast.Expr] = {}
@@ -208,7 +240,7 @@ def expand(p: ast.Preset, args: list[ast.Expr], kwargs: list[ast.Kwarg], span: a
         else:
             given[k.name] = k.value
     if not ok:
-        return T.INVALID
+        return None
     env: dict[str, ast.Expr] = {}
     for x in p.params:
         if x.name in given:
@@ -218,32 +250,49 @@ def expand(p: ast.Preset, args: list[ast.Expr], kwargs: list[ast.Kwarg], span: a
         else:
             ctx.error("FT0105", f"`{name}` needs the argument `{x.name}`", span, f"`{x.name}` missing",
                       help=f"{x.name}: {x.type}")
-            return T.INVALID
+            return None
         if valid_type(x.type) and T.check(expr, Attr(x.name, x.type.replace(" ", ""), None), ctx) is T.INVALID:
-            return T.INVALID
+            return None
         env[x.name] = expr
-    assert p.value is not None
-    return substitute(p.value, env)
+    return env
 
 
-def substitute(e: ast.Expr, env: dict[str, ast.Expr]) -> ast.Expr:
-    """`e` with every bare reference to a parameter replaced by its value's expression."""
+def _substitute_stmt(s: ast.Stmt, env: dict[str, ast.Expr]) -> ast.Stmt:
+    if isinstance(s, ast.Attr):
+        return ast.Attr(s.name, substitute(s.value, env, dotted=True), s.span, s.name_span)
+    if isinstance(s, ast.Assert):
+        expr = substitute(s.expr, env, dotted=True)
+        return ast.Assert(expr, s.span, expr_text(expr))
+    if isinstance(s, ast.SubBlock):
+        return ast.SubBlock(s.name, tuple(_substitute_stmt(x, env) for x in s.body), s.span, s.name_span)
+    return s  # `name: type` lines and SQL text hold no expressions
+
+
+def substitute(e: ast.Expr, env: dict[str, ast.Expr], *, dotted: bool = False) -> ast.Expr:
+    """`e` with every bare reference to a parameter replaced by its value's expression;
+    with `dotted`, also the head of `param.field` when the value is a name."""
     if isinstance(e, ast.Ref):
-        return env.get(e.parts[0], e) if len(e.parts) == 1 else e
+        if len(e.parts) == 1:
+            return env.get(e.parts[0], e)
+        head = env.get(e.parts[0]) if dotted else None
+        if isinstance(head, ast.Ref):
+            return ast.Ref((*head.parts, *e.parts[1:]), e.span)
+        return e
     if isinstance(e, ast.CallExpr):
-        return ast.CallExpr(e.name, tuple(substitute(a, env) for a in e.args),
-                            tuple(ast.Kwarg(k.name, substitute(k.value, env), k.span) for k in e.kwargs),
-                            e.span, e.name_span)
+        return ast.CallExpr(e.name, tuple(substitute(a, env, dotted=dotted) for a in e.args),
+                            tuple(ast.Kwarg(k.name, substitute(k.value, env, dotted=dotted), k.span)
+                                  for k in e.kwargs), e.span, e.name_span)
     if isinstance(e, ast.ListExpr):
-        return ast.ListExpr(tuple(substitute(x, env) for x in e.items), e.span)
+        return ast.ListExpr(tuple(substitute(x, env, dotted=dotted) for x in e.items), e.span)
     if isinstance(e, ast.BinOp):
-        return ast.BinOp(e.op, substitute(e.left, env), substitute(e.right, env), e.span)
+        return ast.BinOp(e.op, substitute(e.left, env, dotted=dotted), substitute(e.right, env, dotted=dotted),
+                         e.span)
     if isinstance(e, ast.Neg):
-        return ast.Neg(substitute(e.operand, env), e.span)
+        return ast.Neg(substitute(e.operand, env, dotted=dotted), e.span)
     return e
 
 
-def _point_at_call(diags: list[Diagnostic], call_span: ast.Span, name: str) -> None:
+def point_at_call(diags: list[Diagnostic], call_span: ast.Span, name: str) -> None:
     """An error found inside a preset's body also shows the call that led there."""
     for d in diags:
         s = d.span

@@ -19,6 +19,7 @@ STDLIB_MODULES: dict[str, tuple[str, ...]] = {
     "stdlib.inits": tuple(registry.INITS),
     "stdlib.metrics": tuple(registry.METRICS),
     "stdlib.templates": tuple(registry.TEMPLATES),
+    "stdlib.evals": (),  # block presets only: stdlib/evals.ft
 }
 
 

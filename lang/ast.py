@@ -146,6 +146,7 @@ class Sql:
 class Assert:
     expr: Expr
     span: Span
+    text: str | None = None  # set when a block preset built it: not the source's text
 
 
 Stmt = Attr | Typed | SubBlock | Sql | Assert

@@ -40,6 +40,11 @@ def format_source(text: str, file: str = "<input>") -> str:
     return format_module(parse(text, file))
 
 
+def expr_text(e: ast.Expr) -> str:
+    """One expression as ftlang text, from the tree alone (an expression a preset built)."""
+    return _Formatter(ast.Module("<expr>", "", None, [])).op_text(e, "")
+
+
 def format_module(module: ast.Module) -> str:
     return _Formatter(module).render()
 

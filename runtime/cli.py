@@ -286,12 +286,11 @@ def cmd_status(args: argparse.Namespace) -> int:
     if code != EXIT_OK:
         return code
     try:  # the ledger beside the file (cmd_plan compiled it: no second compile)
-        runs = ledger.runs(Path(args.file).resolve().parent / ".ft", limit=1, file=args.file)
+        r = ledger.last_run(Path(args.file).resolve().parent / ".ft", file=args.file)
     except ledger.LedgerError as exc:
         print(f"last run: unknown ({exc})")
         return EXIT_OK
-    if runs:
-        r = runs[0]
+    if r is not None:
         print(f"last run {r['run_id']}: {r['status']} ({r['ran']} ran, {r['cached']} cached, {r['failed']} failed)")
     else:
         print("no runs yet")

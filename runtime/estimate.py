@@ -104,9 +104,9 @@ def rate(store: Store) -> tuple[float, str]:
     """FLOP/s this machine reached on earlier runs, or the device default."""
     device = environment()["device"]
     samples: list[float] = []
-    if (store.root / "ledger.duckdb").exists():
-        from ftlang.runtime import ledger
+    from ftlang.runtime import ledger
 
+    if ledger.exists(store.root):
         try:
             history = ledger.train_history(store.root)
         except ledger.LedgerError:  # an unreadable ledger only costs the calibration

@@ -274,8 +274,10 @@ def _show_metrics(node: Node, entry: Entry, store: Store, display: Display) -> N
     display.text("\n" + table(["model", *names], rows) + "\n")
 
 
-def _after(node: Node, entry: Entry, store: Store, display: Display, result: RunResult) -> None:
-    """Work after a node is committed or found cached: assertions, publishing exports."""
+def _after(node: Node, entry: Entry, store: Store, display: Display, result: RunResult) -> bool:
+    """Work after a node is committed or found cached: assertions, publishing exports.
+    False when one of its assertions failed."""
+    passed = True
     if node.asserts:
         metrics = read_metrics(entry, store)
         outcomes = []
@@ -284,6 +286,7 @@ def _after(node: Node, entry: Entry, store: Store, display: Display, result: Run
             outcomes.append({"text": a.text, "line": a.span.line, "ok": diag is None,
                              "detail": diag.labels[0].message if diag and diag.labels else None})
             if diag is not None:
+                passed = False
                 result.diagnostics.append(diag)
                 display.line("failed", node.id, f"assert {a.text}")
         for rec in result.records:  # the ledger keeps what was actually checked
@@ -292,6 +295,7 @@ def _after(node: Node, entry: Entry, store: Store, display: Display, result: Run
     to = node.params.get("to")
     if node.kind == "export" and isinstance(to, OutPath):
         _publish(node, entry, Path(to.abs), store, display, result)
+    return passed
 
 
 def _publish(node: Node, entry: Entry, dest: Path, store: Store, display: Display,

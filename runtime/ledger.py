@@ -1,4 +1,9 @@
-"""The run ledger: every run and every node of it, in a DuckDB file under .ft/."""
+"""The run ledger: every run and every node of it, in a DuckDB file under .ft/.
+
+A run appends one JSON line to `.ft/ledger.journal` (no DuckDB import, no database write on
+the path of every `ft run`: a no-op run stays fast); the first reader folds the journal into
+`ledger.duckdb`, each run in one transaction, so a crash mid-fold never loses or doubles a
+run (runs already in the database are skipped)."""
 
 from __future__ import annotations
 
@@ -57,17 +62,126 @@ def _db(root: Path, write: bool = False) -> Iterator[Any]:
         raise LedgerError(f"the run ledger {path} cannot be {'written' if write else 'read'}: {first}") from None
 
 
+JOURNAL = "ledger.journal"
+
+
 def record(root: Path, run_id: str, file: str, command: str, started: float, finished: float,
            status: str, nodes: list[NodeRecord]) -> None:
-    with _db(root, write=True) as con:
-        counts = {s: sum(1 for n in nodes if n.status == s) for s in ("ran", "cached", "failed")}
-        con.execute("INSERT INTO runs VALUES (?, ?, ?, to_timestamp(?), to_timestamp(?), ?, ?, ?, ?)",
-                    [run_id, file, command, started, finished, status, counts["ran"], counts["cached"],
-                     counts["failed"]])
-        if nodes:
-            con.executemany("INSERT INTO nodes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [
-                [run_id, n.node, n.kind, n.status, n.key, n.digest, n.seconds, json.dumps(n.reasons),
-                 json.dumps(n.meta, default=str), json.dumps(n.params, default=str)] for n in nodes])
+    """Appends the run to the journal in one write (O_APPEND: runs finishing together never
+    interleave); readers fold it into the database."""
+    import os
+
+    counts = {s: sum(1 for n in nodes if n.status == s) for s in ("ran", "cached", "failed")}
+    run = [run_id, file, command, started, finished, status, counts["ran"], counts["cached"], counts["failed"]]
+    rows = [[run_id, n.node, n.kind, n.status, n.key, n.digest, n.seconds, json.dumps(n.reasons),
+             json.dumps(n.meta, default=str), json.dumps(n.params, default=str)] for n in nodes]
+    line = (json.dumps({"run": run, "nodes": rows}, default=str) + "\n").encode("utf-8")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(root / JOURNAL, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, line)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise LedgerError(f"the run ledger {root / JOURNAL} cannot be written: {exc.strerror or exc}") from None
+
+
+def _fold(root: Path) -> None:
+    """Moves the journal's runs into ledger.duckdb. The journal is renamed first, so runs
+    appended meanwhile wait for the next fold; a torn last line (a kill mid-write) is
+    dropped. On a read-only `.ft/` nothing moves and readers see the database as it is."""
+    import os
+
+    journal = root / JOURNAL
+    if not journal.exists():
+        return
+    taking = root / f"{JOURNAL}.{os.getpid()}.fold"
+    try:
+        os.replace(journal, taking)
+    except OSError:
+        return  # read-only, or another reader took it
+    try:
+        runs = []
+        for raw in taking.read_bytes().splitlines():
+            try:
+                runs.append(json.loads(raw))
+            except ValueError:
+                continue
+        with _db(root, write=True) as con:
+            for r in runs:
+                if con.execute("SELECT 1 FROM runs WHERE run_id = ?", [r["run"][0]]).fetchone():
+                    continue  # folded before a crash kept the journal
+                con.execute("BEGIN")
+                con.execute("INSERT INTO runs VALUES (?, ?, ?, to_timestamp(?), to_timestamp(?), ?, ?, ?, ?)",
+                            r["run"])
+                if r["nodes"]:
+                    con.executemany("INSERT INTO nodes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", r["nodes"])
+                con.execute("COMMIT")
+        taking.unlink()
+    except BaseException:
+        _put_back(taking, journal)
+        raise
+
+
+def _put_back(taking: Path, journal: Path) -> None:
+    """A fold that failed: its lines go back to the front of the journal."""
+    import os
+
+    try:
+        later = journal.read_bytes() if journal.exists() else b""
+        tmp = journal.with_name(journal.name + f".{os.getpid()}.tmp")
+        tmp.write_bytes(taking.read_bytes() + later)
+        os.replace(tmp, journal)
+        taking.unlink()
+    except OSError:
+        pass  # the .fold file stays: a later reader puts it back (_ready)
+
+
+def exists(root: Path) -> bool:
+    """Whether any run was recorded under `root` (folded or not)."""
+    return (root / "ledger.duckdb").exists() or (root / JOURNAL).exists()
+
+
+def _ready(root: Path) -> bool:
+    """Folds pending runs in; True when there is a database to read."""
+    import os
+
+    for stray in root.glob(f"{JOURNAL}.*.fold"):  # a reader killed mid-fold left its lines
+        try:
+            os.kill(int(stray.name.split(".")[-2]), 0)
+            continue  # its reader is still folding
+        except ProcessLookupError:
+            _put_back(stray, root / JOURNAL)
+        except (ValueError, OSError):
+            continue
+    try:
+        _fold(root)
+    except LedgerError:
+        pass  # read-only or locked: read what the database has
+    return (root / "ledger.duckdb").exists()
+
+
+def last_run(root: Path, file: str | None = None) -> dict[str, Any] | None:
+    """The newest run (of `file`'s name when given): from the journal's tail when it is
+    there, which needs no DuckDB (`ft status` after a run), else from the database."""
+    journal = root / JOURNAL
+    name = Path(file).name if file else None
+    if journal.exists():
+        try:
+            lines = journal.read_bytes().splitlines()
+        except OSError:
+            lines = []
+        for raw in reversed(lines):
+            try:
+                run = json.loads(raw)["run"]
+            except (ValueError, KeyError, TypeError):
+                continue
+            if name is None or run[1] == name or str(run[1]).endswith("/" + name):
+                keys = ("run_id", "file", "command", "started", "finished", "status", "ran", "cached", "failed")
+                return dict(zip(keys, run))
+    rows = runs(root, limit=1, file=file)
+    return rows[0] if rows else None
 
 
 def _of_file(file: str | None) -> tuple[str, list[Any]]:
@@ -81,7 +195,7 @@ def _of_file(file: str | None) -> tuple[str, list[Any]]:
 
 def runs(root: Path, limit: int = 20, file: str | None = None) -> list[dict[str, Any]]:
     """The last `limit` runs, newest first; only those of `file` when given."""
-    if not (root / "ledger.duckdb").exists():
+    if not _ready(root):
         return []
     where, params = _of_file(file)
     with _db(root) as con:
@@ -106,7 +220,7 @@ def resolve_run(root: Path, ref: str, file: str | None = None) -> str | None:
     """A run id from a prefix, `last`, or `last~N` (N runs before the last). With `file`,
     `last~N` counts that file's runs only, and a prefix must name one of them: every
     command (show, diff, report, compare) means the same run by the same words."""
-    if not (root / "ledger.duckdb").exists():
+    if not _ready(root):
         return None
     where, params = _of_file(file)
     with _db(root) as con:
@@ -125,7 +239,7 @@ def resolve_run(root: Path, ref: str, file: str | None = None) -> str | None:
 
 def referenced_digests(root: Path, last_runs: int) -> set[str]:
     """Artifact digests that the last N runs produced or used."""
-    if not (root / "ledger.duckdb").exists():
+    if not _ready(root):
         return set()
     with _db(root) as con:
         rows = con.execute("SELECT DISTINCT digest FROM nodes WHERE digest IS NOT NULL AND run_id IN "
@@ -159,7 +273,7 @@ def run_info(root: Path, run_ref: str, file: str | None = None) -> dict[str, Any
 def nodes_of_runs(root: Path, run_ids: list[str], kinds: tuple[str, ...]) -> list[dict[str, Any]]:
     """Nodes of the given kinds in the given runs (meta and params decoded), each with its
     run's `started` and `run_status`; newest run first, then in execution order."""
-    if not run_ids or not (root / "ledger.duckdb").exists():
+    if not run_ids or not _ready(root):
         return []
     with _db(root) as con:
         cur = con.execute(
@@ -171,7 +285,7 @@ def nodes_of_runs(root: Path, run_ids: list[str], kinds: tuple[str, ...]) -> lis
 
 def train_history(root: Path, limit: int = 50) -> list[tuple[dict[str, Any], float]]:
     """(meta, seconds) of the last training nodes that ran, newest first."""
-    if not (root / "ledger.duckdb").exists():
+    if not _ready(root):
         return []
     with _db(root) as con:
         rows = con.execute("SELECT meta, seconds FROM nodes WHERE kind = 'train' AND status = 'ran' "

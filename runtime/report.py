@@ -137,7 +137,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     if not file.is_file():
         print(f"error: no such file: {args.file}", file=sys.stderr)
         return 2
-    if not (file.resolve().parent / ".ft" / "ledger.duckdb").exists():
+    from ftlang.runtime import ledger
+
+    if not ledger.exists(file.resolve().parent / ".ft"):
         print(f"error: no runs yet for {args.file}: `ft run {args.file}` records one", file=sys.stderr)
         return 1
     path = write_report(file, args.run or "last", Path(args.output) if args.output else None)

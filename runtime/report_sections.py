@@ -120,11 +120,12 @@ def training_section(run: Run) -> str:
 
 
 # Steps whose output is a dataset: their rows in and out, and why rows went (the funnel).
-DATA_KINDS = ("dataset", "curate", "clean", "mix", "generate")
+DATA_KINDS = ("dataset", "curate", "clean", "mix", "generate", "judge_pairs", "critique")
 
 
 def funnel(meta: dict[str, Any]) -> str:
-    """Why rows went or came: clean's stages, mix's realised counts, generate's unparsable."""
+    """Why rows went or came: clean's stages, mix's realised counts, generate's unparsable,
+    judge_pairs' ties, critique's unchanged revisions."""
     bits = []
     if isinstance(meta.get("funnel"), list):
         bits.append(" → ".join(f"{stage} {n:,}" for stage, n in meta["funnel"]))
@@ -136,6 +137,10 @@ def funnel(meta: dict[str, Any]) -> str:
         bits.append("mix: " + ", ".join(f"{k} {v:,}" for k, v in meta["mix"].items()))
     if isinstance(meta.get("unparsable"), int):
         bits.append(f"unparsable dropped: {meta['unparsable']:,}")
+    if isinstance(meta.get("ties"), int):  # judge_pairs: pairs the judge could not separate
+        bits.append(f"ties dropped: {meta['ties']:,}")
+    if isinstance(meta.get("unchanged"), int):  # critique: revisions equal to the original
+        bits.append(f"revision unchanged: {meta['unchanged']:,}")
     return "; ".join(bits)
 
 

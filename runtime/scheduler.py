@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ftlang.compiler.ir import Program
+from ftlang.compiler.ir import Program, refs_in
 from ftlang.runtime import ledger, resources
 from ftlang.runtime.board import board
 from ftlang.runtime.display import Display, fmt_seconds
@@ -78,6 +78,25 @@ class _Ready:
     need: resources.Need = field(default_factory=resources.Need)
 
 
+def export_gates(program: Program, in_run: set[str]) -> dict[str, list[str]]:
+    """export -> the evals of this run that measure its model and assert something: the export
+    waits for them and is not published when one of their asserts fails. Not an input: the
+    export's key is unchanged (an eval that reads the export itself never gates it)."""
+    nodes = program.nodes
+    evals = [n for n in nodes.values() if n.kind == "eval" and n.asserts and n.id in in_run]
+    gates: dict[str, list[str]] = {}
+    for ex in nodes.values():
+        model = ex.params.get("model") if ex.kind == "export" else None
+        target = getattr(model, "node", None)
+        if target is None:
+            continue
+        found = [e.id for e in evals if any(r.node == target for r in refs_in(e.params.get("models")))
+                 and all(r.node != ex.id for r in e.refs())]
+        if found:
+            gates[ex.id] = found
+    return gates
+
+
 class Scheduler:
     def __init__(self, program: Program, store: Store, stat: StatCache, order: list[str],
                  display: Display, *, force: set[str], keep_going: bool, command: str,
@@ -90,6 +109,8 @@ class Scheduler:
         self.result = RunResult(self.run_id)
         self.entries: dict[str, Entry] = {}
         self.broken: dict[str, str] = {}  # node -> why it produced nothing
+        self.gates = export_gates(program, set(order))
+        self.asserts_failed: set[str] = set()  # evals with a failing assert: they block exports
         self.stop = False
         self.events: queue.Queue[tuple[Any, ...]] = queue.Queue()
         self.cancel = threading.Event()
@@ -179,13 +200,18 @@ class Scheduler:
         return waiting
 
     def _ups(self, nid: str) -> list[str]:
-        return sorted({r.node for r in self.program.nodes[nid].refs()})
+        """What `nid` waits for: its inputs and, for an export, the evals that gate it."""
+        return sorted({r.node for r in self.program.nodes[nid].refs()} | set(self.gates.get(nid, ())))
 
     def _resolve(self, nid: str, ups: list[str]) -> _Ready | None:
         node = self.program.nodes[nid]
         bad = [u for u in ups if u in self.broken]
         if self.stop or bad:
             self._skip(nid, f"upstream {bad[0]} {self.broken[bad[0]]}" if bad else "an earlier step failed")
+            return None
+        gate = next((g for g in self.gates.get(nid, ()) if g in self.asserts_failed), None)
+        if gate is not None:
+            self._skip(nid, f"an assert of {gate} failed: not published")
             return None
         comp = components(node, {u: self.entries[u] for u in ups}, self.stat, run_id=self.run_id)
         key = node_key(comp)
@@ -225,7 +251,8 @@ class Scheduler:
         except OSError as exc:
             self.display.line("warning", nid, f"could not record its state: {exc.strerror or exc}")
         self.entries[nid] = entry
-        _after(node, entry, self.store, self.display, self.result)
+        if not _after(node, entry, self.store, self.display, self.result):
+            self.asserts_failed.add(nid)
 
     def _failed(self, nid: str, key: str, comp: dict[str, Any], reasons: list[str], seconds: float,
                 diag: Any) -> None:

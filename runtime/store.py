@@ -115,11 +115,20 @@ class Store:
         integrity.record_path(self.root, digest).unlink(missing_ok=True)
         return dest
 
-    def _write_json(self, path: Path, data: Any) -> None:
+    def _write_json(self, path: Path, data: Any, *, unless_same: bool = False) -> None:
+        """Atomic write; with `unless_same`, a file that already holds exactly this text is
+        left alone (a no-op run rewrites no state file)."""
+        text = json.dumps(data, sort_keys=True, default=str)
+        if unless_same:
+            try:
+                if path.read_text() == text:
+                    return
+            except OSError:
+                pass
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
         with open(tmp, "w") as f:
-            json.dump(data, f, sort_keys=True, default=str)
+            f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -130,7 +139,7 @@ class Store:
         return state if isinstance(state, dict) else None
 
     def write_state(self, node: str, state: dict[str, Any]) -> None:
-        self._write_json(self.state / f"{node}.json", state)
+        self._write_json(self.state / f"{node}.json", state, unless_same=True)
 
     def scopes(self) -> dict[str, dict[str, dict[str, Any]]]:
         """Every .ft file's node states: file name -> node id -> state."""

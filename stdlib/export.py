@@ -56,7 +56,8 @@ def rules(b: BlockView) -> list[Diagnostic]:
 SPEC = StepSpec(
     kind="export", version=2, output="model", run="ftlang.stdlib.export:run",
     signature=Signature("export", (
-        Attr("model", "model", REQUIRED, "the model to export"),
+        Attr("model", "model", REQUIRED, "the model to export; the export waits for every eval "
+             "that measures it with an `assert`, and is not published when one fails"),
         Attr("merge", "bool", True, "merge adapters into the base weights"),
         Attr("to", "outpath", REQUIRED, "folder the exported model is copied to; ftlang replaces it "
              "only if it published it and it is unchanged since", semantic=False),

@@ -273,3 +273,74 @@ def test_stdlib_preset_without_its_use_line(project: Path) -> None:
     (d,) = info.value.diagnostics
     assert d.message == "`dora` is a preset in stdlib.methods, not imported"
     assert d.help == "add `use stdlib.methods { dora }` at the top"
+
+
+# ---- block presets ------------------------------------------------------------------------
+
+GATE = '''dataset tasks { source = jsonl("data/tasks.jsonl") }
+train t { from = base, data = tasks, method = full, max_steps = 2 }
+template qa = plain()
+'''
+BY_HAND = '''eval gate {
+  models   = [base, t]
+  data     = tasks
+  template = qa
+  metrics  = [loss, perplexity]
+  assert t.loss <= base.loss + 0.25
+}
+'''
+
+
+def test_block_preset_is_the_block_it_expands_to(project: Path) -> None:
+    """The stdlib forgetting gate is exactly the eval block written by hand: the same params,
+    the same assert (`tuned.loss` became `t.loss`), so the same node key."""
+    used = compile_source(HEAD + "use stdlib.evals { forgetting }\n" + GATE
+                          + "eval gate = forgetting(base = base, tuned = t, data = tasks, template = qa,"
+                            " max_increase = 0.25)\n", "p.ft", project)
+    hand = compile_source(HEAD + GATE + BY_HAND, "p.ft", project)
+    a, b = used.nodes["eval.gate"], hand.nodes["eval.gate"]
+    assert a.params == b.params and a.refs() == b.refs()
+    assert [x.text for x in a.asserts] == [x.text for x in b.asserts] == ["t.loss <= base.loss + 0.25"]
+
+
+def test_block_preset_defaults_and_a_local_one(project: Path) -> None:
+    text = GATE + '''eval probe(m: model, d: dataset, n: int = 4) {
+  models = [m]
+  data = d
+  template = qa
+  max_new_tokens = n * 2
+}
+eval p1 = probe(m = t, d = tasks)
+'''
+    node = compile_source(HEAD + text, "p.ft", project).nodes["eval.p1"]
+    assert node.params["max_new_tokens"] == 8 and node.params["models"][0].node == "train.t"
+
+
+@pytest.mark.parametrize("call, message", [
+    ("forgetting(base = base, tuned = t, data = tasks)", "FT0105 `forgetting` needs the argument `template`"),
+    ("forgetting(base = base, tuned = t, data = tasks, template = qa, max_increse = 1)",
+     "FT0104 `forgetting` has no parameter `max_increse`"),
+    ("forgetting(base = base, tuned = t, data = tasks, template = qa, max_increase = \"x\")",
+     "FT0106 `max_increase` expects a number, found a string"),
+    ("forgetting(base = base, tuned = tasks, data = tasks, template = qa)",
+     "FT0109 expected a model, but `tasks` is a dataset"),
+])
+def test_block_preset_mistakes(project: Path, call: str, message: str) -> None:
+    got = errors(project, "use stdlib.evals { forgetting }\n" + GATE + f"eval gate = {call}\n")
+    assert any(e.startswith(message) for e in got), got
+
+
+def test_block_preset_of_another_kind_is_refused(project: Path) -> None:
+    got = errors(project, "use stdlib.evals { forgetting }\n" + GATE
+                 + "train gate = forgetting(base = base, tuned = t, data = tasks, template = qa)\n")
+    assert "FT0112 `forgetting` is a eval preset, not a train" in got or \
+        any("is a eval preset" in e or "is an eval preset" in e for e in got), got
+
+
+def test_error_inside_a_block_preset_shows_the_body_and_the_call(project: Path) -> None:
+    text = GATE + "eval probe(m: model) {\n  models = [m]\n  data = tasks\n  max_new_tokns = 3\n}\n" \
+        "eval p1 = probe(m = t)\n"
+    with pytest.raises(FtError) as info:
+        compile_source(HEAD + text, "p.ft", project)
+    out = render_all(info.value.diagnostics, {"p.ft": HEAD + text})
+    assert "max_new_tokns" in out and "in this call of `probe`" in out, out

@@ -165,7 +165,6 @@ def test_a_sigkilled_driver_leaves_no_torchrun_or_worker_behind(tmp_path: Path) 
     assert not [p for p in workers if _alive(p)], "orphans survived the killed driver"
 
 
-@pytest.mark.slow
 def test_killing_ft_during_a_two_process_run_leaves_no_orphan_and_commits_nothing(tmp_path: Path) -> None:
     proj = _project(tmp_path, "kill.ft")
     env = dict(os.environ, NO_COLOR="1")
@@ -195,7 +194,6 @@ def test_killing_ft_during_a_two_process_run_leaves_no_orphan_and_commits_nothin
     assert _plan(proj, "kill.ft")["train.long"]["status"] == "cached"
 
 
-@pytest.mark.slow
 def test_two_process_dpo_trains_and_commits(tmp_path: Path) -> None:
     proj = _project(tmp_path, "dpo.ft")
     out = run_ft("run", "dpo.ft", cwd=proj)
@@ -213,7 +211,6 @@ def _port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.mark.slow
 def test_two_ft_processes_as_two_nodes_complete_one_run(tmp_path: Path) -> None:
     """The command `ft launch` writes, on one machine: node ranks 0 and 1, gloo, c10d on
     127.0.0.1, each machine with its own checkout and cache. World size 2 (1 process x 2

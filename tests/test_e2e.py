@@ -151,3 +151,21 @@ def test_wheel_holds_grammar_and_stdlib_ft(tmp_path: Path) -> None:
     assert "ftlang/stdlib/templates.ft" in names and "ftlang/stdlib/methods.ft" in names
     assert "ftlang/runtime/cli.py" in names and "ftlang/compiler/check.py" in names
     assert not any(n.startswith(("lang/", "runtime/", "tests/")) for n in names)
+
+
+def test_stdlib_forgetting_gate_stops_the_run_before_export(tmp_path: Path) -> None:
+    """`eval gate = forgetting(...)` from stdlib/evals.ft runs as an eval block: both models'
+    loss on the general set, and its assert (with the arguments in place) gates the export."""
+    proj = make_project(tmp_path / "p")
+    text = TINY.replace("ft 0.1\n", "ft 0.1\nuse stdlib.evals { forgetting }\ntemplate qa = plain()\n", 1)
+    text += ("eval gate = forgetting(base = pre, tuned = sft, data = split_tasks.heldout, template = qa,"
+             " max_increase = -100)\n")
+    (proj / "p.ft").write_text(text)
+    done = run_ft("run", "p.ft", cwd=proj)
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert "sft.loss <= pre.loss + -100" in done.stderr, done.stderr
+    st = statuses(done.stderr)
+    assert st.get("eval.gate") == "failed" and st.get("export.release") == "skipped", done.stderr
+    assert "an assert of eval.gate failed: not published" in done.stderr
+    assert st.get("eval.report") == "done"  # an eval without asserts gates nothing
+    assert not (proj / "out" / "release").exists()

@@ -142,6 +142,14 @@ def test_ft_run_judges_then_trains_dpo_on_the_pairs(tmp_path: Path) -> None:
             if "margin" in pq.read_schema(f).names]
     assert len(made) == 1 and made[0] and all(r["chosen"] != r["rejected"] for r in made[0])
     assert f"{len(made[0])} pairs" in out
+    # The report's data section shows the judged step with its rows and the ties it dropped.
+    r = run_ft("report", "p.ft", "-o", "report.html", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    html = (tmp_path / "report.html").read_text()
+    data = html[html.index('<table class="data">'):]
+    row = data[data.index('<td class="mono">judge_pairs.prefs</td>'):][:400]
+    assert f'<td class="num">{len(NAMES)}</td><td class="num">{len(made[0])}</td>' in row
+    assert "ties dropped: " in row
 
 
 def _errors(tmp_path: Path, body: str) -> list[tuple[str, int, str]]:

@@ -1,0 +1,108 @@
+"""The run ledger's journal: a run appends one line (no DuckDB on the run's path), the first
+reader folds it into ledger.duckdb; torn lines, killed folds and concurrent runs lose nothing
+and double nothing."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from ftlang.runtime import ledger
+from ftlang.runtime.ledger import JOURNAL, NodeRecord
+
+
+def _record(root: Path, run_id: str, file: str = "p.ft", status: str = "ok", started: float = 0.0) -> None:
+    nodes = [NodeRecord("dataset.d", "dataset", "cached", "k1", "d1", meta={"rows": 3}),
+             NodeRecord("train.t", "train", "ran", "k2", "d2", 1.5, ["new"], {"loss": 0.5})]
+    ledger.record(root, run_id, file, "run", started, started + 1.0, status, nodes)
+
+
+def _db_runs(root: Path) -> list[str]:
+    import duckdb
+
+    con = duckdb.connect(str(root / "ledger.duckdb"), read_only=True)
+    try:
+        return [r[0] for r in con.execute("SELECT run_id FROM runs ORDER BY run_id").fetchall()]
+    finally:
+        con.close()
+
+
+def test_a_run_appends_a_line_without_importing_duckdb(tmp_path: Path) -> None:
+    code = ("import sys; from pathlib import Path; from ftlang.runtime import ledger; "
+            f"ledger.record(Path({str(tmp_path)!r}), 'r1', 'p.ft', 'run', 0.0, 1.0, 'ok', "
+            "[ledger.NodeRecord('dataset.d', 'dataset', 'cached', 'k', 'd')]); "
+            "print('duckdb' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+    assert not (tmp_path / "ledger.duckdb").exists()
+    (line,) = (tmp_path / JOURNAL).read_text().splitlines()
+    assert json.loads(line)["run"][:3] == ["r1", "p.ft", "run"]
+
+
+def test_readers_fold_the_journal_once(tmp_path: Path) -> None:
+    _record(tmp_path, "r1", started=10.0)
+    _record(tmp_path, "r2", started=20.0)
+    assert ledger.last_run(tmp_path)["run_id"] == "r2"  # from the journal, before any fold
+    assert [r["run_id"] for r in ledger.runs(tmp_path)] == ["r2", "r1"]
+    assert not (tmp_path / JOURNAL).exists()
+    nodes = ledger.run_nodes(tmp_path, "r1")
+    assert [(n["node"], n["status"], n["meta"], n["reasons"]) for n in nodes] == [
+        ("dataset.d", "cached", {"rows": 3}, []), ("train.t", "ran", {"loss": 0.5}, ["new"])]
+    _record(tmp_path, "r3", started=30.0)
+    assert [r["run_id"] for r in ledger.runs(tmp_path)] == ["r3", "r2", "r1"]
+    assert ledger.last_run(tmp_path)["run_id"] == "r3"  # from the database now
+    assert ledger.train_history(tmp_path) == [({"loss": 0.5}, 1.5)] * 3
+
+
+def test_a_torn_last_line_is_dropped_and_the_runs_before_it_kept(tmp_path: Path) -> None:
+    _record(tmp_path, "r1")
+    with (tmp_path / JOURNAL).open("ab") as f:
+        f.write(b'{"run": ["r2", "p.ft", "ru')  # killed mid-write
+    assert [r["run_id"] for r in ledger.runs(tmp_path)] == ["r1"]
+
+
+def test_a_fold_killed_midway_is_put_back_and_nothing_doubles(tmp_path: Path) -> None:
+    _record(tmp_path, "r1", started=1.0)
+    assert ledger.runs(tmp_path)  # r1 is in the database
+    _record(tmp_path, "r1", started=1.0)  # as if a fold had committed r1 and died before removing it
+    _record(tmp_path, "r2", started=2.0)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    (tmp_path / JOURNAL).rename(tmp_path / f"{JOURNAL}.{dead}.fold")  # that reader's pid is gone
+    _record(tmp_path, "r3", started=3.0)
+    assert [r["run_id"] for r in ledger.runs(tmp_path)] == ["r3", "r2", "r1"]
+    assert _db_runs(tmp_path) == ["r1", "r2", "r3"] and not list(tmp_path.glob(f"{JOURNAL}*"))
+
+
+def test_runs_finishing_together_all_land(tmp_path: Path) -> None:
+    code = ("import sys; from pathlib import Path; from ftlang.runtime import ledger; "
+            "recs = [ledger.NodeRecord(f'n.{i}', 'curate', 'cached', 'k' * 64, 'd' * 64, "
+            "meta={'pad': 'x' * 2000}) for i in range(20)]; "
+            f"[ledger.record(Path({str(tmp_path)!r}), f'{{sys.argv[1]}}-{{j}}', 'p.ft', 'run', 0.0, 1.0, 'ok', recs)"
+            " for j in range(10)]")
+    procs = [subprocess.Popen([sys.executable, "-c", code, f"p{i}"]) for i in range(4)]
+    assert [p.wait(timeout=120) for p in procs] == [0] * 4
+    assert len(ledger.runs(tmp_path, limit=100)) == 40
+    assert len(_db_runs(tmp_path)) == 40
+
+
+def test_a_locked_database_keeps_the_journal(tmp_path: Path) -> None:
+    _record(tmp_path, "r1", started=1.0)
+    assert ledger.runs(tmp_path)
+    _record(tmp_path, "r2", started=2.0)
+    holder = subprocess.Popen([sys.executable, "-c", "import duckdb, sys, time; "
+                               f"c = duckdb.connect({str(tmp_path / 'ledger.duckdb')!r}); "
+                               "print('held', flush=True); time.sleep(30)"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        try:  # another process holds the write lock: the fold waits for a later reader
+            ledger.runs(tmp_path)
+        except ledger.LedgerError:
+            pass
+        assert (tmp_path / JOURNAL).exists() and ledger.last_run(tmp_path)["run_id"] == "r2"
+    finally:
+        holder.kill()
+        holder.wait()
+    assert [r["run_id"] for r in ledger.runs(tmp_path)] == ["r2", "r1"]
