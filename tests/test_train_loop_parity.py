@@ -37,3 +37,46 @@ def test_thread_count_is_a_fixed_choice_never_the_load(monkeypatch: pytest.Monke
     monkeypatch.setenv("FT_TORCH_THREADS", "3")
     assert cputhreads.choose(cores=8) == 3
     assert cputhreads.apply("cuda") is None
+
+
+def test_per_run_and_per_step_overheads_are_done_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """fit() counts the parameters for the Trainer's FLOPs once, not every step (the same
+    total_flos as transformers' own formula), and trains with the collector frozen, so
+    accelerate's gc.collect() at the start does not walk every object alive; unfrozen after."""
+    import gc
+
+    from transformers import PreTrainedModel, TrainerCallback
+    from transformers.trainer import Trainer
+
+    calls = {"num_parameters": 0}
+    real = PreTrainedModel.num_parameters
+
+    def counting(self: PreTrainedModel, *a: object, **k: object) -> int:
+        calls["num_parameters"] += 1
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(PreTrainedModel, "num_parameters", counting)
+    frozen: list[int] = []
+
+    class Probe(TrainerCallback):  # type: ignore[misc]
+        def on_step_end(self, *a: object, **k: object) -> None:
+            frozen.append(gc.get_freeze_count())
+
+    seen: dict[str, float] = {}
+    orig_init = Trainer.__init__
+
+    def init(self: Trainer, *a: object, **k: object) -> None:
+        orig_init(self, *a, **k)
+        self.add_callback(Probe())
+        seen["trainer"] = id(self)
+        train_loops.ftlang_loop.trainer = self  # type: ignore[attr-defined]
+
+    monkeypatch.setattr(Trainer, "__init__", init)
+    steps, batch, length = 12, 4, 24
+    data = train_loops.examples(48, length)
+    train_loops.ftlang_loop(data, steps=steps, batch=batch, lr=3e-3)
+    trainer = train_loops.ftlang_loop.trainer  # type: ignore[attr-defined]
+    assert calls["num_parameters"] <= 2, calls  # once for the cached count (not 12 times)
+    n = real(trainer.model, exclude_embeddings=True)
+    assert trainer.state.total_flos == 6 * n * steps * batch * length
+    assert len(frozen) == steps and min(frozen) > 0 and gc.get_freeze_count() == 0
