@@ -27,7 +27,7 @@ ARGS = {
                          ["--sizes", "100,1000,5000,20000", "--repeat", "3"]),
     "bench_curate.py": (["--rows", "1000000"], ["--rows", "10000000"]),
     "bench_noop.py": (["--repeat", "7"], ["--repeat", "9"]),
-    "bench_train.py": (["--steps", "100", "--rounds", "2"], ["--steps", "200", "--rounds", "3"]),
+    "bench_train.py": (["--steps", "200", "--rounds", "5"], ["--steps", "200", "--rounds", "7"]),
 }
 
 
@@ -57,6 +57,9 @@ if __name__ == "__main__":
         print(f"== {script.name} {' '.join(extra)}", flush=True)
         if subprocess.run([sys.executable, str(script), *extra]).returncode != 0:
             failed.append(script.name)  # one broken benchmark must not hide the others
-    print(f"== all benchmarks in {time.perf_counter() - started:.0f} s"
-          + (f"; FAILED: {', '.join(failed)}" if failed else ""))
+    total = (f"all benchmarks in {time.perf_counter() - started:.0f} s"
+             + (f"; FAILED: {', '.join(failed)}" if failed else ""))
+    print(f"== {total}")
+    with (HERE / "RESULTS.md").open("a") as f:  # the run's own length, beside its figures
+        f.write(f"\n`make bench`{' --full' if args.full else ''}: {total}\n")
     sys.exit(1 if failed else 0)

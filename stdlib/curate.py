@@ -4,7 +4,8 @@ In:  params["from"], dataset Artifacts, each a table named after its block
      (`dataset.chats` -> `chats`, `curate.clean.train` -> `clean`); params["sql"], DuckDB SQL
      whose last statement is a query; params["split"], None or
      {"parts": {name: fraction, ...}, "by": column, "seed": int}.
-Out: `data.parquet`, or one `<part>.parquet` per part (empty ones too), and
+Out: `data.parquet`, or one `<part>.parquet` per part (empty ones too), streamed from DuckDB
+     batch by batch (`stream_parquet`: the result is never one table in memory), and
      {"rows_in": {table: n}, "rows_out": n, "parts": {part: n}} ("parts" only with a split).
 
 Output bytes depend only on the input rows and the params:
@@ -33,7 +34,6 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ftlang.stdlib.dataset import write_parquet
 from ftlang.stdlib.spec import REQUIRED, Artifact, Attr, Signature, StepContext, StepError, StepSpec
 
 if TYPE_CHECKING:  # heavy imports stay inside functions: commands that do not run steps are fast
@@ -105,19 +105,19 @@ def run(ctx: StepContext) -> dict[str, Any]:
         _sandbox(con)
         _review(con, sql, ctx.params.get("deterministic") is not False)
         result = _query(con, sql, columns)
-        meta: dict[str, Any] = {"rows_in": rows_in, "rows_out": result.num_rows}
         if split is None:
-            write_parquet(result, ctx.out / "data.parquet")
+            counts = stream_parquet(result, {"data": ctx.out / "data.parquet"})
         else:
-            parts = _split(con, result, split)
-            for part, rows in parts.items():
-                write_parquet(rows, ctx.out / f"{part}.parquet")
-            meta["parts"] = {part: rows.num_rows for part, rows in parts.items()}
+            counts = stream_parquet(_with_part(result, split), {p: ctx.out / f"{p}.parquet" for p in split["parts"]},
+                                    part_column=_PART)
+        meta: dict[str, Any] = {"rows_in": rows_in, "rows_out": sum(counts.values())}
+        if split is not None:
+            meta["parts"] = counts
     except duckdb.Error as e:  # whatever DuckDB raises is the user's SQL or data: say so, no traceback
         raise _sql_error(e, columns) from None
     finally:
         con.close()
-    ctx.log(f"{sum(rows_in.values())} rows in, {result.num_rows} out"
+    ctx.log(f"{sum(rows_in.values())} rows in, {meta['rows_out']} out"
             + (f", parts {meta['parts']}" if split else ""))
     return meta
 
@@ -176,8 +176,8 @@ def _check_split(split: dict[str, Any]) -> None:
         raise StepError("split needs `by`: the column whose hash decides the part")
 
 
-def _query(con: duckdb.DuckDBPyConnection, sql: str, columns: dict[str, list[str]]) -> pa.Table:
-    """Run `sql` (set-up statements, then one query) and return its rows in a fixed order."""
+def _query(con: duckdb.DuckDBPyConnection, sql: str, columns: dict[str, list[str]]) -> duckdb.DuckDBPyRelation:
+    """Run `sql`'s set-up statements; its query as a relation whose rows come in a fixed order."""
     import duckdb
 
     try:
@@ -202,7 +202,7 @@ def _query(con: duckdb.DuckDBPyConnection, sql: str, columns: dict[str, list[str
                             hint=f"give one an alias: ... AS {dupes[0]}_2")
         if not _has_top_level_order(con, last.query):
             rel = rel.order("ALL")
-        return rel.to_arrow_table()
+        return rel
     except duckdb.Error as e:
         raise _sql_error(e, columns) from None
 
@@ -253,33 +253,86 @@ def _sql_error(e: Exception, columns: dict[str, list[str]]) -> StepError:
     return StepError(f"SQL error: {e}", hint=hint)
 
 
-def _split(con: duckdb.DuckDBPyConnection, table: pa.Table, split: dict[str, Any]) -> dict[str, pa.Table]:
-    """Rows of `table` per part, in declared part order, each keeping the table's row order."""
-    import pyarrow.compute as pc
+_PART = "__ft_part"
 
+
+def _with_part(rel: duckdb.DuckDBPyRelation, split: dict[str, Any]) -> duckdb.DuckDBPyRelation:
+    """The rows with their part's index (in declared part order) as one more column; one
+    thread and a plain projection keep the rows' order."""
     parts: dict[str, float] = split["parts"]
-    by = _resolve_column(split["by"], list(table.column_names))
+    by = _resolve_column(split["by"], list(rel.columns))
     names = list(parts)
     if len(names) == 1:
-        return {names[0]: table}
+        return rel.project(f"*, 0 AS {_PART}")
     bounds, total = [], 0.0
     for name in names[:-1]:
         total += parts[name]
         bounds.append(total)
     # The last part takes everything above the previous bound: fractions that sum to
     # 0.9999999 must not drop rows. NULL keys hash as '' (all in one part, like any key).
-    cases = " ".join(f"WHEN u < {b!r} THEN {i}" for i, b in enumerate(bounds))
-    key = f"coalesce(CAST({_quote(by)} AS VARCHAR), '') || ':' || '{int(split.get('seed') or 0)}'"
-    con.register("_ft_result", table)
+    u = (f"CAST(CAST(md5_number(coalesce(CAST({_quote(by)} AS VARCHAR), '') || ':' || "
+         f"'{int(split.get('seed') or 0)}') & {(1 << _HASH_BITS) - 1} AS UBIGINT) AS DOUBLE) / {1 << _HASH_BITS}")
+    cases = " ".join(f"WHEN {u} < {b!r} THEN {i}" for i, b in enumerate(bounds))
+    return rel.project(f"*, CASE {cases} ELSE {len(names) - 1} END AS {_PART}")
+
+
+def stream_parquet(rel: duckdb.DuckDBPyRelation, paths: dict[str, Path],
+                   part_column: str | None = None) -> dict[str, int]:
+    """Writes the relation's rows to Parquet batch by batch (no whole table in memory), one
+    file per part when `part_column` holds each row's index into `paths`; rows per file.
+
+    The bytes are write_parquet's for the same rows: row groups of exactly _ROW_GROUP_SIZE
+    rows from the start of each file, each one chunk, no schema metadata."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+    from ftlang.stdlib.dataset import parquet_options
+
+    size = parquet_options()["row_group_size"]
+    reader = rel.fetch_record_batch(size)
+    schema = reader.schema.remove_metadata()
+    if part_column is not None:
+        schema = schema.remove(schema.get_field_index(part_column))
+    names = list(paths)
+    pending: list[list[pa.RecordBatch]] = [[] for _ in names]
+    held = [0] * len(names)
+    counts = [0] * len(names)
+    writers: list[Any] = []
     try:
-        # One thread and a plain projection: the part column lines up with the table's rows.
-        idx = con.sql(f"SELECT CASE {cases} ELSE {len(names) - 1} END AS part FROM ("
-                      f"SELECT CAST(CAST(md5_number({key}) & {(1 << _HASH_BITS) - 1} AS UBIGINT) AS DOUBLE)"
-                      f" / {1 << _HASH_BITS} AS u "
-                      f"FROM _ft_result)").to_arrow_table().column(0)
+        writers = [pq.ParquetWriter(paths[n], schema, **{k: v for k, v in parquet_options().items()
+                                                          if k != "row_group_size"}) for n in names]
+
+        def flush(i: int, final: bool) -> None:
+            while held[i] >= size or (final and (held[i] or not counts[i])):
+                table = pa.Table.from_batches(pending[i], schema=schema)
+                head, rest = table.slice(0, size), table.slice(size)
+                writers[i].write_table(head.combine_chunks(), row_group_size=size)
+                counts[i] += head.num_rows
+                pending[i], held[i] = rest.to_batches(), rest.num_rows
+                if final and not counts[i]:
+                    break  # an empty part: its one empty row group, as write_table writes it
+
+        for batch in reader:
+            if part_column is None:
+                pieces = [batch]
+            else:
+                idx = batch.column(part_column)
+                body = batch.drop_columns([part_column])
+                pieces = [body.filter(pc.equal(idx, i)) for i in range(len(names))]
+            for i, piece in enumerate(pieces):
+                if piece.num_rows:
+                    pending[i].append(pa.RecordBatch.from_arrays(piece.columns, schema=schema))
+                    held[i] += piece.num_rows
+                    flush(i, final=False)
+        for i in range(len(names)):
+            flush(i, final=True)
+    except (pa.ArrowNotImplementedError, pa.ArrowInvalid, pa.ArrowTypeError) as e:
+        raise StepError(f"cannot store the rows as Parquet: {e}",
+                        hint="CAST the column to a plainer type (VARCHAR, BIGINT, DOUBLE)") from None
     finally:
-        con.unregister("_ft_result")
-    return {name: table.filter(pc.equal(idx, i)) for i, name in enumerate(names)}
+        for w in writers:
+            w.close()
+    return dict(zip(names, counts))
 
 
 def _resolve_column(by: str, names: list[str]) -> str:

@@ -203,6 +203,12 @@ def pa_schema_without_temporal(table: pa.Table) -> pa.Schema | None:
     return plain if plain != table.schema else None
 
 
+def parquet_options() -> dict[str, Any]:
+    """pyarrow's writer settings for every dataset file ftlang writes (curate streams with them)."""
+    return {"compression": _COMPRESSION, "compression_level": _COMPRESSION_LEVEL,
+            "row_group_size": _ROW_GROUP_SIZE, "use_dictionary": True, "write_statistics": True}
+
+
 def write_parquet(table: pa.Table, path: Path) -> None:
     """Write `table` so that the same rows and types always give the same bytes.
 
@@ -214,8 +220,7 @@ def write_parquet(table: pa.Table, path: Path) -> None:
 
     table = table.replace_schema_metadata(None).combine_chunks()
     try:
-        pq.write_table(table, path, compression=_COMPRESSION, compression_level=_COMPRESSION_LEVEL,
-                       row_group_size=_ROW_GROUP_SIZE, use_dictionary=True, write_statistics=True)
+        pq.write_table(table, path, **parquet_options())
     except (pa.ArrowNotImplementedError, pa.ArrowInvalid, pa.ArrowTypeError) as e:
         path.unlink(missing_ok=True)
         raise StepError(f"cannot store the rows as Parquet: {e}",
