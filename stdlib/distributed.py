@@ -300,3 +300,31 @@ def rank_zero() -> bool:
     """Whether this process writes the artifact: local rank 0 of each machine (DDP keeps
     every replica equal, so each machine's driver commits the same bytes to its cache)."""
     return int(os.environ.get("LOCAL_RANK", "0")) == 0
+
+
+def agreed_step(local: int | None, present: Any) -> int | None:
+    """The checkpoint step every process resumes from: the newest one that every machine
+    has complete. Each machine keeps its own checkpoints (save_on_each_node), and a
+    preemption during a save can leave machine 0 at step 200 and machine 1 at step 100;
+    resuming each from its own newest would run the ranks at different steps (a hang, or
+    silently different optimiser states). `local` is this process's newest complete step,
+    `present(step)` whether it has that one. Outside an initialised process group: `local`."""
+    try:
+        import torch.distributed as dist
+    except ImportError:
+        return local
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+        return local
+    import torch
+
+    # The gloo backend takes CPU tensors; nccl needs them on this rank's GPU.
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" \
+        else torch.device("cpu")
+    step = torch.tensor([local if local is not None else -1], dtype=torch.long, device=device)
+    dist.all_reduce(step, op=dist.ReduceOp.MIN)
+    chosen = int(step.item())
+    if chosen < 0:
+        return None  # some machine has no checkpoint: everyone starts from the beginning
+    have = torch.tensor([1 if present(chosen) else 0], dtype=torch.long, device=device)
+    dist.all_reduce(have, op=dist.ReduceOp.MIN)  # rotated away somewhere: start fresh
+    return chosen if int(have.item()) == 1 else None

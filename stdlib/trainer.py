@@ -117,6 +117,15 @@ def checkpoint_dir(ctx: StepContext) -> Path:
     return Path(tempfile.mkdtemp(prefix=_node_dirname(ctx) + "-", dir=root))
 
 
+def _agreed_resume(folder: Path) -> Path | None:
+    """The newest complete checkpoint; under torchrun, the newest that every machine has
+    (distributed.agreed_step), so all ranks resume from the same step."""
+    mine = last_checkpoint(folder)
+    step = distributed.agreed_step(int(mine.name.split("-")[-1]) if mine else None,
+                                   lambda n: (folder / f"checkpoint-{n}" / "trainer_state.json").is_file())
+    return None if step is None else folder / f"checkpoint-{step}"
+
+
 def last_checkpoint(folder: Path) -> Path | None:
     """The newest complete checkpoint (trainer_state.json is written last)."""
     done = [d for d in folder.glob("checkpoint-*")
@@ -283,7 +292,7 @@ def fit(ctx: StepContext, trainer: Any, folder: Path) -> tuple[Any, float]:
     if threads is not None and ctx.verbose:
         ctx.log(f"torch threads: {threads} (stdlib/cputhreads.py; FT_TORCH_THREADS overrides)")
     tokens = count_tokens(trainer)
-    resume = last_checkpoint(folder)
+    resume = _agreed_resume(folder)
     if resume is not None:
         ctx.log(f"resuming from {resume.name} (same node key)")
     _lean_steps(trainer)

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -198,3 +200,57 @@ def test_a_strategy_the_trainer_did_not_engage_fails_the_step(monkeypatch: pytes
         distributed.check_engaged(fell_back, params)
     distributed.check_engaged(SimpleNamespace(is_fsdp_enabled=True), params)
     distributed.check_engaged(fell_back, {"distributed": {"processes": 2}})  # ddp: nothing to check
+
+
+AGREE = """
+import json, os, sys
+from pathlib import Path
+import torch.distributed as dist
+from ftlang.stdlib.trainer import _agreed_resume
+dist.init_process_group("gloo")
+folder = Path(sys.argv[1])
+got = _agreed_resume(folder)
+print(json.dumps(got.name if got else None))
+dist.destroy_process_group()
+"""
+
+
+def _checkpoints(folder: Path, complete: list[int], partial: list[int]) -> Path:
+    for step in complete:
+        (folder / f"checkpoint-{step}").mkdir(parents=True)
+        (folder / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
+    for step in partial:  # a save cut short: no trainer_state.json
+        (folder / f"checkpoint-{step}").mkdir(parents=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _agree(tmp_path: Path, machines: list[tuple[list[int], list[int]]]) -> list[str | None]:
+    """Each 'machine' a gloo rank with its own checkpoint folder: what each resumes from."""
+    import json
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    procs = []
+    for rank, (complete, partial) in enumerate(machines):
+        folder = _checkpoints(tmp_path / f"m{rank}", complete, partial)
+        env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                   WORLD_SIZE=str(len(machines)))
+        procs.append(subprocess.Popen([sys.executable, "-c", AGREE, str(folder)], env=env,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0] * len(machines), [e for _, e in outs]
+    return [json.loads(o.strip().splitlines()[-1]) for o, _ in outs]
+
+
+@pytest.mark.parametrize("machines, expected", [
+    ([([4, 8], []), ([4, 8], [])], "checkpoint-8"),            # the same on both: the newest
+    ([([4, 8], []), ([4], [8])], "checkpoint-4"),              # machine 1's save of 8 was cut short
+    ([([4, 8], []), ([], [])], None),                          # machine 1 has none: start over
+    ([([8], []), ([4, 8], [])], "checkpoint-8"),
+    ([([4], []), ([8], [])], None),                            # 4 rotated away on machine 1
+])
+def test_every_machine_resumes_from_the_same_checkpoint(tmp_path: Path, machines: list, expected: str | None) -> None:
+    assert _agree(tmp_path, machines) == [expected] * len(machines)

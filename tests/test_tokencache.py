@@ -65,3 +65,40 @@ def test_appending_one_percent_tokenizes_one_percent(tmp_path: Path) -> None:
     second = json.loads(run_ft("show", "p.ft", "--json", cwd=tmp_path).stdout)
     sft2 = next(n for n in second if n["node"] == "train.sft")
     assert sft2["status"] == "ran" and sft2["meta"]["tokenized_rows"] == 5
+
+
+def _encode_len(batch: list[dict]) -> list[dict[str, list[int]]]:
+    return [{"ids": [len(r["p"]), len(r["c"])], "n": [ord(r["p"][-1])]} for r in batch]
+
+
+def test_new_rows_are_a_new_segment_and_many_segments_fold_into_one(tmp_path: Path) -> None:
+    ns = "seg"
+    rows = [{"p": f"prompt {i}", "c": f"c{i}"} for i in range(50)]
+    folder = tmp_path / "tokens"
+    out, st = tokencache.encode_rows(rows[:10], ["p", "c"], _encode_len, ns, tmp_path)
+    assert st.tokenized == 10 and [p.name for p in folder.iterdir()] == [f"{ns}.h2.parquet"]
+    for k in range(1, tokencache.SEGMENTS):  # each run with new rows adds one segment
+        out, st = tokencache.encode_rows(rows[:10 + k], ["p", "c"], _encode_len, ns, tmp_path)
+        assert st.tokenized == 1 and len(list(folder.glob("*.parquet"))) == k + 1
+    assert [dict(o) for o in out] == _encode_len(rows[:10 + tokencache.SEGMENTS - 1])  # served in order
+    out, st = tokencache.encode_rows(rows, ["p", "c"], _encode_len, ns, tmp_path)  # past SEGMENTS: fold
+    assert [p.name for p in folder.glob("*.parquet")] == [f"{ns}.h2.parquet"]
+    out, st = tokencache.encode_rows(rows, ["p", "c"], _encode_len, ns, tmp_path)
+    assert st.tokenized == 0 and [dict(o) for o in out] == _encode_len(rows)
+
+
+def test_a_damaged_segment_costs_only_its_rows(tmp_path: Path) -> None:
+    rows = [{"p": f"prompt {i}", "c": f"c{i}"} for i in range(20)]
+    tokencache.encode_rows(rows[:10], ["p", "c"], _encode_len, "d", tmp_path)
+    tokencache.encode_rows(rows, ["p", "c"], _encode_len, "d", tmp_path)
+    (second,) = (p for p in (tmp_path / "tokens").glob("d.h2.*.parquet"))
+    second.write_bytes(b"not parquet")
+    out, st = tokencache.encode_rows(rows, ["p", "c"], _encode_len, "d", tmp_path)
+    assert st.tokenized == 10 and [dict(o) for o in out] == _encode_len(rows)
+
+
+def test_row_hashes_are_row_hash() -> None:
+    rows = [{"p": "a", "c": "b"}, {"p": "a\0", "c": "b"}, {"p": 3, "c": "b"}, {"p": "x", "c": None}]
+    assert tokencache.row_hashes(rows, ["p", "c"]) == [tokencache.row_hash(r, ["p", "c"]) for r in rows]
+    one = [{"t": "a"}, {"t": "a\0b"}, {"t": ["x"]}]
+    assert tokencache.row_hashes(one, ["t"]) == [tokencache.row_hash(r, ["t"]) for r in one]
