@@ -2,8 +2,8 @@
 
 A run appends one JSON line to `.ft/ledger.journal` (no DuckDB import, no database write on
 the path of every `ft run`: a no-op run stays fast); the first reader folds the journal into
-`ledger.duckdb`, each run in one transaction, so a crash mid-fold never loses or doubles a
-run (runs already in the database are skipped)."""
+`ledger.duckdb` under the journal's flock, each run in one transaction, then empties it, so
+a crash mid-fold never loses or doubles a run (runs already in the database are skipped)."""
 
 from __future__ import annotations
 
@@ -67,8 +67,9 @@ JOURNAL = "ledger.journal"
 
 def record(root: Path, run_id: str, file: str, command: str, started: float, finished: float,
            status: str, nodes: list[NodeRecord]) -> None:
-    """Appends the run to the journal in one write (O_APPEND: runs finishing together never
-    interleave); readers fold it into the database."""
+    """Appends the run to the journal in one write, under the journal's lock (a reader
+    folding it waits for the line, or the line waits for the fold)."""
+    import fcntl
     import os
 
     counts = {s: sum(1 for n in nodes if n.status == s) for s in ("ran", "cached", "failed")}
@@ -80,6 +81,7 @@ def record(root: Path, run_id: str, file: str, command: str, started: float, fin
         root.mkdir(parents=True, exist_ok=True)
         fd = os.open(root / JOURNAL, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
             os.write(fd, line)
         finally:
             os.close(fd)
@@ -88,54 +90,42 @@ def record(root: Path, run_id: str, file: str, command: str, started: float, fin
 
 
 def _fold(root: Path) -> None:
-    """Moves the journal's runs into ledger.duckdb. The journal is renamed first, so runs
-    appended meanwhile wait for the next fold; a torn last line (a kill mid-write) is
-    dropped. On a read-only `.ft/` nothing moves and readers see the database as it is."""
+    """Moves the journal's runs into ledger.duckdb, holding the journal's lock: each run in
+    one transaction, then the journal emptied. A fold killed between the two leaves runs
+    that are already in the database: the next fold skips them by run id. A torn last line
+    (a run killed mid-write) is dropped. On a read-only `.ft/` nothing moves."""
+    import fcntl
     import os
 
     journal = root / JOURNAL
-    if not journal.exists():
-        return
-    taking = root / f"{JOURNAL}.{os.getpid()}.fold"
     try:
-        os.replace(journal, taking)
+        fd = os.open(journal, os.O_RDWR)
     except OSError:
-        return  # read-only, or another reader took it
+        return  # no journal, or read-only: readers see the database as it is
     try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        with os.fdopen(os.dup(fd), "rb") as f:
+            data = f.read()
         runs = []
-        for raw in taking.read_bytes().splitlines():
+        for raw in data.splitlines():
             try:
                 runs.append(json.loads(raw))
             except ValueError:
                 continue
-        with _db(root, write=True) as con:
-            for r in runs:
-                if con.execute("SELECT 1 FROM runs WHERE run_id = ?", [r["run"][0]]).fetchone():
-                    continue  # folded before a crash kept the journal
-                con.execute("BEGIN")
-                con.execute("INSERT INTO runs VALUES (?, ?, ?, to_timestamp(?), to_timestamp(?), ?, ?, ?, ?)",
-                            r["run"])
-                if r["nodes"]:
-                    con.executemany("INSERT INTO nodes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", r["nodes"])
-                con.execute("COMMIT")
-        taking.unlink()
-    except BaseException:
-        _put_back(taking, journal)
-        raise
-
-
-def _put_back(taking: Path, journal: Path) -> None:
-    """A fold that failed: its lines go back to the front of the journal."""
-    import os
-
-    try:
-        later = journal.read_bytes() if journal.exists() else b""
-        tmp = journal.with_name(journal.name + f".{os.getpid()}.tmp")
-        tmp.write_bytes(taking.read_bytes() + later)
-        os.replace(tmp, journal)
-        taking.unlink()
-    except OSError:
-        pass  # the .fold file stays: a later reader puts it back (_ready)
+        if runs:
+            with _db(root, write=True) as con:
+                for r in runs:
+                    if con.execute("SELECT 1 FROM runs WHERE run_id = ?", [r["run"][0]]).fetchone():
+                        continue  # folded before, by a fold killed before it emptied the journal
+                    con.execute("BEGIN")
+                    con.execute("INSERT INTO runs VALUES (?, ?, ?, to_timestamp(?), to_timestamp(?), ?, ?, ?, ?)",
+                                r["run"])
+                    if r["nodes"]:
+                        con.executemany("INSERT INTO nodes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", r["nodes"])
+                    con.execute("COMMIT")
+        os.ftruncate(fd, 0)
+    finally:
+        os.close(fd)
 
 
 def exists(root: Path) -> bool:
@@ -145,20 +135,10 @@ def exists(root: Path) -> bool:
 
 def _ready(root: Path) -> bool:
     """Folds pending runs in; True when there is a database to read."""
-    import os
-
-    for stray in root.glob(f"{JOURNAL}.*.fold"):  # a reader killed mid-fold left its lines
-        try:
-            os.kill(int(stray.name.split(".")[-2]), 0)
-            continue  # its reader is still folding
-        except ProcessLookupError:
-            _put_back(stray, root / JOURNAL)
-        except (ValueError, OSError):
-            continue
     try:
         _fold(root)
     except LedgerError:
-        pass  # read-only or locked: read what the database has
+        pass  # locked by another DuckDB writer, or unreadable: read what the database has
     return (root / "ledger.duckdb").exists()
 
 
