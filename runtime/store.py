@@ -10,6 +10,7 @@
   .ft/quarantine/         corrupt objects, moved aside (never deleted by ftlang)
   .ft/cache/              step-owned caches (tokenized rows, trainer scratch)
   .ft/lock                one writer at a time (flock)
+  .ft/ledger.journal      runs not yet folded into .ft/ledger.duckdb (runtime/ledger.py)
 
 A key file is written only after its object is in place, so a reader never sees a
 partial artifact; a crash leaves at most an unreferenced object or a tmp folder.
