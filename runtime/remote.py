@@ -208,28 +208,44 @@ class Remote:
         return moved
 
     # ---- checkpoints (a preempted training resumes on another machine) -----------
-    def put_checkpoint(self, key: str, folder: Path, store: Store) -> int:
+    # One machine's checkpoints under checkpoints/<key>/; with several machines each node
+    # rank's under checkpoints/<key>/node<K>/ (`scope`): every machine keeps its own (its
+    # ranks' RNG states, and with sharding its shards), and a requeue onto other machines
+    # fetches node rank K's for node rank K.
+    def _ckpt(self, key: str, scope: str | None, *name: str) -> str:
+        return self._p("checkpoints", key, *([scope] if scope else []), *name)
+
+    def put_checkpoint(self, key: str, folder: Path, store: Store, scope: str | None = None) -> int:
         with tempfile.TemporaryDirectory(dir=store.tmp) as d:
             tar = Path(d) / "ckpt.tar"
             _pack(folder, tar)
-            self._put(tar, self._p("checkpoints", key, f"{folder.name}.tar"), f"uploading {folder.name}")
+            self._put(tar, self._ckpt(key, scope, f"{folder.name}.tar"), f"uploading {folder.name}")
             self.transfer.up += tar.stat().st_size
             return tar.stat().st_size
 
-    def latest_checkpoint(self, key: str) -> str | None:
+    def checkpoint_names(self, key: str, scope: str | None = None) -> set[str]:
         try:
-            names = [Path(p).name for p in self.fs.glob(self._p("checkpoints", key, "checkpoint-*.tar"))]
+            names = [Path(p).name for p in self.fs.glob(self._ckpt(key, scope, "checkpoint-*.tar"))]
         except Exception as exc:  # noqa: BLE001
             raise self._fail(exc, "listing checkpoints") from None
-        steps = [n[:-4] for n in names if n[:-4].split("-")[-1].isdigit()]
-        return max(steps, key=lambda n: int(n.split("-")[-1]), default=None)
+        return {n[:-4] for n in names if n[:-4].split("-")[-1].isdigit()}
 
-    def get_checkpoint(self, key: str, name: str, dest_parent: Path, store: Store) -> Path:
-        """Unpacks checkpoints/<key>/<name>.tar as dest_parent/<name> (atomically, by rename)."""
+    def latest_checkpoint(self, key: str, scope: str | None = None,
+                          peers: list[str] | None = None) -> str | None:
+        """The newest checkpoint of `scope`; with `peers` (every node rank's scope), the
+        newest that all of them uploaded, so every machine fetches the same step."""
+        names = self.checkpoint_names(key, scope)
+        for peer in peers or []:
+            names &= self.checkpoint_names(key, peer)
+        return max(names, key=lambda n: int(n.split("-")[-1]), default=None)
+
+    def get_checkpoint(self, key: str, name: str, dest_parent: Path, store: Store,
+                       scope: str | None = None) -> Path:
+        """Unpacks checkpoints/<key>/[scope/]<name>.tar as dest_parent/<name> (atomically, by rename)."""
         tmp = store.new_tmp(f"ckpt-{key[:12]}")
         try:
             tar = tmp / "ckpt.tar"
-            self._get(self._p("checkpoints", key, f"{name}.tar"), tar, f"downloading {name}")
+            self._get(self._ckpt(key, scope, f"{name}.tar"), tar, f"downloading {name}")
             self.transfer.down += tar.stat().st_size
             _unpack(tar, tmp / "out")
             dest_parent.mkdir(parents=True, exist_ok=True)
@@ -328,17 +344,20 @@ class CheckpointSync:
 
     POLL_S = 1.0
 
-    def __init__(self, remote: Remote, store: Store, key: str, say: Any) -> None:
+    def __init__(self, remote: Remote, store: Store, key: str, say: Any, node_rank: int = 0,
+                 nodes: int = 1) -> None:
         import threading
 
         self.remote, self.store, self.key, self.say = remote, store, key, say
         self.folder = store.cache / "checkpoints" / key
+        self.scope = f"node{node_rank}" if nodes > 1 else None
+        peers = [f"node{k}" for k in range(nodes)] if nodes > 1 else None
         self.sent: set[str] = set()
         self.error: RemoteError | None = None
         if not self._complete():
-            name = remote.latest_checkpoint(key)
+            name = remote.latest_checkpoint(key, self.scope, peers)
             if name is not None:
-                remote.get_checkpoint(key, name, self.folder, store)
+                remote.get_checkpoint(key, name, self.folder, store, self.scope)
                 self.sent.add(name)
                 say(f"{name} fetched from the remote: training resumes from it")
         self._stop = threading.Event()
@@ -358,7 +377,7 @@ class CheckpointSync:
             return
         newest = done[-1]  # only the newest: older ones are never resumed from
         try:
-            self.remote.put_checkpoint(self.key, newest, self.store)
+            self.remote.put_checkpoint(self.key, newest, self.store, self.scope)
             self.sent.add(newest.name)
         except RemoteError as exc:
             self.error = exc

@@ -308,9 +308,14 @@ class Scheduler:
 
         if self.opts.remote is None or node.kind != "train":
             return None
+        from ftlang.runtime.launch import FLAGS
+        from ftlang.stdlib import distributed
+
+        nodes = distributed.world(node.params)[1]  # several machines: each node rank's own
         try:
             return CheckpointSync(self.opts.remote, self.store, key,
-                                  lambda msg: self.display.line("remote", node.id, msg))
+                                  lambda msg: self.display.line("remote", node.id, msg),
+                                  node_rank=FLAGS.node_rank, nodes=nodes)
         except RemoteError as exc:
             self._remote_failed(exc)
             return None

@@ -294,3 +294,42 @@ def test_the_cache_block_names_the_remote_and_is_not_part_of_any_key(tmp_path: P
     c = project(tmp_path / "c", text)
     assert len(ran(run_ft("run", "p.ft", cwd=c).stderr)) == 2
     assert (tmp_path / "other" / "keys").is_dir()
+
+
+def _ckpt(folder: Path, step: int, rank: int) -> Path:
+    d = folder / f"checkpoint-{step}"
+    d.mkdir(parents=True)
+    (d / "trainer_state.json").write_text(f'{{"global_step": {step}}}')
+    (d / f"rng_state_{rank}.pth").write_text(f"rank {rank}")  # what differs between machines
+    return d
+
+
+def test_each_node_rank_keeps_its_checkpoints_and_all_fetch_one_step(tmp_path: Path) -> None:
+    """Two machines upload to one remote: node rank K's under node<K>/ (no machine overwrites
+    another's RNG states), and on a requeue onto fresh machines each fetches its own
+    checkpoint of the newest step that every node rank uploaded."""
+    from ftlang.runtime.remote import CheckpointSync
+
+    remote = Remote(str(tmp_path / "remote"))
+    key = "k" * 64
+    for rank, steps in ((0, [100, 200]), (1, [100])):  # machine 1 was preempted before 200
+        store = Store(tmp_path / f"m{rank}" / ".ft")
+        store.ensure()
+        for step in steps:
+            remote.put_checkpoint(key, _ckpt(store.cache / "ck", step, rank), store, scope=f"node{rank}")
+    assert remote.checkpoint_names(key, "node0") == {"checkpoint-100", "checkpoint-200"}
+    said: list[str] = []
+    for rank in (0, 1):  # the requeue: new machines, empty caches
+        fresh = Store(tmp_path / f"new{rank}" / ".ft")
+        fresh.ensure()
+        sync = CheckpointSync(remote, fresh, key, said.append, node_rank=rank, nodes=2)
+        sync.close()
+        got = fresh.cache / "checkpoints" / key
+        assert sorted(p.name for p in got.iterdir()) == ["checkpoint-100"]
+        assert (got / "checkpoint-100" / f"rng_state_{rank}.pth").read_text() == f"rank {rank}"
+    assert said == ["checkpoint-100 fetched from the remote: training resumes from it"] * 2
+    # One machine: the layout it always had (checkpoints/<key>/checkpoint-N.tar).
+    one = Store(tmp_path / "one" / ".ft")
+    one.ensure()
+    remote.put_checkpoint("j" * 64, _ckpt(one.cache / "ck", 7, 0), one)
+    assert (tmp_path / "remote" / "checkpoints" / ("j" * 64) / "checkpoint-7.tar").is_file()
