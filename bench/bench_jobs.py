@@ -25,6 +25,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 FT = str(Path(sys.executable).parent / "ft")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import corpus_project  # noqa: E402
+
 SWEEP = '''ft 0.1
 dataset corpus {{ source = jsonl("data/corpus.jsonl") }}
 model base {{
@@ -43,12 +47,7 @@ train t {{
 
 
 def project(root: Path, steps: int) -> Path:
-    (root / "data").mkdir(parents=True)
-    with (root / "data" / "corpus.jsonl").open("w") as f:
-        for i in range(400):
-            f.write(json.dumps({"text": f"line {i}: the quick brown fox {i % 13} jumps over {i % 7} dogs"}) + "\n")
-    (root / "p.ft").write_text(SWEEP.format(steps=steps))
-    return root
+    return corpus_project(root, SWEEP.format(steps=steps))
 
 
 def digests(root: Path) -> dict[str, str]:

@@ -11,7 +11,6 @@ B downloaded (the remote's object tars) vs the bytes C computed (its objects fol
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import subprocess
@@ -22,6 +21,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 FT = str(Path(sys.executable).parent / "ft")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import corpus_project  # noqa: E402
+
 PIPE = '''ft 0.1
 dataset corpus {{ source = jsonl("data/corpus.jsonl") }}
 model base {{
@@ -40,12 +43,7 @@ train t {{
 
 
 def project(root: Path, steps: int) -> Path:
-    (root / "data").mkdir(parents=True)
-    with (root / "data" / "corpus.jsonl").open("w") as f:
-        for i in range(400):
-            f.write(json.dumps({"text": f"line {i}: the quick brown fox {i % 13} jumps over {i % 7} dogs"}) + "\n")
-    (root / "p.ft").write_text(PIPE.format(steps=steps))
-    return root
+    return corpus_project(root, PIPE.format(steps=steps))
 
 
 def run(root: Path, *extra: str) -> tuple[float, str]:
