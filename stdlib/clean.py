@@ -21,7 +21,7 @@ from typing import Any
 
 from ftlang.lang.diagnostics import Diagnostic
 from ftlang.stdlib import dedup, pii
-from ftlang.stdlib.dataset import write_parquet
+from ftlang.stdlib.parquet_out import write_table
 from ftlang.stdlib.spec import (
     REQUIRED,
     SEED_LIMIT,
@@ -191,7 +191,7 @@ def run(ctx: StepContext) -> dict[str, Any]:
         meta["overlap_ngrams"] = sum(hits.values())
         keep(set(hits), "decontaminate")
     out = pa.Table.from_pylist(rows, schema=table.schema) if rows else table.slice(0, 0)
-    write_parquet(out, ctx.out / "data.parquet")
+    write_table(out, ctx.out / "data.parquet")
     meta.update(rows_out=len(rows), removed=removed, funnel=funnel)
     return meta
 

@@ -153,7 +153,7 @@ def run(ctx: StepContext) -> dict[str, Any]:
     import pyarrow.parquet as pq
     from ftlang.stdlib import modelio
     from ftlang.stdlib import template as templates
-    from ftlang.stdlib.dataset import write_parquet
+    from ftlang.stdlib.parquet_out import write_table
     from ftlang.stdlib.rlaif import load_cache, row_seed, save_cache, writer
     from ftlang.stdlib.tokencache import namespace
 
@@ -198,7 +198,7 @@ def run(ctx: StepContext) -> dict[str, Any]:
         prefs.append({"prompt": q, "chosen": revision, "rejected": response, "critique": critique})
     for part, rows in (("sft", sft), ("prefs", prefs)):
         schema = pa.schema([pa.field(c, pa.string()) for c in PARTS[part]])
-        write_parquet(pa.Table.from_pylist(rows, schema=schema), ctx.out / f"{part}.parquet")
+        write_table(pa.Table.from_pylist(rows, schema=schema), ctx.out / f"{part}.parquet")
     name = src.node.split(".", 1)[-1] + (f".{src.port}" if src.port else "")
     ctx.log(f"revised {fresh} rows ({len(prompts) - fresh} cached); {len(sft)} rows out, {unchanged} unchanged")
     return {"rows_in": {name: len(prompts)}, "rows_out": len(sft), "unchanged": unchanged, "generated_rows": fresh,

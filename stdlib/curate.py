@@ -9,8 +9,12 @@ Out: `data.parquet`, or one `<part>.parquet` per part (empty ones too), streamed
      {"rows_in": {table: n}, "rows_out": n, "parts": {part: n}} ("parts" only with a split).
 
 Output bytes depend only on the input rows and the params:
-- the query runs on one thread: with several, DISTINCT ON, LIMIT, first() and the order of
-  ORDER BY ties depend on thread timing (measured: 5 different tie orders in 5 runs);
+- the query runs on one thread unless its rows cannot depend on the order they arrive in:
+  with several, DISTINCT ON, LIMIT, first() and the order of ORDER BY ties depend on thread
+  timing (measured: 5 different tie orders in 5 runs). A single query whose plan is only
+  scans, filters, projections, joins, unions, DISTINCT / GROUP BY with min/max/count, and
+  no top-level ORDER BY runs on all the cores ftlang may use (`_threads`): its rows are a
+  set, sorted by all columns below, so the bytes are the same on any number of threads;
 - without a top-level ORDER BY the result is sorted by all columns, so a reordered input
   gives the same file; a top-level ORDER BY is kept (it is how curriculum order is written);
 - the query may read only the `from` tables (file access is off), so no data outside the
@@ -38,7 +42,6 @@ from ftlang.stdlib.spec import REQUIRED, Artifact, Attr, Signature, StepContext,
 
 if TYPE_CHECKING:  # heavy imports stay inside functions: commands that do not run steps are fast
     import duckdb
-    import pyarrow as pa
 
 # A key's position in [0, 1) is (md5_number(key) mod 2^52) / 2^52: exact in a double, and the
 # modulo is written as a bit mask, which DuckDB computes 10x faster than % on a UHUGEINT.
@@ -76,7 +79,7 @@ SPEC = StepSpec(
 def run(ctx: StepContext) -> dict[str, Any]:
     """Run the query over the input datasets and write the result, split or whole."""
     import duckdb
-    import pyarrow.dataset as ds
+    import pyarrow.parquet as pq
 
     tables = _tables(list(ctx.params["from"]))
     sql: str = ctx.params["sql"]
@@ -84,9 +87,13 @@ def run(ctx: StepContext) -> dict[str, Any]:
     if split is not None:
         _check_split(split)
 
-    # threads=1: see the module docstring. temp_directory: a large sort may spill, and must not
-    # spill into the project folder (the default is ./.tmp). No extension is fetched or loaded
-    # behind the query's back.
+    # threads=1 until _threads says more are safe: see the module docstring. temp_directory: a
+    # large sort may spill, and must not spill into the project folder (the default is ./.tmp).
+    # allowed_paths: with file access off, DuckDB still reads the input files themselves, with
+    # its own Parquet reader (an Arrow dataset instead: 1.25x the time and 1.75x the memory of
+    # a dedup over 10M rows, bench/bench_curate.py); the query cannot name them (sqlpolicy
+    # refuses file functions, COPY and ATTACH). No extension is fetched or loaded behind the
+    # query's back.
     con = duckdb.connect(":memory:", config={"threads": 1,
                                              "temp_directory": str(ctx.cache / "duckdb-tmp"),
                                              "autoinstall_known_extensions": False,
@@ -94,21 +101,31 @@ def run(ctx: StepContext) -> dict[str, Any]:
     columns: dict[str, list[str]] = {}
     try:
         rows_in: dict[str, int] = {}
+        con.execute("SET allowed_paths = $paths", {"paths": [str(p) for p in tables.values()]})
         for name, path in tables.items():
-            data = ds.dataset(str(path), format="parquet")
-            con.register(name, data)  # an Arrow dataset: scanned lazily, with pushdown
-            columns[name] = list(data.schema.names)
-            rows_in[name] = data.count_rows()
+            quoted = str(path).replace("'", "''")
+            con.execute(f"CREATE TEMP VIEW {_quote(name)} AS SELECT * FROM read_parquet('{quoted}')")
+            columns[name] = list(con.table(name).columns)
+            rows_in[name] = pq.ParquetFile(path).metadata.num_rows
         from ftlang.stdlib import sqlmacros
 
         sqlmacros.define(con)  # the stdlib's quality filters: ft_words(...), ft_repetition(...), ...
         _sandbox(con)
-        _review(con, sql, ctx.params.get("deterministic") is not False)
-        result = _query(con, sql, columns)
+        deterministic = ctx.params.get("deterministic") is not False
+        _review(con, sql, deterministic)
+        con.execute(f"SET threads = {_threads(con, sql, deterministic)}")
+        con.execute("SET lock_configuration = true")  # last: nothing can be set after this
+        result, ordered = _query(con, sql, columns)
+        if split is not None:
+            result = _with_part(result, split)  # before the sort: the hashing runs on every thread
+        if not ordered:
+            # All columns; with a split the part comes last, and it follows from the row's
+            # `by` value, so it never reorders rows that tie on the others.
+            result = result.order("ALL")
         if split is None:
             counts = stream_parquet(result, {"data": ctx.out / "data.parquet"})
         else:
-            counts = stream_parquet(_with_part(result, split), {p: ctx.out / f"{p}.parquet" for p in split["parts"]},
+            counts = stream_parquet(result, {p: ctx.out / f"{p}.parquet" for p in split["parts"]},
                                     part_column=_PART)
         meta: dict[str, Any] = {"rows_in": rows_in, "rows_out": sum(counts.values())}
         if split is not None:
@@ -123,12 +140,61 @@ def run(ctx: StepContext) -> dict[str, Any]:
 
 
 def _sandbox(con: duckdb.DuckDBPyConnection) -> None:
-    """Settings the query cannot change: file access off, UTC, then the configuration locked."""
+    """Settings the query cannot change: file access off, UTC (the caller then sets the
+    threads and locks the configuration)."""
     # No progress bar: DuckDB draws one on stdout for queries over ~2 s, across ft's own output.
     con.execute("SET enable_progress_bar = false")
     con.execute("SET enable_external_access = false")
     con.execute("SET TimeZone = 'UTC'")
-    con.execute("SET lock_configuration = true")  # last: nothing can be set after this
+
+
+# Physical operators whose output rows, as a set, do not depend on the order rows arrive
+# in, and the aggregates that do not either (min/max/count; not first(), list(), or a float
+# sum, whose rounding follows the order). A plan made only of these, sorted by all its
+# columns at the end, gives the same file on any number of threads.
+_ORDER_FREE_OPS = frozenset({
+    "PYTHON_ARROW_SCAN", "ARROW_SCAN", "SEQ_SCAN", "TABLE_SCAN", "DUMMY_SCAN", "COLUMN_DATA_SCAN",
+    "EMPTY_RESULT", "FILTER", "PROJECTION", "HASH_GROUP_BY", "PERFECT_HASH_GROUP_BY",
+    "UNGROUPED_AGGREGATE", "HASH_JOIN", "NESTED_LOOP_JOIN", "PIECEWISE_MERGE_JOIN",
+    "CROSS_PRODUCT", "UNION", "CTE", "CTE_SCAN"})
+_ORDER_FREE_AGG = re.compile(r'"?(count_star|count|min|max)"?\(')
+
+
+def _threads(con: duckdb.DuckDBPyConnection, sql: str, deterministic: bool) -> int:
+    """The query's threads: the cores ftlang may use (cputhreads.choose) when its rows do
+    not depend on the order they are produced in, else 1 (module docstring).
+
+    Several threads only for one plain query (no set-up statements, no top-level ORDER BY,
+    whose ties keep the input's order on one thread) whose plan is made of _ORDER_FREE_OPS:
+    the result is then sorted by all columns, so the file is the same bytes on any number
+    of threads (tests/test_curate_threads.py)."""
+    import duckdb
+    from ftlang.stdlib import cputhreads
+
+    cores = cputhreads.choose()
+    if cores == 1 or not deterministic:
+        return 1
+    try:
+        statements = con.extract_statements(sql)
+        if len(statements) != 1 or statements[0].type != duckdb.StatementType.SELECT:
+            return 1
+        query = statements[0].query
+        if _has_top_level_order(con, query):
+            return 1
+        plan = json.loads(con.sql("EXPLAIN (FORMAT json) " + query).fetchall()[0][1])
+    except duckdb.Error:
+        return 1  # the query itself fails later, with its own error
+    return cores if all(_order_free(node) for node in plan) else 1
+
+
+def _order_free(node: dict[str, Any]) -> bool:
+    if node.get("name") not in _ORDER_FREE_OPS:
+        return False
+    aggs = node.get("extra_info", {}).get("Aggregates") or []
+    aggs = [aggs] if isinstance(aggs, str) else aggs
+    if any(not _ORDER_FREE_AGG.match(a) for a in aggs):
+        return False
+    return all(_order_free(child) for child in node.get("children", []))
 
 
 def _review(con: duckdb.DuckDBPyConnection, sql: str, deterministic: bool) -> None:
@@ -176,8 +242,10 @@ def _check_split(split: dict[str, Any]) -> None:
         raise StepError("split needs `by`: the column whose hash decides the part")
 
 
-def _query(con: duckdb.DuckDBPyConnection, sql: str, columns: dict[str, list[str]]) -> duckdb.DuckDBPyRelation:
-    """Run `sql`'s set-up statements; its query as a relation whose rows come in a fixed order."""
+def _query(con: duckdb.DuckDBPyConnection, sql: str,
+           columns: dict[str, list[str]]) -> tuple[duckdb.DuckDBPyRelation, bool]:
+    """Run `sql`'s set-up statements; its query as a relation, and whether the query orders
+    its rows itself (a top-level ORDER BY); the caller sorts the others by all columns."""
     import duckdb
 
     try:
@@ -200,9 +268,7 @@ def _query(con: duckdb.DuckDBPyConnection, sql: str, columns: dict[str, list[str
         if dupes:
             raise StepError(f"the query returns two columns named '{dupes[0]}'",
                             hint=f"give one an alias: ... AS {dupes[0]}_2")
-        if not _has_top_level_order(con, last.query):
-            rel = rel.order("ALL")
-        return rel
+        return rel, _has_top_level_order(con, last.query)
     except duckdb.Error as e:
         raise _sql_error(e, columns) from None
 
@@ -257,8 +323,8 @@ _PART = "__ft_part"
 
 
 def _with_part(rel: duckdb.DuckDBPyRelation, split: dict[str, Any]) -> duckdb.DuckDBPyRelation:
-    """The rows with their part's index (in declared part order) as one more column; one
-    thread and a plain projection keep the rows' order."""
+    """The rows with their part's index (in declared part order) as one more column; a plain
+    projection keeps an ordered query's order (it runs on one thread)."""
     parts: dict[str, float] = split["parts"]
     by = _resolve_column(split["by"], list(rel.columns))
     names = list(parts)
@@ -278,61 +344,11 @@ def _with_part(rel: duckdb.DuckDBPyRelation, split: dict[str, Any]) -> duckdb.Du
 
 def stream_parquet(rel: duckdb.DuckDBPyRelation, paths: dict[str, Path],
                    part_column: str | None = None) -> dict[str, int]:
-    """Writes the relation's rows to Parquet batch by batch (no whole table in memory), one
-    file per part when `part_column` holds each row's index into `paths`; rows per file.
+    """The relation's rows written batch by batch (parquet_out.write_batches); rows per file."""
+    from ftlang.stdlib import parquet_out
 
-    The bytes are write_parquet's for the same rows: row groups of exactly _ROW_GROUP_SIZE
-    rows from the start of each file, each one chunk, no schema metadata."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-    from ftlang.stdlib.dataset import parquet_options
-
-    size = parquet_options()["row_group_size"]
-    reader = rel.fetch_record_batch(size)
-    schema = reader.schema.remove_metadata()
-    if part_column is not None:
-        schema = schema.remove(schema.get_field_index(part_column))
-    names = list(paths)
-    pending: list[list[pa.RecordBatch]] = [[] for _ in names]
-    held = [0] * len(names)
-    counts = [0] * len(names)
-    writers: list[Any] = []
-    try:
-        writers = [pq.ParquetWriter(paths[n], schema, **{k: v for k, v in parquet_options().items()
-                                                          if k != "row_group_size"}) for n in names]
-
-        def flush(i: int, final: bool) -> None:
-            while held[i] >= size or (final and (held[i] or not counts[i])):
-                table = pa.Table.from_batches(pending[i], schema=schema)
-                head, rest = table.slice(0, size), table.slice(size)
-                writers[i].write_table(head.combine_chunks(), row_group_size=size)
-                counts[i] += head.num_rows
-                pending[i], held[i] = rest.to_batches(), rest.num_rows
-                if final and not counts[i]:
-                    break  # an empty part: its one empty row group, as write_table writes it
-
-        for batch in reader:
-            if part_column is None:
-                pieces = [batch]
-            else:
-                idx = batch.column(part_column)
-                body = batch.drop_columns([part_column])
-                pieces = [body.filter(pc.equal(idx, i)) for i in range(len(names))]
-            for i, piece in enumerate(pieces):
-                if piece.num_rows:
-                    pending[i].append(pa.RecordBatch.from_arrays(piece.columns, schema=schema))
-                    held[i] += piece.num_rows
-                    flush(i, final=False)
-        for i in range(len(names)):
-            flush(i, final=True)
-    except (pa.ArrowNotImplementedError, pa.ArrowInvalid, pa.ArrowTypeError) as e:
-        raise StepError(f"cannot store the rows as Parquet: {e}",
-                        hint="CAST the column to a plainer type (VARCHAR, BIGINT, DOUBLE)") from None
-    finally:
-        for w in writers:
-            w.close()
-    return dict(zip(names, counts))
+    reader = rel.fetch_record_batch(parquet_out.ROW_GROUP_SIZE)
+    return parquet_out.write_batches(reader, reader.schema, paths, part_column)
 
 
 def _resolve_column(by: str, names: list[str]) -> str:

@@ -20,11 +20,11 @@ through `tabular.check_file`, so a pipe, a link loop or an unreadable file fails
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ftlang.stdlib import formats, locate, tabular
+from ftlang.stdlib import formats, locate, parquet_out, tabular
 from ftlang.stdlib.spec import REQUIRED, Attr, Call, Signature, StepContext, StepError, StepSpec
 
 if TYPE_CHECKING:  # pyarrow costs import time; steps that do not run must not pay it
@@ -76,12 +76,6 @@ SPEC = StepSpec(
     summary=summary,
 )
 
-# Parquet settings are fixed: output bytes are content-hashed, so every knob that could
-# change the bytes (codec, level, row groups, page layout) must not depend on the input.
-_COMPRESSION = "zstd"
-_COMPRESSION_LEVEL = 3
-_ROW_GROUP_SIZE = 1 << 16
-
 _BLOCK_SIZE = 1 << 20  # pyarrow's default; grown on demand for rows longer than a block
 
 _EXACT_FLOAT_INT = 1 << 53  # beyond it a float64 no longer holds every integer
@@ -113,6 +107,8 @@ def run(ctx: StepContext) -> dict[str, Any]:
     elif source.name == "csv":
         table = _read_csv(path, shown, schema, source.get("delimiter", ","))
     elif source.name == "parquet":
+        if ctx.params.get("shape") is None:
+            return _stream_parquet(ctx, path, shown, schema)
         table = _read_parquet(path, shown, schema)
     else:
         raise StepError(f"unknown source '{source.name}'", hint="use jsonl(...), json(...), csv(...) or parquet(...)")
@@ -123,17 +119,25 @@ def run(ctx: StepContext) -> dict[str, Any]:
 def _finish(ctx: StepContext, table: pa.Table, shown: str) -> dict[str, Any]:
     if ctx.params.get("shape") is not None and table.num_rows:  # hand-built params lack it
         table = formats.reshape(table, ctx.params["shape"], shown)
-    if table.num_rows == 0:
+    _check_shape(table.num_rows, list(table.column_names), shown)
+    parquet_out.write_table(table, ctx.out / "data.parquet")
+    return _done(ctx, table.num_rows, list(table.column_names), shown)
+
+
+def _check_shape(rows: int, columns: list[str], shown: str) -> None:
+    if rows == 0:
         raise StepError("the file has no rows", path=shown)
-    if table.num_columns == 0:
+    if not columns:
         raise StepError("the rows have no columns", path=shown)
-    dupes = sorted({n for n in table.column_names if table.column_names.count(n) > 1})
+    dupes = sorted({n for n in columns if columns.count(n) > 1})
     if dupes:
         raise StepError(f"duplicate column '{dupes[0]}'", path=shown,
                         hint="every column needs a distinct name")
-    write_parquet(table, ctx.out / "data.parquet")
-    ctx.log(f"{shown}: {table.num_rows} rows, columns {', '.join(table.column_names)}")
-    return {"rows": table.num_rows, "columns": list(table.column_names)}
+
+
+def _done(ctx: StepContext, rows: int, columns: list[str], shown: str) -> dict[str, Any]:
+    ctx.log(f"{shown}: {rows} rows, columns {', '.join(columns)}")
+    return {"rows": rows, "columns": columns}
 
 
 def _read_hf(ctx: StepContext, source: Call, schema: dict[str, str] | None) -> tuple[pa.Table, str]:
@@ -203,30 +207,6 @@ def pa_schema_without_temporal(table: pa.Table) -> pa.Schema | None:
     return plain if plain != table.schema else None
 
 
-def parquet_options() -> dict[str, Any]:
-    """pyarrow's writer settings for every dataset file ftlang writes (curate streams with them)."""
-    return {"compression": _COMPRESSION, "compression_level": _COMPRESSION_LEVEL,
-            "row_group_size": _ROW_GROUP_SIZE, "use_dictionary": True, "write_statistics": True}
-
-
-def write_parquet(table: pa.Table, path: Path) -> None:
-    """Write `table` so that the same rows and types always give the same bytes.
-
-    Schema metadata is dropped (it may carry a writer's provenance) and chunks are merged:
-    page boundaries follow chunk boundaries, which depend on how the rows were produced.
-    """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    table = table.replace_schema_metadata(None).combine_chunks()
-    try:
-        pq.write_table(table, path, **parquet_options())
-    except (pa.ArrowNotImplementedError, pa.ArrowInvalid, pa.ArrowTypeError) as e:
-        path.unlink(missing_ok=True)
-        raise StepError(f"cannot store the rows as Parquet: {e}",
-                        hint="CAST the column to a plainer type (VARCHAR, BIGINT, DOUBLE)") from None
-
-
 # ---- helpers shared by the formats -------------------------------------------------------
 
 def _shown(path: Path, project: Path) -> str:
@@ -268,25 +248,26 @@ def _fits(dtype: pa.DataType, tname: str) -> bool:
 
 
 def _apply_schema(table: pa.Table, schema: dict[str, str] | None, shown: str,
-                  locate: Callable[[], StepError | None]) -> pa.Table:
-    """Check and cast the schema columns. On a violation, `locate` (a slower pass over the
-    file) names the first offending row; without one the error names the column only."""
+                  find_row: Callable[[], StepError | None], first_row: int = 1) -> pa.Table:
+    """Check and cast the schema columns. On a violation, `find_row` (a slower pass over the
+    file) names the first offending row; without one the error names the column only.
+    `first_row` is the file row of the table's first row (a streamed file's batches)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     for col, tname in (schema or {}).items():
         names = list(table.column_names)
         if col not in names:
-            raise locate() or StepError(f"column '{col}' is missing (columns: {', '.join(names)})",
+            raise find_row() or StepError(f"column '{col}' is missing (columns: {', '.join(names)})",
                                         path=shown, hint=locate.did_you_mean(col, names))
         i = names.index(col)
         column = table.column(i)
         if not _fits(column.type, tname):
-            raise locate() or StepError(f"column '{col}' has type {column.type}, the schema says {tname}",
+            raise find_row() or StepError(f"column '{col}' has type {column.type}, the schema says {tname}",
                                         path=shown)
         if column.null_count:
             first = pc.index(pc.is_null(column), True).as_py()
-            raise locate() or StepError(f"column '{col}' is null", path=shown, row=first + 1,
+            raise find_row() or StepError(f"column '{col}' is null", path=shown, row=first + first_row,
                                         hint=f"the schema declares {col}: {tname}, so every row needs it")
         target = _arrow_type(tname)
         if column.type != target:
@@ -458,3 +439,33 @@ def _read_parquet(path: Path, shown: str, schema: dict[str, str] | None) -> pa.T
         raise StepError(f"cannot read Parquet: {e}", path=shown) from None
     # The table itself names the row (1-based) of a null; a wrong type is column-wide.
     return _apply_schema(table, schema, shown, lambda: None)
+
+
+def _stream_parquet(ctx: StepContext, path: Path, shown: str, schema: dict[str, str] | None) -> dict[str, Any]:
+    """A Parquet source copied into the cache batch by batch, each checked against the
+    schema: memory stays at a few row groups whatever the file's size, and the bytes are
+    those of reading the whole table (parquet_out)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        file = pq.ParquetFile(path)
+        rows, columns = file.metadata.num_rows, list(file.schema_arrow.names)
+    except (pa.ArrowException, OSError) as e:
+        raise StepError(f"cannot read Parquet: {e}", path=shown) from None
+    _check_shape(rows, columns, shown)
+    first = _apply_schema(file.schema_arrow.empty_table(), schema, shown, lambda: None)
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        at = 1
+        try:
+            for batch in file.iter_batches(batch_size=parquet_out.ROW_GROUP_SIZE, use_threads=False):
+                batch.validate(full=True)
+                table = _apply_schema(pa.Table.from_batches([batch]), schema, shown, lambda: None, first_row=at)
+                at += batch.num_rows
+                yield from table.to_batches()
+        except (pa.ArrowException, OSError) as e:
+            raise StepError(f"cannot read Parquet: {e}", path=shown) from None
+
+    parquet_out.write_batches(batches(), first.schema, {"data": ctx.out / "data.parquet"})
+    return _done(ctx, rows, columns, shown)

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ftlang.lang.diagnostics import Diagnostic
-from ftlang.stdlib.dataset import write_parquet
+from ftlang.stdlib.parquet_out import write_table
 from ftlang.stdlib.spec import (
     REQUIRED,
     SEED_LIMIT,
@@ -154,7 +154,7 @@ def run(ctx: StepContext) -> dict[str, Any]:
     # read it in order with shuffle = false).
     keys = [hashlib.sha256(f"{seed}\0{k}".encode()).digest() for k in range(mixed.num_rows)]
     mixed = mixed.take(pa.array(sorted(range(mixed.num_rows), key=lambda i: keys[i]), pa.int64()))
-    write_parquet(mixed, ctx.out / "data.parquet")
+    write_table(mixed, ctx.out / "data.parquet")
     ctx.log("mixed " + ", ".join(f"{k} {v} ({r:.0%})" for (k, v), r in zip(realised.items(), ratios)))
     return {"rows_in": {n: t.num_rows for n, t in zip(names, tables)}, "rows_out": mixed.num_rows,
             "mix": realised, "repeated": repeated}

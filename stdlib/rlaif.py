@@ -212,7 +212,7 @@ def run(ctx: StepContext) -> dict[str, Any]:
     import pyarrow.parquet as pq
     from ftlang.stdlib import modelio
     from ftlang.stdlib import template as templates
-    from ftlang.stdlib.dataset import write_parquet
+    from ftlang.stdlib.parquet_out import write_table
     from ftlang.stdlib.tokencache import namespace
 
     p = ctx.params
@@ -273,7 +273,7 @@ def run(ctx: StepContext) -> dict[str, Any]:
         rows.append({"prompt": q, "chosen": chosen, "rejected": rejected, "margin": abs(m)})
     schema = pa.schema([pa.field("prompt", pa.string()), pa.field("chosen", pa.string()),
                         pa.field("rejected", pa.string()), pa.field("margin", pa.float64())])
-    write_parquet(pa.Table.from_pylist(rows, schema=schema), ctx.out / "data.parquet")
+    write_table(pa.Table.from_pylist(rows, schema=schema), ctx.out / "data.parquet")
     name = src.node.split(".", 1)[-1] + (f".{src.port}" if src.port else "")
     ctx.log(f"sampled {sampled} rows, judged {len(unjudged)} ({len(prompts) - len(unjudged)} cached); "
             f"{len(rows)} pairs, {ties} ties dropped")

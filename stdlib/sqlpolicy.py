@@ -30,7 +30,7 @@ NONDETERMINISTIC = "nondeterministic"
 REFUSED = "refused"
 
 _FALSE_HELP = "or set `deterministic = false` in the block: it then reruns every time"
-_SEED_HELP = ("seed it: put `SELECT setseed(0.42);` before the query (a curate runs on one "
+_SEED_HELP = ("seed it: put `SELECT setseed(0.42);` before the query (a seeded curate runs on one "
               "thread, so a seeded sequence repeats), " + _FALSE_HELP)
 
 # Functions whose value can change between two runs over the same rows. name -> (why, help).
@@ -61,7 +61,7 @@ _FILES = ("reads a file, whose content the cache key cannot see (file access is 
           "files enter through dataset blocks, e.g. dataset extra { source = csv(\"data/x.csv\") }: "
           "declare it as one and read its table")
 _SESSION = ("changes DuckDB's configuration or logging, which the cache key cannot see",
-            "remove it: a curate runs with fixed settings (one thread, UTC, no file access)")
+            "remove it: a curate runs with fixed settings (threads chosen by ftlang, UTC, no file access)")
 _DYNAMIC = ("runs SQL built while the query runs, which cannot be checked",
             "write that SQL into the query itself")
 _INTERNAL = ("is DuckDB-internal", "remove it: a curate query reads only its `from` tables")
@@ -218,7 +218,7 @@ def _statement(stmt: Any, toks: list[Token], last: bool, text: str, at: int) -> 
     if kind in ("SET", "PRAGMA", "CALL") or shown in ("LOAD", "INSTALL"):
         why = ("changes DuckDB's configuration, which the cache key cannot see"
                if kind != "CALL" else "runs a DuckDB procedure (settings, logging, checkpoints)")
-        help_ = ("remove it: a curate runs with fixed settings (one thread, UTC, no file access). "
+        help_ = ("remove it: a curate runs with fixed settings (threads chosen by ftlang, UTC, no file access). "
                  "For a value, use SET VARIABLE x = ...; and getvariable('x')")
         return [Finding(REFUSED, f"`{written}` {why}: not allowed in a curate query",
                         head.start, end, "not allowed here", help_)]

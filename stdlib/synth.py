@@ -232,7 +232,7 @@ def run(ctx: StepContext) -> dict[str, Any]:
     import pyarrow.parquet as pq
     from ftlang.stdlib import modelio
     from ftlang.stdlib import template as templates
-    from ftlang.stdlib.dataset import write_parquet
+    from ftlang.stdlib.parquet_out import write_table
     from ftlang.stdlib.tokencache import namespace
 
     p = ctx.params
@@ -288,7 +288,7 @@ def run(ctx: StepContext) -> dict[str, Any]:
                         + shown, hint="check the rule against these outputs, or ask for that format in the prompt")
     fields = [pa.field(c, table.schema.field(c).type) for c in keep] + [pa.field(c, pa.string()) for c in out_cols]
     result = pa.Table.from_pylist(made, schema=pa.schema(fields))
-    write_parquet(result, ctx.out / "data.parquet")
+    write_table(result, ctx.out / "data.parquet")
     name = src.node.split(".", 1)[-1] + (f".{src.port}" if src.port else "")
     ctx.log(f"generated {fresh} rows ({len(rows) - fresh} cached); {total} samples, {len(failed)} unparsable "
             f"dropped, {len(made)} rows out")

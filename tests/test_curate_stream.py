@@ -1,6 +1,7 @@
-"""curate writes its output batch by batch (stdlib/curate.stream_parquet): no whole result
-in memory, and the same bytes as writing the whole table at once (dataset.write_parquet),
-whatever sizes the batches come in, so the curate step's version and keys stay as they were."""
+"""Parquet written batch by batch (stdlib/parquet_out.write_batches, which curate's output
+and a Parquet dataset's copy go through): no whole table in memory, and the same bytes as
+writing the whole table at once (parquet_out.write_table), whatever sizes the batches come
+in, so the steps' versions and keys stay as they were."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
-from ftlang.stdlib import curate, dataset
+from ftlang.stdlib import curate, dataset, parquet_out
+from ftlang.stdlib.spec import Call, StepContext, StepError
 
 
 class _Batches:
@@ -40,7 +42,7 @@ def _digest(p: Path) -> str:
 @pytest.mark.parametrize("sizes", [[1000], [65536], [7, 70001, 3333]])
 def test_streamed_file_is_byte_identical_to_the_whole_table(tmp_path: Path, rows: int, sizes: list[int]) -> None:
     table = _table(rows)
-    dataset.write_parquet(table, tmp_path / "whole.parquet")
+    parquet_out.write_table(table, tmp_path / "whole.parquet")
     counts = curate.stream_parquet(_Batches(table, sizes), {"data": tmp_path / "streamed.parquet"})
     assert counts == {"data": rows}
     assert _digest(tmp_path / "streamed.parquet") == _digest(tmp_path / "whole.parquet")
@@ -56,5 +58,87 @@ def test_streamed_parts_are_byte_identical_and_an_empty_part_is_written(tmp_path
     assert counts == {"train": idx.count(0), "heldout": idx.count(1), "none": 0}
     for i, part in enumerate(paths):
         rows = body.filter(pa.array([v == i for v in idx]))
-        dataset.write_parquet(rows, tmp_path / f"whole-{part}.parquet")
+        parquet_out.write_table(rows, tmp_path / f"whole-{part}.parquet")
         assert _digest(paths[part]) == _digest(tmp_path / f"whole-{part}.parquet"), part
+
+
+# ---- a Parquet dataset is copied into the cache batch by batch --------------------------
+
+
+def _copy(tmp_path: Path, src: Path, schema: dict[str, str] | None = None, out: str = "out") -> Path:
+    (tmp_path / out).mkdir()
+    ctx = StepContext(node="dataset.d", name="d", params={"source": Call("parquet", {"path": src}), "schema": schema},
+                      out=tmp_path / out, project=tmp_path, cache=tmp_path / "cache")
+    dataset.run(ctx)
+    return tmp_path / out / "data.parquet"
+
+
+def _mixed(n: int) -> pa.Table:
+    msgs = [[{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}] for i in range(n)]
+    return _table(n).append_column("messages", pa.array(msgs)).append_column(
+        "tag", pa.array([f"t{i % 3}" for i in range(n)]).dictionary_encode())
+
+
+@pytest.mark.parametrize("row_group", [1000, 1 << 16, 200_000])
+def test_a_parquet_dataset_streams_to_the_bytes_of_the_whole_table(tmp_path: Path, row_group: int) -> None:
+    import pyarrow.parquet as pq
+
+    table = _mixed((1 << 16) * 2 + 77)
+    src = tmp_path / "src.parquet"
+    pq.write_table(table.replace_schema_metadata({"writer": "someone"}), src, row_group_size=row_group)
+    parquet_out.write_table(pq.read_table(src), tmp_path / "whole.parquet")  # the whole-table path
+    assert _digest(_copy(tmp_path, src)) == _digest(tmp_path / "whole.parquet")
+
+
+def test_a_streamed_parquet_dataset_casts_the_schema_and_names_the_null_row(tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    n = (1 << 16) + 10
+    src = tmp_path / "src.parquet"
+    pq.write_table(pa.table({"n": pa.array(range(n), pa.int32())}), src, row_group_size=5000)
+    assert pq.read_table(_copy(tmp_path, src, {"n": "int"})).schema.field("n").type == pa.int64()
+    x = list(range(n))
+    x[(1 << 16) + 3] = None  # in the second batch: the row is counted from the file's start
+    pq.write_table(pa.table({"n": x}), src, row_group_size=5000)
+    with pytest.raises(StepError) as err:
+        _copy(tmp_path, src, {"n": "int"}, out="out2")
+    assert err.value.row == (1 << 16) + 4 and "column 'n' is null" in str(err.value)
+
+
+def test_a_parquet_schema_column_missing_gets_a_did_you_mean(tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    src = tmp_path / "src.parquet"
+    pq.write_table(pa.table({"prompt": ["a"], "completoin": ["b"]}), src)
+    with pytest.raises(StepError) as err:
+        _copy(tmp_path, src, {"prompt": "str", "completion": "str"})
+    assert "column 'completion' is missing" in str(err.value) and "completoin" in (err.value.hint or "")
+
+
+def test_a_large_parquet_dataset_is_never_one_table_in_memory(tmp_path: Path) -> None:
+    """The copy holds about one row group: its peak Arrow allocation, in a fresh process,
+    is a fraction of the file's decoded size (the whole-table path held all of it, twice
+    while merging chunks)."""
+    import subprocess
+    import sys
+
+    import pyarrow.parquet as pq
+
+    n = 600_000
+    big = pa.table({"text": [f"row {i} " + "x" * 150 for i in range(n)]})
+    src = tmp_path / "src.parquet"
+    pq.write_table(big, src, row_group_size=1 << 16)
+    whole = big.nbytes
+    code = f"""
+import pyarrow as pa
+from pathlib import Path
+from ftlang.stdlib import dataset
+from ftlang.stdlib.spec import Call, StepContext
+out = Path({str(tmp_path / "out")!r}); out.mkdir()
+dataset.run(StepContext(node="dataset.d", name="d", params={{"source": Call("parquet", {{"path": Path({str(src)!r})}})}},
+                        out=out, project=out.parent, cache=out.parent / "cache"))
+print(pa.default_memory_pool().max_memory())
+"""
+    peak = int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+    assert pq.read_table(tmp_path / "out" / "data.parquet").num_rows == n
+    assert peak < whole / 2, (peak, whole)
