@@ -13,7 +13,9 @@ may carry a writer's provenance).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import queue
+import threading
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -80,7 +82,7 @@ def write_batches(batches: Iterable[pa.RecordBatch], schema: pa.Schema, paths: d
                 if final and not counts[i]:
                     break  # an empty part: its one empty row group, as write_table writes it
 
-        for batch in batches:
+        for batch in _ahead(batches):
             if part_column is None:
                 pieces = [batch]
             else:
@@ -100,3 +102,48 @@ def write_batches(batches: Iterable[pa.RecordBatch], schema: pa.Schema, paths: d
         for w in writers:
             w.close()
     return dict(zip(names, counts))
+
+
+_DONE = object()
+
+
+def _ahead(batches: Iterable[pa.RecordBatch], depth: int = 2) -> Iterator[pa.RecordBatch]:
+    """The batches, produced by a second thread up to `depth` ahead: reading and decoding
+    (DuckDB's scan, pyarrow's Parquet reader; both release the GIL) overlap with the
+    compression of the previous row group instead of waiting for it. The order is the
+    same; an error in the producer is raised here; stopping early stops the producer."""
+    q: queue.Queue[object] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: object) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for batch in batches:
+                if not put(batch):
+                    return
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer, which raises it
+            put(e)
+            return
+        put(_DONE)
+
+    worker = threading.Thread(target=produce, name="ft-parquet-read", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item = q.get()
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item  # type: ignore[misc]
+    finally:
+        stop.set()
+        worker.join()

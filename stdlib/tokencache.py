@@ -11,10 +11,12 @@ and serves them in place (no dict per row, no rewrite of the rows already there)
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -111,6 +113,29 @@ def encode_rows(rows: Sequence[Mapping[str, Any]], fields: Sequence[str],
                 ns: str, cache_root: Path, batch: int = 1024,
                 progress: Callable[..., None] | None = None) -> tuple[list[Mapping[str, Any]], TokenStats]:
     """Encoded rows in input order, tokenizing only rows this namespace has not seen."""
+    with paused_gc():
+        return _encode_rows(rows, fields, encode_batch, ns, cache_root, batch, progress)
+
+
+@contextmanager
+def paused_gc() -> Iterator[None]:
+    """The cyclic GC off while a step builds many small acyclic lists (token ids, examples):
+    each of its passes walks every object the process holds (a loaded tokenizer, the rows),
+    and serving 50k cached rows triggered enough of them to take 4x the time of the
+    conversion itself (bench/bench_tokens.py). Restored after, also on an error."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
+def _encode_rows(rows: Sequence[Mapping[str, Any]], fields: Sequence[str],
+                 encode_batch: Callable[[list[Mapping[str, Any]]], list[Encoded]],
+                 ns: str, cache_root: Path, batch: int,
+                 progress: Callable[..., None] | None) -> tuple[list[Mapping[str, Any]], TokenStats]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 

@@ -142,3 +142,28 @@ print(pa.default_memory_pool().max_memory())
     peak = int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
     assert pq.read_table(tmp_path / "out" / "data.parquet").num_rows == n
     assert peak < whole / 2, (peak, whole)
+
+
+def test_batches_read_ahead_keep_their_order_and_raise_the_producers_error(tmp_path: Path) -> None:
+    import threading
+
+    from ftlang.stdlib.parquet_out import _ahead
+
+    batches = [pa.record_batch({"n": [i]}) for i in range(50)]
+    assert [b.column(0)[0].as_py() for b in _ahead(iter(batches))] == list(range(50))
+
+    def failing():
+        yield batches[0]
+        raise StepError("bad row", row=7)
+
+    got = []
+    with pytest.raises(StepError, match="bad row"):
+        for b in _ahead(failing()):
+            got.append(b)
+    assert len(got) == 1
+    # A consumer that stops early stops the producer thread too.
+    before = threading.active_count()
+    gen = _ahead(iter(batches * 100))
+    next(gen)
+    gen.close()
+    assert threading.active_count() == before

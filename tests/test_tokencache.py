@@ -102,3 +102,29 @@ def test_row_hashes_are_row_hash() -> None:
     assert tokencache.row_hashes(rows, ["p", "c"]) == [tokencache.row_hash(r, ["p", "c"]) for r in rows]
     one = [{"t": "a"}, {"t": "a\0b"}, {"t": ["x"]}]
     assert tokencache.row_hashes(one, ["t"]) == [tokencache.row_hash(r, ["t"]) for r in one]
+
+
+def test_rows_are_encoded_and_served_with_the_cyclic_gc_paused_then_restored(tmp_path: Path) -> None:
+    """The GC's passes over a process holding a tokenizer cost 4x the cache's own work
+    (bench/bench_tokens.py); it is off while rows are encoded and served, and back after,
+    also when the tokenizer raises."""
+    import gc
+
+    import pytest
+
+    seen: list[bool] = []
+
+    def encode(batch: list[dict]) -> list[dict[str, list[int]]]:
+        seen.append(gc.isenabled())
+        return [{"ids": [1]} for _ in batch]
+
+    assert gc.isenabled()
+    tokencache.encode_rows([{"t": "a"}], ["t"], encode, "ns", tmp_path)
+    assert seen == [False] and gc.isenabled()
+
+    def broken(batch: list[dict]) -> list[dict[str, list[int]]]:
+        raise RuntimeError("tokenizer failed")
+
+    with pytest.raises(RuntimeError):
+        tokencache.encode_rows([{"t": "b"}], ["t"], broken, "ns", tmp_path)
+    assert gc.isenabled()
