@@ -26,6 +26,7 @@ class Compilation:
     graph: Any = None  # networkx.DiGraph over node ids
     cyclic: bool = False
     remote: str | None = None  # cache { remote = ... }: the shared remote cache, never in a key
+    memo: dict[Any, Any] | None = None  # parsed pieces of an earlier text (lang/incremental.py)
 
 
 @dataclass(frozen=True)
@@ -35,9 +36,14 @@ class Pass:
 
 
 def _parse(c: Compilation) -> None:
-    from ftlang.lang.parser import parse
+    if c.memo is None:
+        from ftlang.lang.parser import parse
 
-    c.module = parse(c.text, c.file)
+        c.module = parse(c.text, c.file)
+    else:
+        from ftlang.lang.incremental import parse_with
+
+        c.module = parse_with(c.text, c.file, c.memo)
 
 
 def _symbols(c: Compilation) -> None:
@@ -121,11 +127,14 @@ PASSES: tuple[Pass, ...] = (
 )
 
 
-def compile_source(text: str, file: str | Path, project: Path | None = None) -> Program:
+def compile_source(text: str, file: str | Path, project: Path | None = None,
+                   memo: dict[Any, Any] | None = None) -> Program:
+    """The checked Program of `text`; `memo` (kept by the caller between compiles of the
+    same file) lets the parse reuse the items an edit did not touch."""
     from ftlang.lang.diagnostics import FtError
 
     file = str(file)
-    c = Compilation(text, file, project or Path(file).resolve().parent)
+    c = Compilation(text, file, project or Path(file).resolve().parent, memo=memo)
     for p in PASSES:
         p.run(c)
     diagnostics = c.ctx.diagnostics

@@ -97,9 +97,16 @@ def _not_utf8(data: bytes, e: UnicodeDecodeError, file: str) -> FtError:
 
 def parse(text: str, file: str = "<input>") -> ast.Module:
     """Parse a whole file; raises FtError with one diagnostic on a syntax error."""
+    text = text.removeprefix(BOM)  # some editors start UTF-8 files with one
+    version, items = parse_items(text, file)
+    return finish(ast.Module(file, "", version, items), text)
+
+
+def parse_items(text: str, file: str) -> tuple[ast.Version | None, list[ast.Item]]:
+    """The version line and the items of `text` (a whole file, or lang/incremental.py's
+    piece of one, its lines numbered as in the file); FtError on a syntax error."""
     from lark.exceptions import UnexpectedInput
 
-    text = text.removeprefix(BOM)  # some editors start UTF-8 files with one
     try:
         tree = _parser().parse(text + "\n")
     except UnexpectedInput as exc:
@@ -108,6 +115,11 @@ def parse(text: str, file: str = "<input>") -> ast.Module:
     if deep is not None:
         raise FtError([deep])
     module = _Builder(file).module(tree)
+    return module.version, module.items
+
+
+def finish(module: ast.Module, text: str) -> ast.Module:
+    """The module with its source and comments; FT0008 for a version this ftlang does not know."""
     module.source = text
     module.comments = collect_comments(text)
     if module.version is not None and module.version.text not in SUPPORTED_VERSIONS:

@@ -29,6 +29,7 @@ class Document:
     symbols: Any = None  # compiler.symbols.Symbols of the last text that parsed
     module: Any = None  # its lang.ast.Module
     sources: dict[str, str] = field(default_factory=dict)
+    memo: dict[Any, Any] = field(default_factory=dict)  # parsed pieces: a keystroke re-parses one block
 
 
 # ---- diagnostics ------------------------------------------------------------------------------
@@ -41,7 +42,7 @@ def check(doc: Document) -> list[lsp.Diagnostic]:
     doc.shown = _display(doc.path)
     _refresh_symbols(doc)
     try:
-        found = compile_source(doc.text, doc.shown, doc.path.resolve().parent).warnings
+        found = compile_source(doc.text, doc.shown, doc.path.resolve().parent, memo=doc.memo).warnings
     except FtError as exc:
         found = exc.diagnostics
     return [_to_lsp(d, doc) for d in found]
@@ -50,10 +51,10 @@ def check(doc: Document) -> list[lsp.Diagnostic]:
 def _refresh_symbols(doc: Document) -> None:
     from ftlang.compiler import symbols
     from ftlang.lang.diagnostics import FtError
-    from ftlang.lang.parser import parse
+    from ftlang.lang.incremental import parse_with
 
     try:
-        module = parse(doc.text, doc.shown)
+        module = parse_with(doc.text, doc.shown, doc.memo)
     except FtError:
         return  # keep the last good symbols: completion still knows the blocks
     doc.module = module

@@ -36,8 +36,8 @@ from ftlang.compiler.ir import Program, files_in
 
 from ftlang import __version__
 
-FORMAT = 1
-MAGIC = b"ftprog1\n"
+FORMAT = 2
+MAGIC = b"ftprog2\n"
 _ENV_CALL = re.compile(r"\benv\s*\(")
 _ENV_NAME = re.compile(r"\benv\s*\(\s*\"((?:[^\"\\\n]|\\.)*)\"")
 _PACKAGES = ("ftlang", "ftlang.lang", "ftlang.compiler", "ftlang.runtime", "ftlang.stdlib")
@@ -48,22 +48,29 @@ _SENTINELS = (("ftlang.stdlib.spec", "REQUIRED"), ("ftlang.compiler.ir", "DESCEN
               ("ftlang.compiler.types", "INVALID"))
 
 
+def sentinel(module: str, name: str) -> Any:
+    """The module-level sentinel `module.name` itself (what the pickle stores for it)."""
+    import importlib
+
+    if (module, name) not in _SENTINELS:
+        raise pickle.UnpicklingError(f"unknown reference {module}.{name}")
+    return getattr(importlib.import_module(module), name)
+
+
 class _Pickler(pickle.Pickler):
+    """Sentinels by name, through a per-type reducer: a persistent_id hook would be a
+    Python call for each of the ~200k objects of a 1,000-block program."""
+
     def __init__(self, file: Any) -> None:
         super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
-        self._ids = {id(getattr(sys.modules[m], n)): (m, n) for m, n in _SENTINELS if m in sys.modules}
+        found = {id(getattr(sys.modules[m], n)): (m, n) for m, n in _SENTINELS if m in sys.modules}
 
-    def persistent_id(self, obj: Any) -> Any:
-        return self._ids.get(id(obj))
+        def reduce(obj: Any) -> Any:
+            ref = found.get(id(obj))
+            return (sentinel, ref) if ref is not None else obj.__reduce_ex__(pickle.HIGHEST_PROTOCOL)
 
-
-class _Unpickler(pickle.Unpickler):
-    def persistent_load(self, pid: Any) -> Any:
-        if tuple(pid) not in _SENTINELS:
-            raise pickle.UnpicklingError(f"unknown reference {pid!r}")
-        import importlib
-
-        return getattr(importlib.import_module(pid[0]), pid[1])
+        objs = [getattr(sys.modules[m], n) for m, n in _SENTINELS if m in sys.modules]
+        self.dispatch_table = {type(o): reduce for o in objs}
 
 
 class CachedProgram(Program):
@@ -196,7 +203,7 @@ def load(project: Path, shown: str, text: str) -> Program | None:
                 or head.get("package") != _package_fingerprint()
                 or not _still(head["facts"])):
             return None
-        program = _Unpickler(io.BytesIO(payload)).load()
+        program = pickle.loads(payload)
     except Exception:  # any damage at all means: compile again
         return None
     if (not isinstance(program, CachedProgram) or str(program.file) != shown
@@ -266,9 +273,17 @@ def compile_cached(path: str | Path) -> Program:
     if program is not None:
         return program
     from ftlang.compiler import compile_source
+    from ftlang.runtime import parsememo
 
     package = _package_fingerprint()  # before compiling: what the compile will read
-    program = compile_source(text, shown, project)
+    entry = _entry_path(project, shown)
+    memo = parsememo.load(entry, package)
+    before = set(memo)
+    try:
+        program = compile_source(text, shown, project, memo=memo)
+    finally:  # a file with errors after parsing still parsed: the next check reuses its pieces
+        if set(memo) != before:
+            parsememo.save(entry, package, memo)
     program.__dict__[_PACKAGE] = package
     save(program)
     return program

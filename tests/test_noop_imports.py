@@ -134,7 +134,7 @@ def test_corrupt_cache_is_never_used(tmp_path: Path, monkeypatch: pytest.MonkeyP
     elif damage == "truncate":
         blob = blob[:-30]
     elif damage == "garbage":
-        blob = bytearray(b"ftprog1\n{}\n" + os.urandom(200))
+        blob = bytearray(b"ftprog2\n{}\n" + os.urandom(200))
     else:
         blob = bytearray()
     entry.write_bytes(bytes(blob))
