@@ -119,14 +119,15 @@ def run(ctx: StepContext) -> dict[str, Any]:
         if split is not None:
             result = _with_part(result, split)  # before the sort: the hashing runs on every thread
         if not ordered:
-            # All columns; with a split the part comes last, and it follows from the row's
-            # `by` value, so it never reorders rows that tie on the others.
-            result = result.order("ALL")
+            # By all columns. With a split, the part first: each part's rows then come
+            # together, in the order of all the other columns (what each file holds).
+            result = result.order(", ".join([_PART, *map(_quote, columns_of(result))])
+                                  if split is not None else "ALL")
         if split is None:
             counts = stream_parquet(result, {"data": ctx.out / "data.parquet"})
         else:
             counts = stream_parquet(result, {p: ctx.out / f"{p}.parquet" for p in split["parts"]},
-                                    part_column=_PART)
+                                    part_column=_PART, by_part=not ordered)
         meta: dict[str, Any] = {"rows_in": rows_in, "rows_out": sum(counts.values())}
         if split is not None:
             meta["parts"] = counts
@@ -343,12 +344,17 @@ def _with_part(rel: duckdb.DuckDBPyRelation, split: dict[str, Any]) -> duckdb.Du
 
 
 def stream_parquet(rel: duckdb.DuckDBPyRelation, paths: dict[str, Path],
-                   part_column: str | None = None) -> dict[str, int]:
+                   part_column: str | None = None, by_part: bool = False) -> dict[str, int]:
     """The relation's rows written batch by batch (parquet_out.write_batches); rows per file."""
     from ftlang.stdlib import parquet_out
 
     reader = rel.fetch_record_batch(parquet_out.ROW_GROUP_SIZE)
-    return parquet_out.write_batches(reader, reader.schema, paths, part_column)
+    return parquet_out.write_batches(reader, reader.schema, paths, part_column, by_part)
+
+
+def columns_of(rel: duckdb.DuckDBPyRelation) -> list[str]:
+    """The relation's columns but the part index, in order."""
+    return [c for c in rel.columns if c != _PART]
 
 
 def _resolve_column(by: str, names: list[str]) -> str:
