@@ -16,6 +16,7 @@ whole file instead, so errors read exactly as they always do.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import re
 from typing import Any
@@ -56,6 +57,11 @@ def split(text: str) -> list[tuple[int, str]] | None:
     return pieces
 
 
+# Past this many changed pieces the whole file is parsed at once (and the memo refilled
+# from it): a piece far down the file pays for lexing the newlines put before it.
+MAX_FRESH = 32
+
+
 def parse_with(text: str, file: str, memo: dict[Any, Any]) -> ast.Module:
     """`parser.parse(text, file)`, reusing the pieces `memo` holds; the memo is left
     holding exactly this text's pieces. Raises FtError as parser.parse does."""
@@ -65,11 +71,16 @@ def parse_with(text: str, file: str, memo: dict[Any, Any]) -> ast.Module:
     pieces = split(text)
     if pieces is None:
         return parse(text, file)
+    keys = [(file, line, hashlib.blake2b(piece.encode(), digest_size=16).digest()) for line, piece in pieces]
+    if sum(k not in memo for k in keys) > MAX_FRESH:
+        module = parse(text, file)  # a first parse, or most of the file changed
+        memo.clear()
+        memo.update(_grouped(module, keys))
+        return module
     version: ast.Version | None = None
     items: list[ast.Item] = []
     fresh: dict[Any, Any] = {}
-    for line, piece in pieces:
-        key = (file, line, hashlib.blake2b(piece.encode(), digest_size=16).digest())
+    for key, (line, piece) in zip(keys, pieces):
         got = memo.get(key)
         if got is None:
             try:
@@ -86,3 +97,18 @@ def parse_with(text: str, file: str, memo: dict[Any, Any]) -> ast.Module:
     memo.clear()
     memo.update(fresh)
     return finish(ast.Module(file, "", version, items), text)
+
+
+def _grouped(module: ast.Module, keys: list[Any]) -> dict[Any, Any]:
+    """The memo of a whole-file parse: each item under the piece its first line is in."""
+    starts = [k[1] for k in keys]
+    groups: list[tuple[ast.Version | None, list[ast.Item]]] = [(None, []) for _ in keys]
+
+    def piece_of(line: int) -> int:
+        return bisect.bisect_right(starts, line) - 1
+
+    if module.version is not None:
+        groups[piece_of(module.version.span.line)] = (module.version, [])
+    for item in module.items:
+        groups[piece_of(item.span.line)][1].append(item)
+    return dict(zip(keys, groups))
