@@ -90,9 +90,9 @@ def run(ctx: StepContext) -> dict[str, Any]:
     # threads=1 until _threads says more are safe: see the module docstring. temp_directory: a
     # large sort may spill, and must not spill into the project folder (the default is ./.tmp).
     # allowed_paths: with file access off, DuckDB still reads the input files themselves, with
-    # its own Parquet reader (an Arrow dataset instead: 1.25x the time and 1.75x the memory of
-    # a dedup over 10M rows, bench/bench_curate.py); the query cannot name them (sqlpolicy
-    # refuses file functions, COPY and ATTACH). No extension is fetched or loaded behind the
+    # its own Parquet reader (an Arrow dataset instead was slower, held more memory and
+    # imported pandas); the query cannot name them (sqlpolicy refuses file functions, COPY
+    # and ATTACH). No extension is fetched or loaded behind the
     # query's back.
     con = duckdb.connect(":memory:", config={"threads": 1,
                                              "temp_directory": str(ctx.cache / "duckdb-tmp"),

@@ -121,8 +121,9 @@ def encode_rows(rows: Sequence[Mapping[str, Any]], fields: Sequence[str],
 def paused_gc() -> Iterator[None]:
     """The cyclic GC off while a step builds many small acyclic lists (token ids, examples):
     each of its passes walks every object the process holds (a loaded tokenizer, the rows),
-    and serving 50k cached rows triggered enough of them to take 4x the time of the
-    conversion itself (bench/bench_tokens.py). Restored after, also on an error."""
+    and serving cached rows triggered enough of them to cost more than the conversion
+    itself (bench/bench_tokens.py's cache cost went from 16% to 8-14%). Restored after,
+    also on an error."""
     was = gc.isenabled()
     gc.disable()
     try:

@@ -117,8 +117,8 @@ def test_a_parquet_schema_column_missing_gets_a_did_you_mean(tmp_path: Path) -> 
 
 def test_a_large_parquet_dataset_is_never_one_table_in_memory(tmp_path: Path) -> None:
     """The copy holds a few row groups: its peak Arrow allocation, in a fresh process, is a
-    fraction of the decoded size (measured 0.2-0.33x here; the whole-table path held all
-    of it, twice while merging chunks: 2.05x)."""
+    fraction of the decoded size (the whole-table path held all of it, twice while merging
+    chunks)."""
     import subprocess
     import sys
 
