@@ -14,6 +14,16 @@ from ftlang.compiler.ir import Node, Program
 
 
 @dataclass
+class Memo:
+    """What a compile can reuse from the last compile of the same file (the caller keeps it:
+    runtime/parsememo.py on disk, the language server per buffer); each pass that fills a
+    part keeps only what this compile used."""
+
+    parse: dict[Any, Any] = field(default_factory=dict)  # lang/incremental.py's pieces
+    sql: dict[Any, Any] = field(default_factory=dict)  # sqlrules.SqlChecker's DuckDB answers
+
+
+@dataclass
 class Compilation:
     """The one state the passes read and extend, in order."""
 
@@ -26,7 +36,7 @@ class Compilation:
     graph: Any = None  # networkx.DiGraph over node ids
     cyclic: bool = False
     remote: str | None = None  # cache { remote = ... }: the shared remote cache, never in a key
-    memo: dict[Any, Any] | None = None  # parsed pieces of an earlier text (lang/incremental.py)
+    memo: Memo | None = None
 
 
 @dataclass(frozen=True)
@@ -43,7 +53,7 @@ def _parse(c: Compilation) -> None:
     else:
         from ftlang.lang.incremental import parse_with
 
-        c.module = parse_with(c.text, c.file, c.memo)
+        c.module = parse_with(c.text, c.file, c.memo.parse)
 
 
 def _symbols(c: Compilation) -> None:
@@ -68,7 +78,9 @@ def _check(c: Compilation) -> None:
 def _contracts(c: Compilation) -> None:
     from ftlang.compiler import contracts
 
-    contracts.check(c.nodes, c.ctx)
+    used = contracts.check(c.nodes, c.ctx, c.memo.sql if c.memo is not None else None)
+    if c.memo is not None:
+        c.memo.sql = used
 
 
 def _outputs(c: Compilation) -> None:
@@ -128,7 +140,7 @@ PASSES: tuple[Pass, ...] = (
 
 
 def compile_source(text: str, file: str | Path, project: Path | None = None,
-                   memo: dict[Any, Any] | None = None) -> Program:
+                   memo: Memo | None = None) -> Program:
     """The checked Program of `text`; `memo` (kept by the caller between compiles of the
     same file) lets the parse reuse the items an edit did not touch."""
     from ftlang.lang.diagnostics import FtError

@@ -45,18 +45,21 @@ class Columns:
     origin: str = ""  # "the schema", "the query", "data/x.jsonl"
 
 
-def check(nodes: dict[str, Node], ctx: T.Ctx) -> None:
-    _Contracts(nodes, ctx).run()
+def check(nodes: dict[str, Node], ctx: T.Ctx, memo: dict[Any, Any] | None = None) -> dict[Any, Any]:
+    """Checks the columns; returns the DuckDB answers it used (sqlrules.SqlChecker's memo)."""
+    c = _Contracts(nodes, ctx, memo)
+    c.run()
+    return c.sql.used
 
 
 class _Contracts:
-    def __init__(self, nodes: dict[str, Node], ctx: T.Ctx) -> None:
+    def __init__(self, nodes: dict[str, Node], ctx: T.Ctx, memo: dict[Any, Any] | None = None) -> None:
         self.nodes = nodes
         self.ctx = ctx
         self.columns: dict[str, Columns | None] = {}
         self.busy: set[str] = set()
         self.parts: dict[str, dict[str | None, Columns]] = {}  # a declared `columns` hook's parts
-        self.sql = sqlrules.SqlChecker(nodes, ctx)  # DuckDB's view of the queries
+        self.sql = sqlrules.SqlChecker(nodes, ctx, memo)  # DuckDB's view of the queries
 
     def run(self) -> None:
         for nid in list(self.nodes):
@@ -150,7 +153,7 @@ class _Contracts:
             return None
         if tree is None:
             return None
-        made = sqlrules.created(sql)  # CREATE TEMP TABLE x before the query: x is no input
+        made = self.sql.created(sql)  # CREATE TEMP TABLE x before the query: x is no input
         tables = {n: t for n, t in _tables(tree).items() if n.lower() not in made}
         inputs = node.params.get("from")
         if inputs is None:

@@ -12,6 +12,12 @@
 
 DuckDB is imported only here, only when a file has a curate block; one in-memory connection
 per compile, each query in its own transaction that is rolled back.
+
+What DuckDB says depends only on the query's text, the `deterministic` flag and the input
+columns' names and types (and on DuckDB and ftlang, which the caller's memo is kept for):
+`memo` (a dict kept between compiles, runtime/parsememo.py) holds each answer under those,
+so a compile after an edit asks DuckDB only about the queries whose answer may differ, and
+imports DuckDB only if there is one. `used` holds the answers this compile used.
 """
 
 from __future__ import annotations
@@ -20,8 +26,8 @@ import contextlib
 import logging
 import re
 import threading
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from ftlang.compiler import types as T
 from ftlang.compiler.ir import Node
@@ -40,11 +46,21 @@ REFUSED = sqlpolicy.REFUSED
 class SqlChecker:
     """Reviews and binds the curate queries of one compile."""
 
-    def __init__(self, nodes: dict[str, Node], ctx: T.Ctx) -> None:
+    def __init__(self, nodes: dict[str, Node], ctx: T.Ctx, memo: dict[Any, Any] | None = None) -> None:
         self.nodes = nodes
         self.ctx = ctx
         self.types: dict[str, dict[str, str]] = {}  # curate node -> output column -> DuckDB type
         self._con: duckdb.DuckDBPyConnection | None = None
+        self.memo = memo or {}
+        self.used: dict[Any, Any] = {}
+
+    def _answer(self, key: Any, ask: Callable[[], Any]) -> Any:
+        """DuckDB's answer for `key`, from the memo or asked now; None answers (an
+        interrupted bind) are not kept."""
+        value = self.memo[key] if key in self.memo else ask()
+        if value is not None:
+            self.used[key] = value
+        return value
 
     def con(self) -> duckdb.DuckDBPyConnection:
         if self._con is None:
@@ -64,21 +80,38 @@ class SqlChecker:
         """Reports what the curate rules refuse. Returns "ok", NONDETERMINISTIC (still a plain
         query) or REFUSED (statements other checks would misread: they should stop)."""
         deterministic = node.params.get("deterministic") is not False
-        found = sqlpolicy.review(sql, self.con(), deterministic)
-        for f in found:
-            self.ctx.error(_CODES[f.kind], f.message, where.span(f.start, f.end), f.label, help=f.help)
-        kinds = {f.kind for f in found}
+        found = self._answer(("review", sql, deterministic), lambda: [
+            (f.kind, f.message, f.start, f.end, f.label, f.help)
+            for f in sqlpolicy.review(sql, self.con(), deterministic)])
+        for kind, message, start, end, label, help_ in found:
+            self.ctx.error(_CODES[kind], message, where.span(start, end), label, help=help_)
+        kinds = {f[0] for f in found}
         return sqlpolicy.REFUSED if sqlpolicy.REFUSED in kinds else \
             sqlpolicy.NONDETERMINISTIC if kinds else "ok"
 
     def bind(self, node: Node, sql: str, where: _SqlPosition, tables: dict[str, Columns],
              inputs: dict[str, str]) -> None:
         """Binds the query against empty tables (table name -> columns; `inputs`: table -> node)."""
-        import duckdb
-
         typed = {name: self.column_types(inputs[name], cols) for name, cols in tables.items()}
         if not typed or any(not cols for cols in typed.values()):
             return
+        key = ("bind", sql, tuple((n, tuple(cols.items())) for n, cols in typed.items()))
+        answer = self._answer(key, lambda: self._bind(sql, typed))
+        if answer is None:
+            return  # too slow to bind at compile time: the step will tell
+        if answer[0] == "types":
+            known = all(t for cols in typed.values() for t in cols.values())
+            # with an untyped input, an output type may be a guess: downstream binds it as unknown
+            self.types[node.id] = {c: t if known else "" for c, t in answer[1]}
+        else:
+            _, parser_error, message, at, text = answer
+            self.report(parser_error, message, at, text, where)
+
+    def _bind(self, sql: str, typed: dict[str, dict[str, str]]) -> tuple[Any, ...] | None:
+        """("types", ((column, type), ...)), ("error", is a parser error, DuckDB's message,
+        offset of the statement, its text), or None when interrupted."""
+        import duckdb
+
         con = self.con()
         timer = threading.Timer(BIND_SECONDS, con.interrupt)
         con.begin()
@@ -96,19 +129,21 @@ class SqlChecker:
             stmt_at, last = stmts[-1]
             text = last.query
             rel = con.sql(text)  # binds; runs nothing
-            known = all(t for cols in typed.values() for t in cols.values())
-            # with an untyped input, an output type may be a guess: downstream binds it as unknown
-            self.types[node.id] = {c: str(t) if known else "" for c, t in zip(rel.columns, rel.types)}
+            return ("types", tuple((c, str(t)) for c, t in zip(rel.columns, rel.types)))
         except duckdb.InterruptException:
-            pass  # too slow to bind at compile time: the step will tell
+            return None
         except duckdb.Error as e:
-            self.report(e, stmt_at, text, where)
+            return ("error", isinstance(e, duckdb.ParserException), str(e), stmt_at, text)
         finally:
             timer.cancel()
             try:
                 con.rollback()
             except duckdb.Error:
                 pass
+
+    def created(self, sql: str) -> set[str]:
+        """`created(sql)`, from the memo when it has it."""
+        return set(self._answer(("created", sql), lambda: frozenset(created(sql))))
 
     def column_types(self, nid: str, cols: Columns) -> dict[str, str]:
         """Column -> DuckDB type ('' when unknown) of an input, in its column order."""
@@ -121,17 +156,15 @@ class SqlChecker:
             known = self.types[nid]
         return {c: known.get(c, "") for c in cols.names}
 
-    def report(self, e: Exception, at: int, text: str, where: _SqlPosition) -> None:
-        """A DuckDB error in statement `text` (at offset `at` of the sql) as a diagnostic."""
-        import duckdb
-
-        lines = [ln for ln in str(e).split("\n") if ln.strip()]
-        first = re.sub(r"^[\w ]+ Error: ", "", lines[0]) if lines else type(e).__name__
+    def report(self, parser_error: bool, message: str, at: int, text: str, where: _SqlPosition) -> None:
+        """DuckDB's error `message` in statement `text` (at offset `at` of the sql) as a diagnostic."""
+        lines = [ln for ln in message.split("\n") if ln.strip()]
+        first = re.sub(r"^[\w ]+ Error: ", "", lines[0]) if lines else "Error"
         first = re.split(r"(?<=[.!])\s", first)[0]  # DuckDB's advice after it is in the help
         if '"NULL"' in first:
             return  # an input column of unknown type: the binder's guess, not the user's error
         start, end = _locate(first, text, at)
-        if isinstance(e, duckdb.ParserException):
+        if parser_error:
             self.ctx.error("FT0126", f"SQL syntax error: {first}", where.span(start, end), "here",
                            help="DuckDB's parser rejects the query")
             return

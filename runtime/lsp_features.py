@@ -29,7 +29,7 @@ class Document:
     symbols: Any = None  # compiler.symbols.Symbols of the last text that parsed
     module: Any = None  # its lang.ast.Module
     sources: dict[str, str] = field(default_factory=dict)
-    memo: dict[Any, Any] = field(default_factory=dict)  # parsed pieces: a keystroke re-parses one block
+    memo: Any = None  # compiler.Memo of the last compile: a keystroke re-parses one block
 
 
 # ---- diagnostics ------------------------------------------------------------------------------
@@ -49,12 +49,14 @@ def check(doc: Document) -> list[lsp.Diagnostic]:
 
 
 def _refresh_symbols(doc: Document) -> None:
-    from ftlang.compiler import symbols
+    from ftlang.compiler import Memo, symbols
     from ftlang.lang.diagnostics import FtError
     from ftlang.lang.incremental import parse_with
 
+    if doc.memo is None:
+        doc.memo = Memo()
     try:
-        module = parse_with(doc.text, doc.shown, doc.memo)
+        module = parse_with(doc.text, doc.shown, doc.memo.parse)
     except FtError:
         return  # keep the last good symbols: completion still knows the blocks
     doc.module = module

@@ -278,11 +278,11 @@ def compile_cached(path: str | Path) -> Program:
     package = _package_fingerprint()  # before compiling: what the compile will read
     entry = _entry_path(project, shown)
     memo = parsememo.load(entry, package)
-    before = set(memo)
+    before = (set(memo.parse), set(memo.sql))
     try:
         program = compile_source(text, shown, project, memo=memo)
     finally:  # a file with errors after parsing still parsed: the next check reuses its pieces
-        if set(memo) != before:
+        if (set(memo.parse), set(memo.sql)) != before:
             parsememo.save(entry, package, memo)
     program.__dict__[_PACKAGE] = package
     save(program)

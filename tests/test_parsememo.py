@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from conftest import run_ft
+from ftlang.compiler import Memo
 from ftlang.runtime import parsememo
 
 BLOCK = 'dataset d{i} {{\n  source = jsonl("data/rows.jsonl")\n}}\n\n'
@@ -29,7 +31,7 @@ def test_check_writes_the_memo_only_where_ft_exists_and_an_edit_reads_it(tmp_pat
     (tmp_path / ".ft").mkdir()
     assert run_ft("check", "p.ft", cwd=tmp_path).returncode == 0
     (memo_file,) = _memos(tmp_path)
-    memo = parsememo.load(memo_file.with_suffix(".bin"), _package())
+    memo = parsememo.load(memo_file.with_suffix(".bin"), _package()).parse
     assert len(memo) == 21  # the version line and 20 blocks
     # A line inserted above block 15 and an error in block 17: the diagnostic's line is the
     # new one, though blocks 0-14 came from the memo.
@@ -40,7 +42,7 @@ def test_check_writes_the_memo_only_where_ft_exists_and_an_edit_reads_it(tmp_pat
     out = run_ft("check", "p.ft", cwd=tmp_path)
     line = text.splitlines().index("  sorce = 1") + 1
     assert out.returncode != 0 and f"p.ft:{line}:3" in out.stderr, out.stderr
-    memo = parsememo.load(memo_file.with_suffix(".bin"), _package())
+    memo = parsememo.load(memo_file.with_suffix(".bin"), _package()).parse
     assert any(key[1] == line - 2 for key in memo)  # the edited block, stored at its new line
 
 
@@ -52,8 +54,10 @@ def test_a_damaged_or_foreign_memo_is_ignored(tmp_path: Path) -> None:
     blob = bytearray(memo_file.read_bytes())
     blob[-5] ^= 0xFF
     memo_file.write_bytes(bytes(blob))
-    assert parsememo.load(memo_file.with_suffix(".bin"), _package()) == {}
-    assert parsememo.load(memo_file.with_suffix(".bin"), "another ftlang") == {}
+    assert parsememo.load(memo_file.with_suffix(".bin"), _package()) == Memo()
+    assert parsememo.load(memo_file.with_suffix(".bin"), "another ftlang") == Memo()
+    memo_file.write_bytes(b"ftparse1\n{}\n")  # another format (the last stop's)
+    assert parsememo.load(memo_file.with_suffix(".bin"), _package()) == Memo()
     (tmp_path / "p.ft").write_text((tmp_path / "p.ft").read_text() + BLOCK.format(i=9))
     out = run_ft("check", "p.ft", cwd=tmp_path)
     assert out.returncode == 0 and "4 steps" in out.stdout
@@ -62,13 +66,59 @@ def test_a_damaged_or_foreign_memo_is_ignored(tmp_path: Path) -> None:
     import json
     import pickle
 
-    payload = pickle.dumps({("p.ft", 1, b"x"): (None, [Path("/")])})
+    payload = pickle.dumps({"parse": {("p.ft", 1, b"x"): (None, [Path("/")])}, "sql": {}})
     memo_file.write_bytes(parsememo.MAGIC + json.dumps(
         {"package": _package(), "payload": hashlib.sha256(payload).hexdigest()}).encode() + b"\n" + payload)
-    assert parsememo.load(memo_file.with_suffix(".bin"), _package()) == {}
+    assert parsememo.load(memo_file.with_suffix(".bin"), _package()) == Memo()
 
 
 def _package() -> str:
     from ftlang.runtime.progcache import _package_fingerprint
 
     return _package_fingerprint()
+
+
+SQL_FT = """ft 0.1
+dataset rows {
+  source = jsonl("data/rows.jsonl")
+  schema { prompt: str, completion: str }
+}
+curate a { sql "SELECT prompt, length(completion) AS n FROM rows" }
+curate b { sql "SELECT prompt, n + 1 AS m FROM a" }
+"""
+
+
+def test_a_compile_after_an_edit_asks_duckdb_only_about_what_changed(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """compiler/sqlrules.py keeps DuckDB's answers (review, bind, created) under the query and
+    its input columns: an edit elsewhere asks nothing; a changed query, or a changed input
+    type, asks again; a wrong query found from the memo still gets its diagnostic."""
+    from ftlang.compiler import compile_source, sqlrules
+    from ftlang.lang.diagnostics import FtError
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "rows.jsonl").write_text('{"prompt": "a", "completion": "b"}\n')
+    asked: list[str] = []
+    real = sqlrules.SqlChecker._bind
+    monkeypatch.setattr(sqlrules.SqlChecker, "_bind", lambda self, sql, typed: asked.append(sql) or real(self, sql, typed))
+    memo = Memo()
+    prog = compile_source(SQL_FT, "p.ft", tmp_path, memo=memo)
+    assert len(asked) == 2 and len(memo.sql) == 6  # review, created and bind of each query
+    first = dict(memo.sql)
+    assert prog.nodes["curate.b"].params["sql"]
+    asked.clear()
+    compile_source(SQL_FT.replace('"data/rows.jsonl")', '"data/rows.jsonl")\n  # a comment'), "p.ft", tmp_path, memo=memo)
+    assert asked == [] and dict(memo.sql) == first
+    compile_source(SQL_FT.replace("n + 1 AS m", "n + 2 AS m"), "p.ft", tmp_path, memo=memo)
+    assert asked == ["SELECT prompt, n + 2 AS m FROM a"]
+    asked.clear()
+    # a's output type changes (DOUBLE): b's text is as in the memo, and it is asked again.
+    compile_source(SQL_FT.replace("n + 1 AS m", "n + 2 AS m").replace(
+        "length(completion) AS n", "CAST(length(completion) AS DOUBLE) AS n"), "p.ft", tmp_path, memo=memo)
+    assert asked == ["SELECT prompt, CAST(length(completion) AS DOUBLE) AS n FROM rows",
+                     "SELECT prompt, n + 2 AS m FROM a"]
+    wrong = SQL_FT.replace("n + 1 AS m", "no_such_fn(n) AS m")
+    for _ in range(2):  # asked, then answered by the memo: the same error both times
+        with pytest.raises(FtError) as err:
+            compile_source(wrong, "p.ft", tmp_path, memo=memo)
+        assert [d.code for d in err.value.diagnostics] == ["FT0129"]
