@@ -59,7 +59,7 @@ def sentinel(module: str, name: str) -> Any:
 
 class _Pickler(pickle.Pickler):
     """Sentinels by name, through a per-type reducer: a persistent_id hook would be a
-    Python call for each of the ~200k objects of a 1,000-block program."""
+    Python call for every object of the program."""
 
     def __init__(self, file: Any) -> None:
         super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)

@@ -454,7 +454,7 @@ def _stream_parquet(ctx: StepContext, path: Path, shown: str, schema: dict[str, 
     except (pa.ArrowException, OSError) as e:
         raise StepError(f"cannot read Parquet: {e}", path=shown) from None
     _check_shape(rows, columns, shown)
-    # from_batches, not schema.empty_table(): that one imports pandas (0.2 s) for nothing
+    # from_batches, not schema.empty_table(): that one imports pandas, slow, for nothing
     first = _apply_schema(pa.Table.from_batches([], schema=file.schema_arrow), schema, shown, lambda: None)
 
     def batches() -> Iterator[pa.RecordBatch]:

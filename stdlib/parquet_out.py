@@ -56,7 +56,7 @@ def write_batches(batches: Iterable[pa.RecordBatch], schema: pa.Schema, paths: d
     each row's index into `paths` (that column is not written); rows per file. At most
     about one row group per part is held in memory. `by_part`: the rows come ordered by
     their part index, so each batch is cut into slices (no per-row filter: pyarrow's
-    compute functions import pandas, 0.25 s, on first use)."""
+    compute functions import pandas on first use, which is slow)."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
