@@ -13,13 +13,12 @@ the unpickler builds only the AST's own classes (the rest is plain dicts and tup
 
 from __future__ import annotations
 
-import hashlib
 import io
-import json
-import os
 import pickle
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from ftlang.runtime.progcache import read_sealed, write_sealed
 
 if TYPE_CHECKING:
     from ftlang.compiler import Memo
@@ -43,20 +42,15 @@ def load(entry: Path, package: str) -> Memo:
     """The memo saved beside the progcache entry `entry`, or an empty one."""
     from ftlang.compiler import Memo
 
+    sealed = read_sealed(_path(entry), MAGIC)
+    if sealed is None or sealed[0].get("package") != package:
+        return Memo()
     try:
-        blob = _path(entry).read_bytes()
-        if not blob.startswith(MAGIC):
-            return Memo()
-        end = blob.index(b"\n", len(MAGIC))
-        head = json.loads(blob[len(MAGIC):end])
-        payload = blob[end + 1:]
-        if head.get("package") != package or head.get("payload") != hashlib.sha256(payload).hexdigest():
-            return Memo()
-        parts = _Unpickler(io.BytesIO(payload)).load()
-        if not (isinstance(parts, dict) and isinstance(parts.get("parse"), dict)
-                and isinstance(parts.get("sql"), dict)):
-            return Memo()
+        parts = _Unpickler(io.BytesIO(sealed[1])).load()
     except Exception:  # any damage at all means: compile everything
+        return Memo()
+    if not (isinstance(parts, dict) and isinstance(parts.get("parse"), dict)
+            and isinstance(parts.get("sql"), dict)):
         return Memo()
     return Memo(parse=parts["parse"], sql=parts["sql"])
 
@@ -66,14 +60,8 @@ def save(entry: Path, package: str, memo: Memo) -> bool:
     dest = _path(entry)
     if not dest.parent.parent.is_dir():
         return False
-    tmp = dest.with_name(f"{dest.name}.{os.getpid()}.tmp")
     try:
         payload = pickle.dumps({"parse": memo.parse, "sql": memo.sql}, protocol=pickle.HIGHEST_PROTOCOL)
-        head = {"package": package, "payload": hashlib.sha256(payload).hexdigest()}
-        dest.parent.mkdir(exist_ok=True)
-        tmp.write_bytes(MAGIC + json.dumps(head).encode() + b"\n" + payload)
-        os.replace(tmp, dest)  # readers see the old memo or the new one, never half
-        return True
     except Exception:
-        tmp.unlink(missing_ok=True)
         return False
+    return write_sealed(dest, MAGIC, {"package": package}, payload)

@@ -184,22 +184,48 @@ def _still(facts: dict[str, Any]) -> bool:
     return True
 
 
+def read_sealed(path: Path, magic: bytes) -> tuple[dict[str, Any], bytes] | None:
+    """(head, payload) of a file that `write_sealed` wrote with `magic`, or None: missing,
+    another format, or a payload whose sha256 is not the one its head records."""
+    try:
+        blob = path.read_bytes()
+        if not blob.startswith(magic):
+            return None
+        end = blob.index(b"\n", len(magic))
+        head = json.loads(blob[len(magic):end])
+        payload = blob[end + 1:]
+    except (OSError, ValueError):
+        return None
+    if not isinstance(head, dict) or head.get("payload") != hashlib.sha256(payload).hexdigest():
+        return None
+    return head, payload
+
+
+def write_sealed(dest: Path, magic: bytes, head: dict[str, Any], payload: bytes) -> bool:
+    """`magic`, `head` (with the payload's sha256 added) as one JSON line, then `payload`,
+    by rename: readers see the old file or the new one, never half. False on any error."""
+    tmp = dest.with_name(f"{dest.name}.{os.getpid()}.tmp")
+    try:
+        head = {**head, "payload": hashlib.sha256(payload).hexdigest()}
+        dest.parent.mkdir(exist_ok=True)
+        tmp.write_bytes(magic + json.dumps(head).encode() + b"\n" + payload)
+        os.replace(tmp, dest)
+        return True
+    except Exception:  # a cache that cannot be written only costs the next compile
+        tmp.unlink(missing_ok=True)
+        return False
+
+
 def load(project: Path, shown: str, text: str) -> Program | None:
     """The cached Program of the file `shown` in `project` whose text is `text`, or None
     (no entry, stale, corrupt)."""
-    try:
-        blob = _entry_path(project, shown).read_bytes()
-    except OSError:
+    sealed = read_sealed(_entry_path(project, shown), MAGIC)
+    if sealed is None:
         return None
+    head, payload = sealed
     try:
-        if not blob.startswith(MAGIC):
-            return None
-        head_end = blob.index(b"\n", len(MAGIC))
-        head = json.loads(blob[len(MAGIC):head_end])
-        payload = blob[head_end + 1:]
         if (head.get("format") != FORMAT
                 or head.get("text") != hashlib.sha256(text.encode()).hexdigest()
-                or head.get("payload") != hashlib.sha256(payload).hexdigest()
                 or head.get("package") != _package_fingerprint()
                 or not _still(head["facts"])):
             return None
@@ -225,29 +251,17 @@ def save(program: Program) -> bool:
     package = program.__dict__.get(_PACKAGE)
     if text is None or package is None or not (program.project / ".ft").is_dir():
         return False  # `ft check` on a file never run does not create .ft/
-    dest = _entry_path(program.project, shown)
-    tmp = dest.with_name(f"{dest.name}.{os.getpid()}.tmp")
     try:
         facts = _facts(program, shown)
         if facts is None:
             return False
-        cached = _cached(program)
         buf = io.BytesIO()
-        _Pickler(buf).dump(cached)
-        payload = buf.getvalue()
-        head = {"format": FORMAT, "text": hashlib.sha256(text.encode()).hexdigest(),
-                "payload": hashlib.sha256(payload).hexdigest(), "package": package,
-                "facts": facts}
-        dest.parent.mkdir(exist_ok=True)
-        tmp.write_bytes(MAGIC + json.dumps(head).encode() + b"\n" + payload)
-        os.replace(tmp, dest)  # readers see the old entry or the new one, never half
-        return True
+        _Pickler(buf).dump(_cached(program))
     except Exception:  # a cache that cannot be written only costs the next compile
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
         return False
+    head = {"format": FORMAT, "text": hashlib.sha256(text.encode()).hexdigest(),
+            "package": package, "facts": facts}
+    return write_sealed(_entry_path(program.project, shown), MAGIC, head, buf.getvalue())
 
 
 def _cached(program: Program) -> CachedProgram:

@@ -113,9 +113,11 @@ def run(ctx: StepContext) -> dict[str, Any]:
         _sandbox(con)
         deterministic = ctx.params.get("deterministic") is not False
         _review(con, sql, deterministic)
-        con.execute(f"SET threads = {_threads(con, sql, deterministic)}")
+        statements = _statements(con, sql, columns)
+        ordered = _has_top_level_order(con, statements[-1].query)  # the query orders its rows itself
+        con.execute(f"SET threads = {_threads(con, statements, ordered, deterministic)}")
         con.execute("SET lock_configuration = true")  # last: nothing can be set after this
-        result, ordered = _query(con, sql, columns)
+        result = _query(con, statements, columns)
         if split is not None:
             result = _with_part(result, split)  # before the sort: the hashing runs on every thread
         if not ordered:
@@ -161,7 +163,8 @@ _ORDER_FREE_OPS = frozenset({
 _ORDER_FREE_AGG = re.compile(r'"?(count_star|count|min|max)"?\(')
 
 
-def _threads(con: duckdb.DuckDBPyConnection, sql: str, deterministic: bool) -> int:
+def _threads(con: duckdb.DuckDBPyConnection, statements: list[Any], ordered: bool,
+             deterministic: bool) -> int:
     """The query's threads: the cores ftlang may use (cputhreads.choose) when its rows do
     not depend on the order they are produced in, else 1 (module docstring).
 
@@ -173,16 +176,10 @@ def _threads(con: duckdb.DuckDBPyConnection, sql: str, deterministic: bool) -> i
     from ftlang.stdlib import cputhreads
 
     cores = cputhreads.choose()
-    if cores == 1 or not deterministic:
+    if cores == 1 or not deterministic or ordered or len(statements) != 1:
         return 1
     try:
-        statements = con.extract_statements(sql)
-        if len(statements) != 1 or statements[0].type != duckdb.StatementType.SELECT:
-            return 1
-        query = statements[0].query
-        if _has_top_level_order(con, query):
-            return 1
-        plan = json.loads(con.sql("EXPLAIN (FORMAT json) " + query).fetchall()[0][1])
+        plan = json.loads(con.sql("EXPLAIN (FORMAT json) " + statements[0].query).fetchall()[0][1])
     except duckdb.Error:
         return 1  # the query itself fails later, with its own error
     return cores if all(_order_free(node) for node in plan) else 1
@@ -243,21 +240,31 @@ def _check_split(split: dict[str, Any]) -> None:
         raise StepError("split needs `by`: the column whose hash decides the part")
 
 
-def _query(con: duckdb.DuckDBPyConnection, sql: str,
-           columns: dict[str, list[str]]) -> tuple[duckdb.DuckDBPyRelation, bool]:
-    """Run `sql`'s set-up statements; its query as a relation, and whether the query orders
-    its rows itself (a top-level ORDER BY); the caller sorts the others by all columns."""
+def _statements(con: duckdb.DuckDBPyConnection, sql: str, columns: dict[str, list[str]]) -> list[Any]:
+    """`sql`'s statements, the last one a query."""
     import duckdb
 
     try:
         statements = con.extract_statements(sql)
-        if not statements:
-            raise StepError("the sql is empty", hint="write a query: SELECT ... FROM "
-                            + next(iter(columns), "table"))
+    except duckdb.Error as e:
+        raise _sql_error(e, columns) from None
+    if not statements:
+        raise StepError("the sql is empty", hint="write a query: SELECT ... FROM "
+                        + next(iter(columns), "table"))
+    if statements[-1].type != duckdb.StatementType.SELECT:
+        raise StepError(f"the last SQL statement must be a query (SELECT ...), "
+                        f"not {statements[-1].type.name}")
+    return statements
+
+
+def _query(con: duckdb.DuckDBPyConnection, statements: list[Any],
+           columns: dict[str, list[str]]) -> duckdb.DuckDBPyRelation:
+    """Run the set-up statements; the query as a relation (the caller sorts it by all
+    columns unless it has a top-level ORDER BY)."""
+    import duckdb
+
+    try:
         *setup, last = statements
-        if last.type != duckdb.StatementType.SELECT:
-            raise StepError(f"the last SQL statement must be a query (SELECT ...), "
-                            f"not {last.type.name}")
         for stmt in setup:  # e.g. CREATE MACRO: allowed, the connection is thrown away
             # A SELECT (setseed) comes back as a lazy relation: run it, or it never happens;
             # con.execute(...) would leave an unread result that blocks the next statement.
@@ -269,7 +276,7 @@ def _query(con: duckdb.DuckDBPyConnection, sql: str,
         if dupes:
             raise StepError(f"the query returns two columns named '{dupes[0]}'",
                             hint=f"give one an alias: ... AS {dupes[0]}_2")
-        return rel, _has_top_level_order(con, last.query)
+        return rel
     except duckdb.Error as e:
         raise _sql_error(e, columns) from None
 

@@ -57,7 +57,9 @@ def _threads(art: Artifact, sql: str, deterministic: bool = True) -> int:
     con.register("rows", ds.dataset(str(art.dataset_file()), format="parquet"))
     curate._sandbox(con)
     try:
-        return curate._threads(con, sql, deterministic)
+        statements = curate._statements(con, sql, {"rows": []})
+        ordered = curate._has_top_level_order(con, statements[-1].query)
+        return curate._threads(con, statements, ordered, deterministic)
     finally:
         con.close()
 
