@@ -4,8 +4,8 @@ In:  params["from"], dataset Artifacts, each a table named after its block
      (`dataset.chats` -> `chats`, `curate.clean.train` -> `clean`); params["sql"], DuckDB SQL
      whose last statement is a query; params["split"], None or
      {"parts": {name: fraction, ...}, "by": column, "seed": int}.
-Out: `data.parquet`, or one `<part>.parquet` per part (empty ones too), streamed from DuckDB
-     batch by batch (`stream_parquet`: the result is never one table in memory), and
+Out: `data.parquet`, or one `<part>.parquet` per part (empty ones too), written by DuckDB's
+     own Parquet writer (`write_parts`: no row passes through Python), and
      {"rows_in": {table: n}, "rows_out": n, "parts": {part: n}} ("parts" only with a split).
 
 Output bytes depend only on the input rows and the params:
@@ -79,7 +79,6 @@ SPEC = StepSpec(
 def run(ctx: StepContext) -> dict[str, Any]:
     """Run the query over the input datasets and write the result, split or whole."""
     import duckdb
-    import pyarrow.parquet as pq
 
     tables = _tables(list(ctx.params["from"]))
     sql: str = ctx.params["sql"]
@@ -94,19 +93,23 @@ def run(ctx: StepContext) -> dict[str, Any]:
     # imported pandas); the query cannot name them (sqlpolicy refuses file functions, COPY
     # and ATTACH). No extension is fetched or loaded behind the
     # query's back.
-    con = duckdb.connect(":memory:", config={"threads": 1,
+    con = duckdb.connect(":memory:", config={"threads": 1, "preserve_insertion_order": True,
                                              "temp_directory": str(ctx.cache / "duckdb-tmp"),
                                              "autoinstall_known_extensions": False,
                                              "autoload_known_extensions": False})
     columns: dict[str, list[str]] = {}
+    out = {p: ctx.out / f"{p}.parquet" for p in split["parts"]} if split else {"data": ctx.out / "data.parquet"}
     try:
         rows_in: dict[str, int] = {}
-        con.execute("SET allowed_paths = $paths", {"paths": [str(p) for p in tables.values()]})
+        # The inputs to read and the output files to write (with COPY, ftlang's own statement
+        # below: the query cannot write, sqlpolicy refuses COPY).
+        con.execute("SET allowed_paths = $paths",
+                    {"paths": [str(p) for p in [*tables.values(), *out.values()]]})
         for name, path in tables.items():
             quoted = str(path).replace("'", "''")
             con.execute(f"CREATE TEMP VIEW {_quote(name)} AS SELECT * FROM read_parquet('{quoted}')")
             columns[name] = list(con.table(name).columns)
-            rows_in[name] = pq.ParquetFile(path).metadata.num_rows
+            rows_in[name] = con.execute(f"SELECT count(*) FROM {_quote(name)}").fetchone()[0]
         from ftlang.stdlib import sqlmacros
 
         sqlmacros.define(con)  # the stdlib's quality filters: ft_words(...), ft_repetition(...), ...
@@ -117,19 +120,11 @@ def run(ctx: StepContext) -> dict[str, Any]:
         ordered = _has_top_level_order(con, statements[-1].query)  # the query orders its rows itself
         con.execute(f"SET threads = {_threads(con, statements, ordered, deterministic)}")
         con.execute("SET lock_configuration = true")  # last: nothing can be set after this
-        result = _query(con, statements, columns)
-        if split is not None:
-            result = _with_part(result, split)  # before the sort: the hashing runs on every thread
-        if not ordered:
-            # By all columns. With a split, the part first: each part's rows then come
-            # together, in the order of all the other columns (what each file holds).
-            result = result.order(", ".join([_PART, *map(_quote, columns_of(result))])
-                                  if split is not None else "ALL")
-        if split is None:
-            counts = stream_parquet(result, {"data": ctx.out / "data.parquet"})
-        else:
-            counts = stream_parquet(result, {p: ctx.out / f"{p}.parquet" for p in split["parts"]},
-                                    part_column=_PART, by_part=not ordered)
+        names = _query(con, statements)
+        # One query, a pure function of the inputs (set-up statements may seed random()),
+        # runs again for each part; anything else runs once, into a table the parts are cut from.
+        once = split is not None and (len(statements) > 1 or not deterministic)
+        counts = write_parts(con, names, out, split, ordered, once)
         meta: dict[str, Any] = {"rows_in": rows_in, "rows_out": sum(counts.values())}
         if split is not None:
             meta["parts"] = counts
@@ -156,7 +151,7 @@ def _sandbox(con: duckdb.DuckDBPyConnection) -> None:
 # sum, whose rounding follows the order). A plan made only of these, sorted by all its
 # columns at the end, gives the same file on any number of threads.
 _ORDER_FREE_OPS = frozenset({
-    "PYTHON_ARROW_SCAN", "ARROW_SCAN", "SEQ_SCAN", "TABLE_SCAN", "DUMMY_SCAN", "COLUMN_DATA_SCAN",
+    "READ_PARQUET", "PYTHON_ARROW_SCAN", "ARROW_SCAN", "SEQ_SCAN", "TABLE_SCAN", "DUMMY_SCAN", "COLUMN_DATA_SCAN",
     "EMPTY_RESULT", "FILTER", "PROJECTION", "HASH_GROUP_BY", "PERFECT_HASH_GROUP_BY",
     "UNGROUPED_AGGREGATE", "HASH_JOIN", "NESTED_LOOP_JOIN", "PIECEWISE_MERGE_JOIN",
     "CROSS_PRODUCT", "UNION", "CTE", "CTE_SCAN"})
@@ -257,28 +252,23 @@ def _statements(con: duckdb.DuckDBPyConnection, sql: str, columns: dict[str, lis
     return statements
 
 
-def _query(con: duckdb.DuckDBPyConnection, statements: list[Any],
-           columns: dict[str, list[str]]) -> duckdb.DuckDBPyRelation:
-    """Run the set-up statements; the query as a relation (the caller sorts it by all
-    columns unless it has a top-level ORDER BY)."""
-    import duckdb
-
-    try:
-        *setup, last = statements
-        for stmt in setup:  # e.g. CREATE MACRO: allowed, the connection is thrown away
-            # A SELECT (setseed) comes back as a lazy relation: run it, or it never happens;
-            # con.execute(...) would leave an unread result that blocks the next statement.
-            rel = con.sql(stmt.query)
-            if rel is not None:
-                rel.to_arrow_table()
-        rel = con.sql(last.query)
-        dupes = sorted({c for c in rel.columns if rel.columns.count(c) > 1})
-        if dupes:
-            raise StepError(f"the query returns two columns named '{dupes[0]}'",
-                            hint=f"give one an alias: ... AS {dupes[0]}_2")
-        return rel
-    except duckdb.Error as e:
-        raise _sql_error(e, columns) from None
+def _query(con: duckdb.DuckDBPyConnection, statements: list[Any]) -> list[str]:
+    """Run the set-up statements and make the query the view `_RESULT`; its columns."""
+    *setup, last = statements
+    for stmt in setup:  # e.g. CREATE MACRO: allowed, the connection is thrown away
+        # A SELECT (setseed) comes back as a lazy relation: run it, or it never happens;
+        # con.execute(...) would leave an unread result that blocks the next statement.
+        rel = con.sql(stmt.query)
+        if rel is not None:
+            rel.to_arrow_table()
+    names = list(con.sql(last.query).columns)
+    dupes = sorted({c for c in names if names.count(c) > 1})
+    if dupes:
+        raise StepError(f"the query returns two columns named '{dupes[0]}'",
+                        hint=f"give one an alias: ... AS {dupes[0]}_2")
+    # The newline: a query that ends in a -- comment must not comment out what follows.
+    con.execute(f"CREATE TEMP VIEW {_RESULT} AS\n{last.query}\n")
+    return names
 
 
 def _has_top_level_order(con: duckdb.DuckDBPyConnection, query: str) -> bool:
@@ -328,40 +318,81 @@ def _sql_error(e: Exception, columns: dict[str, list[str]]) -> StepError:
 
 
 _PART = "__ft_part"
+_RESULT = "__ft_result"
+# DuckDB's own Parquet writer (COPY): every core compresses, no row passes through Python.
+# The bytes depend only on the rows and their order: the same on any number of threads
+# (tests/test_curate_threads.py). Row groups of parquet_out's size, its codec and level.
+_COPY_OPTIONS = "FORMAT parquet, COMPRESSION {codec}, COMPRESSION_LEVEL {level}, ROW_GROUP_SIZE {rows}"
 
 
-def _with_part(rel: duckdb.DuckDBPyRelation, split: dict[str, Any]) -> duckdb.DuckDBPyRelation:
-    """The rows with their part's index (in declared part order) as one more column; a plain
-    projection keeps an ordered query's order (it runs on one thread)."""
+def write_parts(con: duckdb.DuckDBPyConnection, names: list[str], out: dict[str, Path],
+                split: dict[str, Any] | None, ordered: bool, once: bool) -> dict[str, int]:
+    """The view `_RESULT` written to `out` (one file, or one per split part, in declared
+    order); rows per file. Each file's rows are sorted by all columns unless the query
+    ordered them (then they keep its order: that path runs on one thread)."""
+    from ftlang.stdlib import parquet_out
+
+    select = ", ".join(_stored(con, names))
+    source = _RESULT
+    if split is not None:
+        source = f"(SELECT *, {_part_case(split, names)} AS {_PART} FROM {_RESULT})"
+        if once:
+            con.execute(f"CREATE TEMP TABLE __ft_rows AS SELECT * FROM {source}")
+            source = "__ft_rows"
+    options = _COPY_OPTIONS.format(codec=parquet_out.COMPRESSION, level=parquet_out.COMPRESSION_LEVEL,
+                                   rows=parquet_out.ROW_GROUP_SIZE)
+    counts: dict[str, int] = {}
+    for i, (part, path) in enumerate(out.items()):
+        query = f"SELECT {select} FROM {source}"
+        if split is not None:
+            query += f" WHERE {_PART} = {i}"
+        if not ordered:
+            query += " ORDER BY ALL"
+        quoted = str(path).replace("'", "''")
+        counts[part] = int(con.execute(f"COPY ({query}) TO '{quoted}' ({options})").fetchone()[0])
+    return counts
+
+
+# Types DuckDB's Parquet writer would store as something else: written as the type the
+# rows read back as everywhere else in ftlang (HUGEINT as DOUBLE would lose digits).
+_CAST = {"HUGEINT": "DECIMAL(38, 0)", "UHUGEINT": "DECIMAL(38, 0)", "UUID": "VARCHAR", "JSON": "VARCHAR"}
+# Types Parquet cannot hold as themselves (and, nested, the ones _CAST rewrites at the top).
+_REFUSED = re.compile(r"\b(INTERVAL|UNION|TIME WITH TIME ZONE|HUGEINT|UHUGEINT|UUID|JSON)\b")
+
+
+def _stored(con: duckdb.DuckDBPyConnection, names: list[str]) -> list[str]:
+    """The select list that writes each result column as a Parquet type that keeps it."""
+    types = {row[0]: str(row[1]) for row in con.execute(f"DESCRIBE {_RESULT}").fetchall()}
+    exprs = []
+    for name in names:
+        dtype = types[name]
+        if dtype in _CAST:
+            exprs.append(f"CAST({_quote(name)} AS {_CAST[dtype]}) AS {_quote(name)}")
+        elif _REFUSED.search(dtype):
+            raise StepError(f"cannot store column '{name}' of type {dtype} as Parquet",
+                            hint="CAST the column to a plainer type (VARCHAR, BIGINT, DOUBLE)")
+        else:
+            exprs.append(_quote(name))
+    return exprs
+
+
+def _part_case(split: dict[str, Any], names: list[str]) -> str:
+    """Each row's part index (in declared part order) as a SQL expression of its `by` key."""
     parts: dict[str, float] = split["parts"]
-    by = _resolve_column(split["by"], list(rel.columns))
-    names = list(parts)
-    if len(names) == 1:
-        return rel.project(f"*, 0 AS {_PART}")
+    by = _resolve_column(split["by"], names)
+    keys = list(parts)
+    if len(keys) == 1:
+        return "0"
     bounds, total = [], 0.0
-    for name in names[:-1]:
-        total += parts[name]
+    for key in keys[:-1]:
+        total += parts[key]
         bounds.append(total)
     # The last part takes everything above the previous bound: fractions that sum to
     # 0.9999999 must not drop rows. NULL keys hash as '' (all in one part, like any key).
     u = (f"CAST(CAST(md5_number(coalesce(CAST({_quote(by)} AS VARCHAR), '') || ':' || "
          f"'{int(split.get('seed') or 0)}') & {(1 << _HASH_BITS) - 1} AS UBIGINT) AS DOUBLE) / {1 << _HASH_BITS}")
     cases = " ".join(f"WHEN {u} < {b!r} THEN {i}" for i, b in enumerate(bounds))
-    return rel.project(f"*, CASE {cases} ELSE {len(names) - 1} END AS {_PART}")
-
-
-def stream_parquet(rel: duckdb.DuckDBPyRelation, paths: dict[str, Path],
-                   part_column: str | None = None, by_part: bool = False) -> dict[str, int]:
-    """The relation's rows written batch by batch (parquet_out.write_batches); rows per file."""
-    from ftlang.stdlib import parquet_out
-
-    reader = rel.fetch_record_batch(parquet_out.ROW_GROUP_SIZE)
-    return parquet_out.write_batches(reader, reader.schema, paths, part_column, by_part)
-
-
-def columns_of(rel: duckdb.DuckDBPyRelation) -> list[str]:
-    """The relation's columns but the part index, in order."""
-    return [c for c in rel.columns if c != _PART]
+    return f"CASE {cases} ELSE {len(keys) - 1} END"
 
 
 def _resolve_column(by: str, names: list[str]) -> str:

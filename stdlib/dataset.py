@@ -468,5 +468,5 @@ def _stream_parquet(ctx: StepContext, path: Path, shown: str, schema: dict[str, 
         except (pa.ArrowException, OSError) as e:
             raise StepError(f"cannot read Parquet: {e}", path=shown) from None
 
-    parquet_out.write_batches(batches(), first.schema, {"data": ctx.out / "data.parquet"})
+    parquet_out.write_batches(batches(), first.schema, ctx.out / "data.parquet")
     return _done(ctx, rows, columns, shown)

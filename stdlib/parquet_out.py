@@ -1,8 +1,11 @@
 """Parquet files as ftlang writes them: the same rows and types always give the same bytes.
 
 In:  a pyarrow Table (`write_table`) or a stream of RecordBatches with their schema
-     (`write_batches`, for results that must never be one table in memory).
-Out: the files, and for `write_batches` the rows written to each.
+     (`write_batches`, for a file that must never be one table in memory).
+Out: the file, and for `write_batches` the rows written.
+
+curate's results do not pass through here: DuckDB writes them itself (curate.write_parts),
+with the codec, level and row-group size below.
 
 Settings are fixed: output bytes are content-hashed, so every knob that could change the
 bytes (codec, level, row groups, page layout) must not depend on the input or on how the
@@ -50,70 +53,44 @@ def write_table(table: pa.Table, path: Path) -> None:
         raise StepError(f"cannot store the rows as Parquet: {e}", hint=_STORE_HINT) from None
 
 
-def write_batches(batches: Iterable[pa.RecordBatch], schema: pa.Schema, paths: dict[str, Path],
-                  part_column: str | None = None, by_part: bool = False) -> dict[str, int]:
-    """Write the batches' rows batch by batch, one file per part when `part_column` holds
-    each row's index into `paths` (that column is not written); rows per file. At most
-    about one row group per part is held in memory. `by_part`: the rows come ordered by
-    their part index, so each batch is cut into slices (no per-row filter: pyarrow's
-    compute functions import pandas on first use, which is slow)."""
-    import numpy as np
+def write_batches(batches: Iterable[pa.RecordBatch], schema: pa.Schema, path: Path) -> int:
+    """Write the batches' rows batch by batch, the same bytes as `write_table` of all of
+    them; the rows written. At most about one row group is held in memory."""
     import pyarrow as pa
-    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     size = ROW_GROUP_SIZE
     schema = schema.remove_metadata()
-    if part_column is not None:
-        schema = schema.remove(schema.get_field_index(part_column))
-    names = list(paths)
-    pending: list[list[pa.RecordBatch]] = [[] for _ in names]
-    held = [0] * len(names)
-    counts = [0] * len(names)
-    writers: list[Any] = []
+    pending: list[pa.RecordBatch] = []
+    held = count = 0
     settings = {k: v for k, v in options().items() if k != "row_group_size"}
-    last_part = 0
+    writer: Any = None
     try:
-        writers = [pq.ParquetWriter(paths[n], schema, **settings) for n in names]
+        writer = pq.ParquetWriter(path, schema, **settings)
 
-        def flush(i: int, final: bool) -> None:
-            while held[i] >= size or (final and (held[i] or not counts[i])):
-                table = pa.Table.from_batches(pending[i], schema=schema)
+        def flush(final: bool) -> None:
+            nonlocal pending, held, count
+            while held >= size or (final and (held or not count)):
+                table = pa.Table.from_batches(pending, schema=schema)
                 head, rest = table.slice(0, size), table.slice(size)
-                writers[i].write_table(head.combine_chunks(), row_group_size=size)
-                counts[i] += head.num_rows
-                pending[i], held[i] = rest.to_batches(), rest.num_rows
-                if final and not counts[i]:
-                    break  # an empty part: its one empty row group, as write_table writes it
+                writer.write_table(head.combine_chunks(), row_group_size=size)
+                count += head.num_rows
+                pending, held = rest.to_batches(), rest.num_rows
+                if final and not count:
+                    break  # no rows: one empty row group, as write_table writes it
 
         for batch in _ahead(batches):
-            if part_column is None:
-                pieces = [batch]
-            elif by_part:
-                idx = batch.column(part_column).to_numpy()
-                body = batch.drop_columns([part_column])
-                cuts = np.searchsorted(idx, np.arange(len(names) + 1), side="left")
-                if len(idx) and (idx[0] < last_part or np.any(idx[1:] < idx[:-1])):
-                    raise AssertionError("rows not ordered by part")  # a caller's bug, never data
-                last_part = int(idx[-1]) if len(idx) else last_part
-                pieces = [body.slice(int(a), int(b - a)) for a, b in zip(cuts, cuts[1:])]
-            else:
-                idx = batch.column(part_column)
-                body = batch.drop_columns([part_column])
-                pieces = [body.filter(pc.equal(idx, i)) for i in range(len(names))]
-            for i, piece in enumerate(pieces):
-                if piece.num_rows:
-                    pending[i].append(pa.RecordBatch.from_arrays(piece.columns, schema=schema))
-                    held[i] += piece.num_rows
-                    flush(i, final=False)
-        for i in range(len(names)):
-            flush(i, final=True)
+            if batch.num_rows:
+                pending.append(pa.RecordBatch.from_arrays(batch.columns, schema=schema))
+                held += batch.num_rows
+                flush(final=False)
+        flush(final=True)
     except (pa.ArrowNotImplementedError, pa.ArrowInvalid, pa.ArrowTypeError) as e:
         raise StepError(f"cannot store the rows as Parquet: {e}", hint=_STORE_HINT) from None
     finally:
-        for w in writers:
-            w.close()
-    return dict(zip(names, counts))
+        if writer is not None:
+            writer.close()
+    return count
 
 
 _DONE = object()

@@ -1,7 +1,7 @@
-"""Parquet written batch by batch (stdlib/parquet_out.write_batches, which curate's output
-and a Parquet dataset's copy go through): no whole table in memory, and the same bytes as
-writing the whole table at once (parquet_out.write_table), whatever sizes the batches come
-in, so the steps' versions and keys stay as they were."""
+"""Parquet written batch by batch (stdlib/parquet_out.write_batches, which a Parquet
+dataset's copy goes through): no whole table in memory, and the same bytes as writing the
+whole table at once (parquet_out.write_table), whatever sizes the batches come in, so the
+step's version and keys stay as they were. (curate's output is DuckDB's: test_curate_write.py.)"""
 
 from __future__ import annotations
 
@@ -10,23 +10,18 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
-from ftlang.stdlib import curate, dataset, parquet_out
+from ftlang.stdlib import dataset, parquet_out
 from ftlang.stdlib.spec import Call, StepContext, StepError
 
 
-class _Batches:
-    """A relation that can only stream: `fetch_record_batch`, in the sizes given."""
-
-    def __init__(self, table: pa.Table, sizes: list[int]) -> None:
-        self.table, self.sizes = table, sizes
-
-    def fetch_record_batch(self, rows: int) -> pa.RecordBatchReader:
-        batches, at, i = [], 0, 0
-        while at < self.table.num_rows:
-            n = self.sizes[i % len(self.sizes)]
-            batches.extend(self.table.slice(at, n).to_batches())
-            at, i = at + n, i + 1
-        return pa.RecordBatchReader.from_batches(self.table.schema, batches)
+def _batches(table: pa.Table, sizes: list[int]) -> list[pa.RecordBatch]:
+    """The table's rows as batches of the sizes given, in turn."""
+    batches, at, i = [], 0, 0
+    while at < table.num_rows:
+        n = sizes[i % len(sizes)]
+        batches.extend(table.slice(at, n).to_batches())
+        at, i = at + n, i + 1
+    return batches
 
 
 def _table(n: int) -> pa.Table:
@@ -43,23 +38,9 @@ def _digest(p: Path) -> str:
 def test_streamed_file_is_byte_identical_to_the_whole_table(tmp_path: Path, rows: int, sizes: list[int]) -> None:
     table = _table(rows)
     parquet_out.write_table(table, tmp_path / "whole.parquet")
-    counts = curate.stream_parquet(_Batches(table, sizes), {"data": tmp_path / "streamed.parquet"})
-    assert counts == {"data": rows}
+    count = parquet_out.write_batches(_batches(table, sizes), table.schema, tmp_path / "streamed.parquet")
+    assert count == rows
     assert _digest(tmp_path / "streamed.parquet") == _digest(tmp_path / "whole.parquet")
-
-
-def test_streamed_parts_are_byte_identical_and_an_empty_part_is_written(tmp_path: Path) -> None:
-    n = (1 << 16) + 500
-    table = _table(n).append_column(curate._PART, pa.array([0 if i % 10 else 1 for i in range(n)], pa.int32()))
-    body = table.drop_columns([curate._PART])
-    idx = table.column(curate._PART).to_pylist()
-    paths = {p: tmp_path / f"{p}.parquet" for p in ("train", "heldout", "none")}
-    counts = curate.stream_parquet(_Batches(table, [4096, 999]), paths, part_column=curate._PART)
-    assert counts == {"train": idx.count(0), "heldout": idx.count(1), "none": 0}
-    for i, part in enumerate(paths):
-        rows = body.filter(pa.array([v == i for v in idx]))
-        parquet_out.write_table(rows, tmp_path / f"whole-{part}.parquet")
-        assert _digest(paths[part]) == _digest(tmp_path / f"whole-{part}.parquet"), part
 
 
 # ---- a Parquet dataset is copied into the cache batch by batch --------------------------
@@ -169,23 +150,3 @@ def test_batches_read_ahead_keep_their_order_and_raise_the_producers_error(tmp_p
     next(gen)
     gen.close()
     assert threading.active_count() == before
-
-
-def test_rows_ordered_by_part_are_cut_into_the_same_files(tmp_path: Path) -> None:
-    """curate sorts by the part first when it sorts (one slice per part and batch, no
-    per-row filter): each file holds the same bytes as filtering the rows."""
-    n = (1 << 16) + 500
-    idx = [0 if i % 10 else 1 for i in range(n)]
-    table = _table(n).append_column(curate._PART, pa.array(idx, pa.int32()))
-    ordered = table.sort_by([(curate._PART, "ascending")])
-    names = ("train", "heldout", "none")
-    filtered = {p: tmp_path / f"f-{p}.parquet" for p in names}
-    sliced = {p: tmp_path / f"s-{p}.parquet" for p in names}
-    a = parquet_out.write_batches(ordered.to_batches(max_chunksize=4096), ordered.schema, filtered, curate._PART)
-    b = parquet_out.write_batches(ordered.to_batches(max_chunksize=999), ordered.schema, sliced, curate._PART,
-                                  by_part=True)
-    assert a == b == {"train": idx.count(0), "heldout": idx.count(1), "none": 0}
-    assert [_digest(p) for p in filtered.values()] == [_digest(p) for p in sliced.values()]
-    with pytest.raises(AssertionError, match="not ordered by part"):
-        parquet_out.write_batches(table.to_batches(), table.schema, {p: tmp_path / f"x-{p}.parquet" for p in names},
-                                  curate._PART, by_part=True)
