@@ -76,13 +76,13 @@ def test_new_rows_are_a_new_segment_and_many_segments_fold_into_one(tmp_path: Pa
     rows = [{"p": f"prompt {i}", "c": f"c{i}"} for i in range(50)]
     folder = tmp_path / "tokens"
     out, st = tokencache.encode_rows(rows[:10], ["p", "c"], _encode_len, ns, tmp_path)
-    assert st.tokenized == 10 and [p.name for p in folder.iterdir()] == [f"{ns}.h2.parquet"]
+    assert st.tokenized == 10 and [p.name for p in folder.iterdir()] == [f"{ns}.h3.arrow"]
     for k in range(1, tokencache.SEGMENTS):  # each run with new rows adds one segment
         out, st = tokencache.encode_rows(rows[:10 + k], ["p", "c"], _encode_len, ns, tmp_path)
-        assert st.tokenized == 1 and len(list(folder.glob("*.parquet"))) == k + 1
+        assert st.tokenized == 1 and len(list(folder.glob("*.arrow"))) == k + 1
     assert [dict(o) for o in out] == _encode_len(rows[:10 + tokencache.SEGMENTS - 1])  # served in order
     out, st = tokencache.encode_rows(rows, ["p", "c"], _encode_len, ns, tmp_path)  # past SEGMENTS: fold
-    assert [p.name for p in folder.glob("*.parquet")] == [f"{ns}.h2.parquet"]
+    assert [p.name for p in folder.glob("*.arrow")] == [f"{ns}.h3.arrow"]
     out, st = tokencache.encode_rows(rows, ["p", "c"], _encode_len, ns, tmp_path)
     assert st.tokenized == 0 and [dict(o) for o in out] == _encode_len(rows)
 
@@ -91,7 +91,7 @@ def test_a_damaged_segment_costs_only_its_rows(tmp_path: Path) -> None:
     rows = [{"p": f"prompt {i}", "c": f"c{i}"} for i in range(20)]
     tokencache.encode_rows(rows[:10], ["p", "c"], _encode_len, "d", tmp_path)
     tokencache.encode_rows(rows, ["p", "c"], _encode_len, "d", tmp_path)
-    (second,) = (p for p in (tmp_path / "tokens").glob("d.h2.*.parquet"))
+    (second,) = (p for p in (tmp_path / "tokens").glob("d.h3.*.arrow"))
     second.write_bytes(b"not parquet")
     out, st = tokencache.encode_rows(rows, ["p", "c"], _encode_len, "d", tmp_path)
     assert st.tokenized == 10 and [dict(o) for o in out] == _encode_len(rows)
@@ -102,6 +102,12 @@ def test_row_hashes_are_row_hash() -> None:
     assert tokencache.row_hashes(rows, ["p", "c"]) == [tokencache.row_hash(r, ["p", "c"]) for r in rows]
     one = [{"t": "a"}, {"t": "a\0b"}, {"t": ["x"]}]
     assert tokencache.row_hashes(one, ["t"]) == [tokencache.row_hash(r, ["t"]) for r in one]
+    # all plain text: the batch path (one NUL anywhere, or one missing key, sends all rows the row path)
+    for fields in (["t"], ["p", "c"], ["a", "b", "c"]):
+        plain = [{f: f"{f}{i}" for f in fields} for i in range(50)]
+        assert tokencache.row_hashes(plain, fields) == [tokencache.row_hash(r, fields) for r in plain]
+        assert len(set(tokencache.row_hashes(plain, fields))) == 50
+    assert tokencache.row_hashes([{"p": "x"}], ["p", "c"]) == [tokencache.row_hash({"p": "x"}, ["p", "c"])]
 
 
 def test_rows_are_encoded_and_served_with_the_cyclic_gc_paused_then_restored(tmp_path: Path) -> None:
@@ -128,3 +134,30 @@ def test_rows_are_encoded_and_served_with_the_cyclic_gc_paused_then_restored(tmp
     with pytest.raises(RuntimeError):
         tokencache.encode_rows([{"t": "b"}], ["t"], broken, "ns", tmp_path)
     assert gc.isenabled()
+
+
+def test_served_rows_are_the_encoded_lists_also_empty_and_from_a_foreign_segment(tmp_path: Path) -> None:
+    """Rows served from a segment are the lists that went in (read from the flat columns by
+    offset), empty lists too, across record batches; a segment of another list type (written by
+    another tool) is read the general way, with the same result."""
+    import pyarrow as pa
+    import pyarrow.feather as feather
+
+    rows = [{"p": f"prompt {i}", "c": "c" * (i % 4)} for i in range(3000)]
+
+    def encode(batch: list[dict]) -> list[dict[str, list[int]]]:
+        return [{"ids": [ord(ch) for ch in r["c"]], "n": [len(r["p"]), -len(r["p"])]} for r in batch]
+
+    want = encode(rows)
+    tokencache.encode_rows(rows, ["p", "c"], encode, "flat", tmp_path)
+    out, st = tokencache.encode_rows(rows, ["p", "c"], encode, "flat", tmp_path)
+    assert st.tokenized == 0 and [dict(o) for o in out] == want and out[0]["ids"] == []
+    seg = tmp_path / "tokens" / "flat.h3.arrow"
+    table = feather.read_table(seg)
+    feather.write_feather(table, seg, chunksize=700)  # several record batches: chunks when read
+    out, _ = tokencache.encode_rows(rows, ["p", "c"], encode, "flat", tmp_path)
+    assert [dict(o) for o in out] == want
+    wide = table.set_column(1, "ids", table.column("ids").cast(pa.list_(pa.int64())))
+    feather.write_feather(wide, seg)
+    out, st = tokencache.encode_rows(rows, ["p", "c"], encode, "flat", tmp_path)
+    assert st.tokenized == 0 and [dict(o) for o in out] == want
