@@ -16,6 +16,7 @@ import re
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -262,19 +263,76 @@ def _diverged(trainer: Any, error: Exception) -> None:
                              "max_grad_norm, or add warmup") from error
 
 
-def _lean_steps(trainer: Any) -> None:
-    """Per-step work the Trainer repeats without need, done once: its FLOP count walks every
-    module each step (`num_parameters`) for a number that cannot change during training."""
+def _lean_steps(trainer: Any) -> Callable[[], None]:
+    """Per-step work the Trainer repeats without need, done once; returns what undoes it.
+
+    Its FLOP count walks every module each step (`num_parameters`) for a number that cannot
+    change during training. In one process (no FSDP, no DeepSpeed, whose engines own these
+    calls), three more walks of the module tree per step: `model.train()` (all modules are
+    already in training mode but after an evaluation), `model.zero_grad()` and the gradient
+    clip over `model.parameters()`. They go over the lists taken here instead: the same
+    modules and parameters in the same order, so the same numbers (tests/test_train_loop_parity.py)."""
     model = trainer.model
     main = getattr(model, "main_input_name", "input_ids")
-    if not hasattr(model, "num_parameters"):
-        return
-    n = int(model.num_parameters(exclude_embeddings=True))
+    if hasattr(model, "num_parameters"):
+        n = int(model.num_parameters(exclude_embeddings=True))
 
-    def floating_point_ops(inputs: dict[str, Any]) -> int:  # transformers' formula, cached count
-        return 6 * inputs[main].numel() * n if main in inputs else 0
+        def floating_point_ops(inputs: dict[str, Any]) -> int:  # transformers' formula, cached count
+            return 6 * inputs[main].numel() * n if main in inputs else 0
 
-    trainer.floating_point_ops = floating_point_ops
+        trainer.floating_point_ops = floating_point_ops
+    _cache_lomo_check()
+    if trainer.args.world_size != 1 or trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled:
+        return lambda: None
+    modules, params = list(model.modules()), list(model.parameters())
+    inner_train = model.train
+
+    def train(mode: bool = True) -> Any:
+        if all(m.training is mode for m in modules):
+            return model
+        return inner_train(mode)
+
+    def zero_grad(set_to_none: bool = True) -> None:  # torch's Module.zero_grad, over the list
+        for q in params:
+            if q.grad is not None:
+                if set_to_none:
+                    q.grad = None
+                else:
+                    if q.grad.grad_fn is not None:
+                        q.grad.detach_()
+                    else:
+                        q.grad.requires_grad_(False)
+                    q.grad.zero_()
+
+    inner_clip = trainer._clip_grad_norm
+
+    def clip_grad_norm(m: Any) -> Any:
+        if m is not model:
+            return inner_clip(m)
+        return trainer.accelerator.clip_grad_norm_(params, trainer.args.max_grad_norm)
+
+    # Instance attributes, removed after training: a copy of the model must not keep
+    # functions that close over this one.
+    model.train, model.zero_grad, trainer._clip_grad_norm = train, zero_grad, clip_grad_norm
+
+    def restore() -> None:
+        for name in ("train", "zero_grad"):
+            model.__dict__.pop(name, None)
+        trainer.__dict__.pop("_clip_grad_norm", None)
+
+    return restore
+
+
+def _cache_lomo_check() -> None:
+    """accelerate's optimizer step asks twice per step whether the `lomo_optim` package is
+    installed, each time a search of sys.path (importlib.util.find_spec); the answer cannot
+    change while ftlang runs, so it is asked once."""
+    import functools
+
+    import accelerate.optimizer as accel
+
+    if not isinstance(accel.is_lomo_available, functools._lru_cache_wrapper):
+        accel.is_lomo_available = functools.cache(accel.is_lomo_available)
 
 
 def fit(ctx: StepContext, trainer: Any, folder: Path) -> tuple[Any, float]:
@@ -295,7 +353,7 @@ def fit(ctx: StepContext, trainer: Any, folder: Path) -> tuple[Any, float]:
     resume = _agreed_resume(folder)
     if resume is not None:
         ctx.log(f"resuming from {resume.name} (same node key)")
-    _lean_steps(trainer)
+    restore = _lean_steps(trainer)
     started = time.perf_counter()
     # The Trainer starts with accelerate's free_memory(), a gc.collect() over every object
     # alive (0.1-0.3 s after importing transformers); frozen, the collector skips what was
@@ -311,6 +369,7 @@ def fit(ctx: StepContext, trainer: Any, folder: Path) -> tuple[Any, float]:
         raise
     finally:
         gc.unfreeze()
+        restore()
     seconds = time.perf_counter() - started
     cadence.keep(ctx, folder)  # keep_checkpoints: the last N move out before the folder goes
     shutil.rmtree(folder, ignore_errors=True)

@@ -80,3 +80,53 @@ def test_per_run_and_per_step_overheads_are_done_once(monkeypatch: pytest.Monkey
     n = real(trainer.model, exclude_embeddings=True)
     assert trainer.state.total_flos == 6 * n * steps * batch * length
     assert len(frozen) == steps and min(frozen) > 0 and gc.get_freeze_count() == 0
+
+
+def test_a_step_walks_no_module_tree_and_searches_no_package(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Between the first and the last optimiser step, nothing walks the model's module tree
+    (Trainer's per-step model.train(), model.zero_grad() and the gradient clip over
+    model.parameters() go over lists fit() took once) and nothing searches sys.path
+    (accelerate's per-step lomo check); the instance methods are gone after training."""
+    import importlib.util
+
+    import torch
+    from transformers import TrainerCallback
+    from transformers.trainer import Trainer
+
+    counts = {"walk": 0, "children": 0, "find_spec": 0}
+    real_walk, real_children = torch.nn.Module.named_modules, torch.nn.Module.named_children
+    real_find = importlib.util.find_spec
+
+    def walk(self: torch.nn.Module, *a: object, **k: object) -> object:
+        counts["walk"] += 1  # parameters(), zero_grad(), modules()
+        return real_walk(self, *a, **k)
+
+    def children(self: torch.nn.Module) -> object:
+        counts["children"] += 1  # train(): a recursion over children()
+        return real_children(self)
+
+    def find(*a: object, **k: object) -> object:
+        counts["find_spec"] += 1
+        return real_find(*a, **k)
+
+    monkeypatch.setattr(torch.nn.Module, "named_modules", walk)
+    monkeypatch.setattr(torch.nn.Module, "named_children", children)
+    monkeypatch.setattr(importlib.util, "find_spec", find)
+    seen: list[dict[str, int]] = []
+
+    class Probe(TrainerCallback):  # type: ignore[misc]
+        def on_step_end(self, *a: object, **k: object) -> None:
+            seen.append(dict(counts))
+
+    orig_init = Trainer.__init__
+
+    def init(self: Trainer, *a: object, **k: object) -> None:
+        orig_init(self, *a, **k)
+        self.add_callback(Probe())
+        train_loops.ftlang_loop.trainer = self  # type: ignore[attr-defined]
+
+    monkeypatch.setattr(Trainer, "__init__", init)
+    train_loops.ftlang_loop(train_loops.examples(48, 24), steps=8, batch=4, lr=3e-3, logging_steps=100)
+    assert len(seen) == 8 and seen[1] == seen[-1], seen  # step 2 to step 8: no walk, no search
+    model = train_loops.ftlang_loop.trainer.model  # type: ignore[attr-defined]
+    assert "train" not in model.__dict__ and "zero_grad" not in model.__dict__
