@@ -90,9 +90,11 @@ def run(ctx: StepContext) -> dict[str, Any]:
     # large sort may spill, and must not spill into the project folder (the default is ./.tmp).
     # allowed_paths: with file access off, DuckDB still reads the input files themselves, with
     # its own Parquet reader (an Arrow dataset instead was slower, held more memory and
-    # imported pandas); the query cannot name them (sqlpolicy refuses file functions, COPY
-    # and ATTACH). No extension is fetched or loaded behind the
-    # query's back.
+    # imported pandas), and writes the output files with ftlang's own COPY (write_parts); the
+    # query cannot name them (sqlpolicy refuses file functions, COPY and ATTACH). No
+    # extension is fetched or loaded behind the query's back. preserve_insertion_order (the
+    # default, said here because write_parts relies on it): an ordered query's parts keep
+    # its order.
     con = duckdb.connect(":memory:", config={"threads": 1, "preserve_insertion_order": True,
                                              "temp_directory": str(ctx.cache / "duckdb-tmp"),
                                              "autoinstall_known_extensions": False,
@@ -101,8 +103,6 @@ def run(ctx: StepContext) -> dict[str, Any]:
     out = {p: ctx.out / f"{p}.parquet" for p in split["parts"]} if split else {"data": ctx.out / "data.parquet"}
     try:
         rows_in: dict[str, int] = {}
-        # The inputs to read and the output files to write (with COPY, ftlang's own statement
-        # below: the query cannot write, sqlpolicy refuses COPY).
         con.execute("SET allowed_paths = $paths",
                     {"paths": [str(p) for p in [*tables.values(), *out.values()]]})
         for name, path in tables.items():
@@ -362,6 +362,8 @@ _REFUSED = re.compile(r"\b(INTERVAL|UNION|TIME WITH TIME ZONE|HUGEINT|UHUGEINT|U
 
 def _stored(con: duckdb.DuckDBPyConnection, names: list[str]) -> list[str]:
     """The select list that writes each result column as a Parquet type that keeps it."""
+    from ftlang.stdlib import parquet_out
+
     types = {row[0]: str(row[1]) for row in con.execute(f"DESCRIBE {_RESULT}").fetchall()}
     exprs = []
     for name in names:
@@ -370,7 +372,7 @@ def _stored(con: duckdb.DuckDBPyConnection, names: list[str]) -> list[str]:
             exprs.append(f"CAST({_quote(name)} AS {_CAST[dtype]}) AS {_quote(name)}")
         elif _REFUSED.search(dtype):
             raise StepError(f"cannot store column '{name}' of type {dtype} as Parquet",
-                            hint="CAST the column to a plainer type (VARCHAR, BIGINT, DOUBLE)")
+                            hint=parquet_out.STORE_HINT)
         else:
             exprs.append(_quote(name))
     return exprs

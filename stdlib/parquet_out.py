@@ -30,7 +30,7 @@ if TYPE_CHECKING:  # pyarrow costs import time; steps that do not run must not p
 COMPRESSION = "zstd"
 COMPRESSION_LEVEL = 3
 ROW_GROUP_SIZE = 1 << 16
-_STORE_HINT = "CAST the column to a plainer type (VARCHAR, BIGINT, DOUBLE)"
+STORE_HINT = "CAST the column to a plainer type (VARCHAR, BIGINT, DOUBLE)"
 
 
 def options() -> dict[str, Any]:
@@ -50,7 +50,7 @@ def write_table(table: pa.Table, path: Path) -> None:
         pq.write_table(table, path, **options())
     except (pa.ArrowNotImplementedError, pa.ArrowInvalid, pa.ArrowTypeError) as e:
         path.unlink(missing_ok=True)
-        raise StepError(f"cannot store the rows as Parquet: {e}", hint=_STORE_HINT) from None
+        raise StepError(f"cannot store the rows as Parquet: {e}", hint=STORE_HINT) from None
 
 
 def write_batches(batches: Iterable[pa.RecordBatch], schema: pa.Schema, path: Path) -> int:
@@ -86,7 +86,7 @@ def write_batches(batches: Iterable[pa.RecordBatch], schema: pa.Schema, path: Pa
                 flush(final=False)
         flush(final=True)
     except (pa.ArrowNotImplementedError, pa.ArrowInvalid, pa.ArrowTypeError) as e:
-        raise StepError(f"cannot store the rows as Parquet: {e}", hint=_STORE_HINT) from None
+        raise StepError(f"cannot store the rows as Parquet: {e}", hint=STORE_HINT) from None
     finally:
         if writer is not None:
             writer.close()

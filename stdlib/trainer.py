@@ -292,17 +292,13 @@ def _lean_steps(trainer: Any) -> Callable[[], None]:
             return model
         return inner_train(mode)
 
-    def zero_grad(set_to_none: bool = True) -> None:  # torch's Module.zero_grad, over the list
-        for q in params:
-            if q.grad is not None:
-                if set_to_none:
-                    q.grad = None
-                else:
-                    if q.grad.grad_fn is not None:
-                        q.grad.detach_()
-                    else:
-                        q.grad.requires_grad_(False)
-                    q.grad.zero_()
+    inner_zero = model.zero_grad
+
+    def zero_grad(set_to_none: bool = True) -> None:
+        if not set_to_none:  # the Trainer never asks for it; torch's own walk then
+            return inner_zero(set_to_none)
+        for q in params:  # what Module.zero_grad does, over the list
+            q.grad = None
 
     inner_clip = trainer._clip_grad_norm
 
@@ -331,7 +327,7 @@ def _cache_lomo_check() -> None:
 
     import accelerate.optimizer as accel
 
-    if not isinstance(accel.is_lomo_available, functools._lru_cache_wrapper):
+    if not hasattr(accel.is_lomo_available, "cache_info"):  # not cached yet
         accel.is_lomo_available = functools.cache(accel.is_lomo_available)
 
 
