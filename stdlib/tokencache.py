@@ -6,7 +6,7 @@ Storage: Arrow IPC segments per namespace under <cache>/tokens/: `<namespace>.h3
 per encoded field. A run that tokenized new rows writes them as one new segment (temp +
 rename: a reader sees a whole segment or none); past SEGMENTS segments the next writer
 folds them into the first. A rerun of a large dataset maps the segments (IPC: no decoding,
-where Parquet took longer to read than all the rest of a rerun's lookups), hashes its rows
+as Parquet needed), hashes its rows
 and serves them in place (no dict per row, no rewrite of the rows already there). Segments
 of the earlier format (`.h2.parquet`: blake2b row hashes) are not read: their rows are
 tokenized once more.
@@ -59,8 +59,8 @@ def tokenizer_digest(folder: Path) -> str:
 
 def row_hash(row: Mapping[str, Any], fields: Sequence[str]) -> str:
     values = [row.get(f) for f in fields]
-    # Plain text fields (the common case) skip JSON: NUL-joined, xxh3-128 (5x blake2b's
-    # speed, which every cached row pays; a cache key, not a defence against crafted rows).
+    # Plain text fields (the common case) skip JSON: NUL-joined, xxh3-128 (faster than
+    # blake2b, and every cached row pays it; a cache key, not a defence against crafted rows).
     # Text holding a NUL, and other values, take the JSON form under sha256: 64 hex
     # characters, so the two forms can never collide.
     if all(type(v) is str and "\0" not in v for v in values):
