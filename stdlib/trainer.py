@@ -390,7 +390,9 @@ def report(history: list[dict[str, float]], evals: list[dict[str, float]], resul
         out["eval_steps"] = [e["step"] for e in evals]
         out["best_eval_loss"] = min(e["loss"] for e in evals)
     out.update(extra)
-    out["seconds"] = round(seconds, 3)
+    # Microseconds: rounded to milliseconds, a short run's seconds no longer give back the
+    # tokens_per_second derived from them below (tests/test_trainer_hparams.py).
+    out["seconds"] = round(seconds, 6)
     # None where the trainer's batches carry no token tensors (online DPO generates inside).
     out["tokens_per_second"] = round(out["trained_tokens"] / seconds, 1) \
         if seconds > 0 and out["trained_tokens"] else None
