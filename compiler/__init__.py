@@ -1,4 +1,4 @@
-"""ftlang.compiler: AST -> checked IR -> networkx graph.
+"""ftlang.compiler: AST -> checked IR -> dependency graph (networkx on first use).
 
 `compile_file(path)` runs PASSES in order and raises FtError with every error found.
 """
@@ -33,7 +33,7 @@ class Compilation:
     module: Any = None  # lang.ast.Module
     ctx: Any = None  # types.Ctx: symbols, diagnostics, sources
     nodes: dict[str, Node] = field(default_factory=dict)
-    graph: Any = None  # networkx.DiGraph over node ids
+    edges: list[Any] = field(default_factory=list)  # graph.build's (upstream, downstream, data)
     cyclic: bool = False
     remote: str | None = None  # cache { remote = ... }: the shared remote cache, never in a key
     memo: Memo | None = None
@@ -99,7 +99,7 @@ def _select(c: Compilation) -> None:
 def _graph(c: Compilation) -> None:
     from ftlang.compiler import graph
 
-    c.graph, cycles = graph.build(c.nodes)
+    c.edges, cycles = graph.build(c.nodes)
     c.ctx.diagnostics += cycles
     c.cyclic = bool(cycles)
 
@@ -109,10 +109,8 @@ def _expand(c: Compilation) -> None:
 
     if c.cyclic or not sweeps.has_sweeps(c.nodes):
         return  # skipped, and free, when nothing is swept
-    import networkx as nx
-
-    c.nodes = sweeps.expand(c.nodes, list(nx.lexicographical_topological_sort(c.graph)), c.ctx)
-    c.graph, _ = graph.build(c.nodes)
+    c.nodes = sweeps.expand(c.nodes, graph.order(c.nodes, c.edges), c.ctx)
+    c.edges, _ = graph.build(c.nodes)
 
 
 def _search(c: Compilation) -> None:
@@ -121,7 +119,7 @@ def _search(c: Compilation) -> None:
     if c.cyclic or not search.has_search(c.nodes):
         return  # skipped, and free, when nothing is searched
     c.nodes = search.expand(c.nodes, c.ctx)
-    c.graph, _ = graph.build(c.nodes)
+    c.edges, _ = graph.build(c.nodes)
 
 
 # The passes, in the order they run (documented in compiler/README.md).
@@ -156,7 +154,7 @@ def compile_source(text: str, file: str | Path, project: Path | None = None,
         exc.sources = sources
         raise exc
     warnings = sorted((d for d in diagnostics if d.level != "error"), key=_order)
-    return Program(Path(file), c.project, sources, c.nodes, c.graph, warnings, remote=c.remote)
+    return Program(Path(file), c.project, sources, c.nodes, c.edges, warnings, remote=c.remote)
 
 
 def compile_file(path: str | Path) -> Program:

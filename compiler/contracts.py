@@ -18,14 +18,13 @@ a column produced by a subquery) makes its columns unknown, never an error.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from ftlang.compiler import sqlrules
+from ftlang.compiler import sqlrules, sqlshape
 from ftlang.compiler import types as T
 from ftlang.compiler.ir import FileValue, Node, RefValue
 from ftlang.lang import ast
@@ -145,16 +144,14 @@ class _Contracts:
         if verdict == sqlrules.REFUSED:
             return None  # SET, CALL, ...: sqlglot would misread them; the columns stay unknown
         mark = len(self.ctx.diagnostics)
-        tree = _parse(sql)
-        if isinstance(tree, _SqlError):
-            if not _duckdb_accepts(sql):  # sqlglot does not know every DuckDB form
-                self.ctx.error("FT0126", f"SQL syntax error: {tree.message}", where.span(tree.start, tree.end),
-                               tree.label, help=tree.help)
-            return None
-        if tree is None:
+        shape = self.sql.shape(sql)
+        if shape.error is not None:
+            e = shape.error
+            self.ctx.error("FT0126", f"SQL syntax error: {e.message}", where.span(e.start, e.end), e.label, help=e.help)
+        if not shape.known:
             return None
         made = self.sql.created(sql)  # CREATE TEMP TABLE x before the query: x is no input
-        tables = {n: t for n, t in _tables(tree).items() if n.lower() not in made}
+        tables = {n: (s, e) for n, s, e in shape.tables if n.lower() not in made}
         inputs = node.params.get("from")
         if inputs is None:
             inputs = self.infer_from(node, tables, where)
@@ -171,7 +168,7 @@ class _Contracts:
                                f"add it: from = [{', '.join([*known, name])}]" if name in self.ctx.symbols.blocks
                                else f"the query can read: {', '.join(known) or 'nothing'}")
         table_cols = {name: self.of_ref(ref) for name, ref in known.items()}
-        out = _output_columns(tree, table_cols, where, self.ctx)
+        out = _output_columns(shape, table_cols, where, self.ctx)
         split = node.params.get("split")
         if out is not None and out.exact and isinstance(split, dict) and isinstance(split.get("by"), str):
             by = split["by"]
@@ -362,150 +359,46 @@ def _peek_file(kind: str, path: str, rel: str, delimiter: str, size: int,
 # ---- SQL ------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _SqlError:
-    message: str
-    start: int
-    end: int
-    label: str
-    help: str | None = None
-
-
-@lru_cache(maxsize=4096)
-def _parse(sql: str) -> Any:
-    """The query's last statement (sqlglot), a _SqlError, or None when there is none."""
-    import sqlglot
-    from sqlglot.errors import ParseError, TokenError
-
-    try:
-        with sqlrules.quiet_sqlglot():  # its "falling back to Command" warnings: FT0128 says it better
-            statements = [s for s in sqlglot.parse(sql, read="duckdb") if s is not None]
-    except ParseError as exc:
-        err = exc.errors[0] if exc.errors else {}
-        highlight = str(err.get("highlight") or "")
-        line, col = int(err.get("line") or 1), int(err.get("col") or 1)
-        end = _offset(sql, line, col)
-        start = max(0, end - max(len(highlight), 1) + 1)
-        desc = str(err.get("description") or exc).split("\n")[0]
-        desc = re.sub(r" for <class '[\w.]+\.(\w+)'>", r" in \1", desc)
-        near = f" near `{highlight}`" if highlight.strip() else ""
-        if desc.startswith("Required keyword"):
-            return _SqlError(f"incomplete expression{near}", start, end + 1, "something is missing here",
-                             help=f"sqlglot (DuckDB dialect) says: {desc}")
-        return _SqlError(f"{desc}{near}", start, end + 1, "here")
-    except TokenError as exc:
-        m = re.search(r"'(.*)'", str(exc), re.S)
-        start = max(0, len(m.group(1)) - 1) if m and sql.startswith(m.group(1)[:1]) else 0
-        return _SqlError("the query cannot be read (an unclosed quote?)", start, len(sql), "here",
-                         help="close every 'string' and \"identifier\"")
-    except Exception as exc:  # sqlglot raises plain errors on some inputs: not a user error to crash on
-        return _SqlError(f"the query cannot be parsed ({type(exc).__name__})", 0, len(sql), "here")
-    return statements[-1] if statements else None
-
-
-def _duckdb_accepts(sql: str) -> bool:
-    """DuckDB's own parser (no tables needed): the judge when sqlglot disagrees."""
-    try:
-        import duckdb
-
-        row = duckdb.sql("SELECT json_serialize_sql(?::VARCHAR)", params=[sql]).fetchone()  # type: ignore[call-arg]
-    except Exception:
-        try:
-            import duckdb
-
-            con = duckdb.connect()
-            row = con.execute("SELECT json_serialize_sql(?::VARCHAR)", [sql]).fetchone()
-        except Exception:
-            return False
-    if not row:
-        return False
-    try:
-        return not json.loads(row[0]).get("error", False)
-    except (TypeError, ValueError):
-        return False
-
-
-def _offset(sql: str, line: int, col: int) -> int:
-    """0-based offset of a 1-based (line, col) in `sql`."""
-    lines = sql.split("\n")
-    line = max(1, min(line, len(lines)))
-    return min(len(sql), sum(len(x) + 1 for x in lines[:line - 1]) + max(col, 1) - 1)
-
-
-def _tables(tree: Any) -> dict[str, tuple[int, int]]:
-    """Tables a query reads (not its CTEs), with the offsets of their names."""
-    from sqlglot import exp
-
-    ctes = {c.alias_or_name for c in tree.find_all(exp.CTE)}
-    out: dict[str, tuple[int, int]] = {}
-    for t in tree.find_all(exp.Table):
-        ident = t.this
-        if not isinstance(ident, exp.Identifier) or t.name in ctes or t.db:
-            continue
-        meta = ident.meta or {}
-        out.setdefault(t.name, (int(meta.get("start", 0)), int(meta.get("end", 0)) + 1))
-    return out
-
-
-def _output_columns(tree: Any, tables: dict[str, Columns | None], where: _SqlPosition,
+def _output_columns(shape: sqlshape.Shape, tables: dict[str, Columns | None], where: _SqlPosition,
                     ctx: T.Ctx) -> Columns | None:
     """The columns a query returns; unknown columns of simple queries are reported."""
-    from sqlglot import exp
-
-    select = tree
-    while isinstance(select, exp.Union | exp.Intersect | exp.Except):
-        select = select.left
-    if not isinstance(select, exp.Select):
+    if not shape.select:
         return None
-    span = where.span(*_extent(select.expressions)) if select.expressions else None
-    simple = not any(True for _ in tree.find_all(exp.Subquery, exp.CTE, exp.Lambda, exp.Unnest)) \
-        and not any(isinstance(t.this, exp.Func) for t in tree.find_all(exp.Table)) \
-        and select is tree
-    aliases: dict[str, str] = {}  # table alias -> table name
-    for t in tree.find_all(exp.Table):
-        alias = t.args.get("alias")
-        if alias is not None and getattr(alias, "columns", None):
-            return None  # FROM t AS x(a, b) renames the columns
-        aliases[t.alias_or_name] = t.name
-    if simple:
-        _check_columns(tree, tables, aliases, where, ctx)
+    span = where.span(*shape.extent) if shape.extent else None
+    if shape.renamed:
+        return None  # FROM t AS x(a, b) renames the columns
+    aliases = dict(shape.aliases)  # table alias -> table name
+    if shape.simple:
+        _check_columns(shape, tables, aliases, where, ctx)
     names: list[str] = []
     exact = True
-    for p in select.expressions:
-        if isinstance(p, exp.Star) or (isinstance(p, exp.Column) and isinstance(p.this, exp.Star)):
-            qualifier = p.table if isinstance(p, exp.Column) else ""
-            star = p.this if isinstance(p, exp.Column) else p
-            if star.args.get("rename"):
-                return None
-            sources = [aliases.get(qualifier, qualifier)] if qualifier else list(dict.fromkeys(aliases.values()))
-            dropped = {c.name for c in (star.args.get("except_") or star.args.get("except") or [])}
-            for s in sources:
-                cols = tables.get(s)
-                if cols is None:
-                    return None
-                exact = exact and cols.exact
-                names += [c for c in cols.names if c not in dropped]
-        elif isinstance(p, exp.Columns | exp.Explode | exp.Unnest) or any(
-                isinstance(x, exp.Columns) for x in p.walk()):
+    for p in shape.outputs:
+        if p is None:
             return None  # COLUMNS(...) and unnest(...) make columns we cannot name here
-        else:
-            names.append(p.alias_or_name or p.sql(dialect="duckdb"))
+        if isinstance(p, str):
+            names.append(p)
+            continue
+        if p.renames:
+            return None
+        sources = [aliases.get(p.qualifier, p.qualifier)] if p.qualifier else list(dict.fromkeys(aliases.values()))
+        for s in sources:
+            cols = tables.get(s)
+            if cols is None:
+                return None
+            exact = exact and cols.exact
+            names += [c for c in cols.names if c not in p.dropped]
     return Columns(tuple(dict.fromkeys(names)), exact, span, "the query")
 
 
-def _check_columns(tree: Any, tables: dict[str, Columns | None], aliases: dict[str, str],
+def _check_columns(shape: sqlshape.Shape, tables: dict[str, Columns | None], aliases: dict[str, str],
                    where: _SqlPosition, ctx: T.Ctx) -> None:
-    from sqlglot import exp
-
     known = {a: tables.get(name) for a, name in aliases.items()}
     if not known or any(c is None or not c.exact for c in known.values()):
         return
-    selected = {p.alias for p in tree.expressions if isinstance(p, exp.Alias)}
+    selected = set(shape.selected)
     all_cols = {c for cols in known.values() if cols for c in cols.names}
-    for col in tree.find_all(exp.Column):
-        if isinstance(col.this, exp.Star) or not isinstance(col.this, exp.Identifier):
-            continue
-        name, qual = col.name, col.table
+    for col in shape.columns:
+        name, qual = col.name, col.qualifier
         if qual:
             cols = known.get(qual)
             if cols is None:
@@ -515,22 +408,10 @@ def _check_columns(tree: Any, tables: dict[str, Columns | None], aliases: dict[s
             pool = all_cols | selected
         if name in pool or name.lower() in {c.lower() for c in pool}:
             continue
-        meta = col.this.meta or {}
         guess = did_you_mean(name, sorted(pool))
         ctx.error("FT0125", f"no column `{name}` in {qual or ', '.join(dict.fromkeys(aliases.values()))}",
-                  where.span(int(meta.get("start", 0)), int(meta.get("end", 0)) + 1), "unknown column",
+                  where.span(col.start, col.end), "unknown column",
                   help=(f"did you mean `{guess}`? " if guess else "") + f"columns: {', '.join(sorted(pool))}")
-
-
-def _extent(nodes: list[Any]) -> tuple[int, int]:
-    starts, ends = [], []
-    for n in nodes:
-        for leaf in n.walk():
-            meta = getattr(leaf, "meta", None) or {}
-            if "start" in meta:
-                starts.append(int(meta["start"]))
-                ends.append(int(meta["end"]) + 1)
-    return (min(starts), max(ends)) if starts else (0, 1)
 
 
 class _SqlPosition:

@@ -179,7 +179,8 @@ def _stdlib_ft() -> list[str]:
         for item in module.items:
             if not isinstance(item, ast.Block | ast.Definition | ast.Preset):
                 continue
-            one = ast.Module(module.file, module.source, None, [item], [])
+            one = ast.Module(module.file, module.source, None, [item])
+            one.comments = []  # the block alone, without the file's comments
             out += ["```", format_module(one).rstrip("\n"), "```", ""]
     return out
 

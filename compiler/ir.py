@@ -130,19 +130,28 @@ class Splice:
 def walk(value: Any, name: str = "") -> Iterator[tuple[str, Any]]:
     """`value` and everything inside it, depth first, each with the attribute or argument
     name it sits at (list items keep their list's name; a sweep's own name wins)."""
-    yield name, value
-    if isinstance(value, SweepValue):
-        for v in value.values:
-            yield from walk(v, value.name or name)
-    elif isinstance(value, Call):
-        for k, v in value.args.items():
-            yield from walk(v, k)
-    elif isinstance(value, dict):
-        for k, v in value.items():
-            yield from walk(v, k)
-    elif isinstance(value, (list, tuple)):
-        for v in value:
-            yield from walk(v, name)
+    # A stack, not recursion: one generator for the whole value (every pass walks every
+    # node's parameters, defaults included: nested generators cost most of a compile).
+    stack = [(name, value)]
+    pop, push = stack.pop, stack.extend
+    while stack:
+        name, value = pop()
+        yield name, value
+        kind = type(value)
+        if kind in _LEAVES:
+            continue
+        if isinstance(value, SweepValue):
+            inner = value.name or name
+            push([(inner, v) for v in reversed(value.values)])
+        elif isinstance(value, Call):
+            push(reversed(value.args.items()))
+        elif isinstance(value, dict):
+            push(reversed(value.items()))
+        elif isinstance(value, (list, tuple)):
+            push([(name, v) for v in reversed(value)])
+
+
+_LEAVES = frozenset({str, int, float, bool, type(None)})
 
 
 def transform(value: Any, fn: Callable[[Any], Any]) -> Any:
@@ -171,12 +180,40 @@ def transform(value: Any, fn: Callable[[Any], Any]) -> Any:
 
 def files_in(value: Any) -> list[FileValue]:
     """Every input file a resolved value names (a source, a custom metric's module...)."""
-    return [v for _, v in walk(value) if isinstance(v, FileValue)]
+    out: list[Any] = []
+    _find(value, FileValue, out)
+    return out
 
 
 def refs_in(value: Any) -> list[RefValue]:
     """Every reference to another node inside a value."""
-    return [v for _, v in walk(value) if isinstance(v, RefValue)]
+    out: list[Any] = []
+    _find(value, RefValue, out)
+    return out
+
+
+def _find(value: Any, cls: type, out: list[Any]) -> None:
+    """`walk`'s values of type `cls`, in its order, without a (name, value) pair for each
+    of the rest: the planner and the compile ask this of every node."""
+    if type(value) in _LEAVES:
+        return
+    if isinstance(value, cls):
+        out.append(value)
+    if isinstance(value, SweepValue):
+        for v in value.values:
+            _find(v, cls, out)
+    elif isinstance(value, Call):
+        for v in value.args.values():
+            _find(v, cls, out)
+    elif isinstance(value, dict):
+        for v in value.values():
+            _find(v, cls, out)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            _find(v, cls, out)
+
+
+Edge = tuple[str, str, dict[str, Any]]  # upstream, downstream, {"port": ..., "span": ...}
 
 
 @dataclass
@@ -185,11 +222,26 @@ class Program:
     project: Path  # folder of the .ft file: relative paths and .ft/ live there
     sources: dict[str, str]
     nodes: dict[str, Node]
-    graph: Any  # networkx.DiGraph over node ids
+    edges: list[Edge]  # from each reference (compiler/graph.py)
     warnings: list[Diagnostic] = field(default_factory=list)
     remote: str | None = None  # cache { remote = ... } (runtime/remote.py); not part of any key
 
     def order(self) -> list[str]:
-        import networkx as nx
+        from ftlang.compiler.graph import order
 
-        return list(nx.lexicographical_topological_sort(self.graph))
+        return order(self.nodes, self.edges)
+
+    @property
+    def graph(self) -> Any:
+        """The networkx DiGraph over node ids (edge data: port, span), built on first use:
+        the planner's ancestors and descendants, `ft graph`."""
+        g = self.__dict__.get("_graph")
+        if g is None:
+            import networkx as nx
+
+            g = nx.DiGraph()
+            for nid, node in self.nodes.items():
+                g.add_node(nid, kind=node.kind)
+            g.add_edges_from(self.edges)
+            self.__dict__["_graph"] = g
+        return g

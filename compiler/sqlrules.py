@@ -22,13 +22,12 @@ imports DuckDB only if there is one. `used` holds the answers this compile used.
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import re
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from ftlang.compiler import sqlshape
 from ftlang.compiler import types as T
 from ftlang.compiler.ir import Node
 from ftlang.stdlib import sqlpolicy
@@ -141,6 +140,10 @@ class SqlChecker:
             except duckdb.Error:
                 pass
 
+    def shape(self, sql: str) -> sqlshape.Shape:
+        """`sqlshape.of(sql)`, from the memo when it has it (then sqlglot is not imported)."""
+        return self._answer(("shape", sql), lambda: sqlshape.of(sql))
+
     def created(self, sql: str) -> set[str]:
         """`created(sql)`, from the memo when it has it."""
         return set(self._answer(("created", sql), lambda: frozenset(created(sql))))
@@ -188,18 +191,6 @@ def created(sql: str) -> set[str]:
         if rest and rest[0].word:
             out.add(rest[0].word)
     return out
-
-
-@contextlib.contextmanager
-def quiet_sqlglot() -> Iterator[None]:
-    """sqlglot's own warnings (to stderr) off while it parses."""
-    log = logging.getLogger("sqlglot")
-    level = log.level
-    log.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        log.setLevel(level)
 
 
 def _quote(ident: str) -> str:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import functools
+import operator
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
@@ -247,4 +249,27 @@ class Module:
     source: str
     version: Version | None
     items: list[Item]
-    comments: list[Comment] = field(default_factory=list)
+
+    @functools.cached_property
+    def comments(self) -> list[Comment]:
+        """Its comments with their positions, for `ft fmt` (the grammar drops them); found
+        on first use: a compile never needs them."""
+        from ftlang.lang.parser import collect_comments
+
+        return collect_comments(self.source)
+
+
+
+# The frozen nodes pickle as their class and their fields' values, not pickle's default
+# (an attribute dict per instance): the compile memo holds every node of a file, and
+# reading it back is half the time this way (runtime/parsememo.py).
+def _compact(cls: type) -> None:
+    names = cls.__match_args__  # the fields, in __init__'s order
+    get = operator.attrgetter(*names) if len(names) > 1 else (lambda obj: (getattr(obj, names[0]),))
+    cls.__reduce__ = lambda self: (cls, get(self))  # type: ignore[method-assign]
+
+
+for _cls in list(globals().values()):
+    if isinstance(_cls, type) and _cls.__module__ == __name__ and getattr(_cls, "__dataclass_params__", None) \
+            and _cls.__dataclass_params__.frozen and _cls.__match_args__:
+        _compact(_cls)

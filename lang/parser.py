@@ -119,9 +119,8 @@ def parse_items(text: str, file: str) -> tuple[ast.Version | None, list[ast.Item
 
 
 def finish(module: ast.Module, text: str) -> ast.Module:
-    """The module with its source and comments; FT0008 for a version this ftlang does not know."""
+    """The module with its source; FT0008 for a version this ftlang does not know."""
     module.source = text
-    module.comments = collect_comments(text)
     if module.version is not None and module.version.text not in SUPPORTED_VERSIONS:
         raise FtError([Diagnostic(
             "FT0008", f"unsupported language version `ft {module.version.text}`",

@@ -8,7 +8,8 @@ lives beside the compiled-program cache, `.ft/progcache/<slot>.parse`, and like 
 written only where `.ft/` exists (`ft check` on a file never run creates nothing). An entry
 is used only for the same ftlang and libraries (`package`, progcache's fingerprint: the
 AST classes, the grammar or DuckDB may change) and when the sha256 of its payload matches;
-the unpickler builds only the AST's own classes (the rest is plain dicts and tuples).
+the unpickler builds only the AST's classes and compiler/sqlshape.py's (the rest is plain
+dicts and tuples).
 """
 
 from __future__ import annotations
@@ -24,13 +25,13 @@ if TYPE_CHECKING:
     from ftlang.compiler import Memo
 
 MAGIC = b"ftmemo1\n"
-_ALLOWED_MODULES = ("ftlang.lang.ast",)
+_ALLOWED_MODULES = ("ftlang.lang.ast", "ftlang.compiler.sqlshape")  # plain data classes only
 
 
 class _Unpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         if module not in _ALLOWED_MODULES:
-            raise pickle.UnpicklingError(f"{module}.{name} is not an AST class")
+            raise pickle.UnpicklingError(f"{module}.{name} is not a memo class")
         return super().find_class(module, name)
 
 

@@ -36,7 +36,7 @@ from ftlang.compiler.ir import Program, files_in
 
 from ftlang import __version__
 
-FORMAT = 2
+FORMAT = 3
 MAGIC = b"ftprog2\n"
 _ENV_CALL = re.compile(r"\benv\s*\(")
 _ENV_NAME = re.compile(r"\benv\s*\(\s*\"((?:[^\"\\\n]|\\.)*)\"")
@@ -74,28 +74,12 @@ class _Pickler(pickle.Pickler):
 
 
 class CachedProgram(Program):
-    """A Program read from the cache: its order and edges are stored; the networkx graph
-    is built on first use only (a plain `ft run` never needs it)."""
+    """A Program read from the cache: its order is stored with it."""
 
     _order: list[str]
-    _edges: list[tuple[str, str, dict[str, Any]]]
 
     def order(self) -> list[str]:
         return list(self._order)
-
-    @property  # type: ignore[override]
-    def graph(self) -> Any:
-        g = self.__dict__.get("_graph")
-        if g is None:
-            import networkx as nx
-
-            g = nx.DiGraph()
-            for nid, node in self.nodes.items():
-                g.add_node(nid, kind=node.kind)
-            for u, v, data in self._edges:
-                g.add_edge(u, v, **data)
-            self.__dict__["_graph"] = g
-        return g
 
 
 def _stat(path: str | Path) -> list[int] | None:
@@ -268,9 +252,8 @@ def _cached(program: Program) -> CachedProgram:
     if isinstance(program, CachedProgram):
         return program
     out = CachedProgram.__new__(CachedProgram)
-    out.__dict__.update({k: v for k, v in program.__dict__.items() if k not in ("graph", _PACKAGE)})
+    out.__dict__.update({k: v for k, v in program.__dict__.items() if k not in ("_graph", _PACKAGE)})
     out._order = program.order()
-    out._edges = [(u, v, dict(d)) for u, v, d in program.graph.edges(data=True)]
     return out
 
 

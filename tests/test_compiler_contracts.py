@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from conftest import FIXTURES
-from ftlang.compiler import compile_source, contracts
+from ftlang.compiler import compile_source, sqlshape
 from ftlang.compiler.ir import RefValue
 from ftlang.lang.diagnostics import FtError
 
@@ -75,9 +75,9 @@ def test_syntax_error_points_into_the_sql(project: Path) -> None:
 
 
 def test_duckdb_is_the_judge_when_sqlglot_disagrees(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    assert contracts._duckdb_accepts("SELECT 1 FROM t")
-    assert not contracts._duckdb_accepts("SELECT FROM WHERE (")
-    monkeypatch.setattr(contracts, "_parse", lambda sql: contracts._SqlError("nope", 0, 1, "here"))
+    assert sqlshape._duckdb_accepts("SELECT 1 FROM t")
+    assert not sqlshape._duckdb_accepts("SELECT FROM WHERE (")
+    monkeypatch.setattr(sqlshape, "_parse", lambda sql: sqlshape.SqlError("nope", 0, 1, "here"))
     p = compile_(project, 'curate c {\n  from = tasks\n  sql "SELECT prompt FROM tasks"\n}\n')
     assert "curate.c" in p.nodes  # columns unknown, no error
 

@@ -32,6 +32,32 @@ def test_walk_visits_everything_with_the_name_it_sits_at() -> None:
     assert [r.node for r in refs_in(VALUE)] == ["curate.clean", "model.base", "train.sft"]
 
 
+def test_walk_order_and_the_finders_agree_with_a_recursive_walk() -> None:
+    """walk is a stack, files_in / refs_in a direct search: both give what the plain
+    recursion gives, in its order (a reference inside a sweep inside a call included)."""
+    def recursive(value: object, name: str = "") -> list[tuple[str, object]]:
+        out = [(name, value)]
+        if isinstance(value, SweepValue):
+            for v in value.values:
+                out += recursive(v, value.name or name)
+        elif isinstance(value, Call):
+            for k, v in value.args.items():
+                out += recursive(v, k)
+        elif isinstance(value, dict):
+            for k, v in value.items():
+                out += recursive(v, k)
+        elif isinstance(value, (list, tuple)):
+            for v in value:
+                out += recursive(v, name)
+        return out
+
+    nested = {**VALUE, "extra": [Call("f", {"x": SweepValue((RefValue("dataset.a"), RefValue("dataset.b")),
+                                                                ("a", "b"))}), (FileValue("e.py", "/p/e.py"),)]}
+    assert list(walk(nested, "top")) == recursive(nested, "top")
+    assert refs_in(nested) == [v for _, v in recursive(nested) if isinstance(v, RefValue)]
+    assert [f.rel for f in files_in(nested)] == ["d.jsonl", "e.py"]
+
+
 def test_transform_rebuilds_keeps_shapes_and_splices() -> None:
     def fn(v: object) -> object:
         if isinstance(v, RefValue) and v.many:

@@ -88,6 +88,22 @@ def test_warm_noop_run_and_status_import_nothing_heavy(tmp_path: Path) -> None:
     assert sorted(set(FORBIDDEN) & mods) == []
 
 
+def test_check_after_an_edit_outside_the_queries_imports_neither_sqlglot_nor_networkx(tmp_path: Path) -> None:
+    """After an edit, the compile memo answers for every unchanged curate query (its Shape)
+    and the graph is a list of edges: `ft check` compiles without sqlglot or networkx."""
+    proj = _project(tmp_path / "p")
+    (proj / ".ft").mkdir()
+    assert run_ft("check", "p.ft", cwd=proj).returncode == 0
+    (proj / "p.ft").write_text(PIPELINE.replace("max_steps = 2", "max_steps = 3"))
+    r, mods = _imports(["check", "p.ft"], proj)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "lark" in mods  # it compiled: the edited block was parsed again
+    assert sorted({"sqlglot", "networkx", "torch", "transformers"} & mods) == []
+    (proj / "p.ft").write_text(PIPELINE.replace("length(text) > 3", "length(text) > 4"))
+    r, mods = _imports(["check", "p.ft"], proj)
+    assert r.returncode == 0 and "sqlglot" in mods  # a changed query is parsed
+
+
 def _blocks(n: int) -> str:
     return "ft 0.1\n\n" + "".join(
         f'dataset d{i} {{\n  source = jsonl("data/c.jsonl")\n}}\n\n' for i in range(n))

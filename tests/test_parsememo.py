@@ -103,7 +103,7 @@ def test_a_compile_after_an_edit_asks_duckdb_only_about_what_changed(tmp_path: P
     monkeypatch.setattr(sqlrules.SqlChecker, "_bind", lambda self, sql, typed: asked.append(sql) or real(self, sql, typed))
     memo = Memo()
     prog = compile_source(SQL_FT, "p.ft", tmp_path, memo=memo)
-    assert len(asked) == 2 and len(memo.sql) == 6  # review, created and bind of each query
+    assert len(asked) == 2 and len(memo.sql) == 8  # review, shape, created and bind of each query
     first = dict(memo.sql)
     assert prog.nodes["curate.b"].params["sql"]
     asked.clear()
@@ -122,3 +122,37 @@ def test_a_compile_after_an_edit_asks_duckdb_only_about_what_changed(tmp_path: P
         with pytest.raises(FtError) as err:
             compile_source(wrong, "p.ft", tmp_path, memo=memo)
         assert [d.code for d in err.value.diagnostics] == ["FT0129"]
+
+
+def test_an_edit_that_changes_no_query_parses_no_sql(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """compiler/sqlshape.py's Shape of each query is kept in the memo, on disk too: a
+    compile after an edit elsewhere calls sqlglot for no query, and finds the same columns
+    (the unknown column in `b` is still reported, at the same place)."""
+    from ftlang.compiler import Memo, compile_source, sqlshape
+    from ftlang.lang.diagnostics import FtError
+    from ftlang.runtime.progcache import _package_fingerprint
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "rows.jsonl").write_text('{"prompt": "a", "completion": "b"}\n')
+    (tmp_path / ".ft" / "progcache").mkdir(parents=True)
+    wrong = SQL_FT.replace("n + 1 AS m", "nn + 1 AS m")
+    parsed: list[str] = []
+    real = sqlshape._parse.__wrapped__
+    monkeypatch.setattr(sqlshape, "_parse", lambda sql: parsed.append(sql) or real(sql))
+
+    def errors(text: str, memo: Memo) -> list[tuple[str, str, int, int]]:
+        with pytest.raises(FtError) as err:
+            compile_source(text, "p.ft", tmp_path, memo=memo)
+        return [(d.code, d.message, d.span.line, d.span.col) for d in err.value.diagnostics]
+
+    memo = Memo()
+    first = errors(wrong, memo)
+    assert first == [("FT0125", "no column `nn` in a", 7, 32)] and len(parsed) == 2
+    entry = tmp_path / ".ft" / "progcache" / "p.bin"
+    assert parsememo.save(entry, _package_fingerprint(), memo)
+    parsed.clear()
+    again = parsememo.load(entry, _package_fingerprint())  # as the next process reads it
+    edited = wrong.replace('"data/rows.jsonl")', '"data/rows.jsonl")\n  # a comment')
+    assert errors(edited, again) == [("FT0125", "no column `nn` in a", 8, 32)]  # one line down
+    assert parsed == []
+    assert errors(wrong.replace("FROM a", "FROM  a"), again) and parsed == ["SELECT prompt, nn + 1 AS m FROM  a"]
