@@ -21,6 +21,7 @@ class Memo:
 
     parse: dict[Any, Any] = field(default_factory=dict)  # lang/incremental.py's pieces
     sql: dict[Any, Any] = field(default_factory=dict)  # sqlrules.SqlChecker's DuckDB answers
+    stored: Any = None  # the caller's own record of what it saved (runtime/parsememo.py)
 
 
 @dataclass

@@ -46,6 +46,33 @@ def test_check_writes_the_memo_only_where_ft_exists_and_an_edit_reads_it(tmp_pat
     assert any(key[1] == line - 2 for key in memo)  # the edited block, stored at its new line
 
 
+def test_an_edit_writes_only_a_delta_until_too_much_has_changed(tmp_path: Path) -> None:
+    path = _project(tmp_path, 100)
+    (tmp_path / ".ft").mkdir()
+    assert run_ft("check", "p.ft", cwd=tmp_path).returncode == 0
+    (memo_file,) = _memos(tmp_path)
+    entry, delta = memo_file.with_suffix(".bin"), memo_file.with_suffix(".delta")
+    base = memo_file.read_bytes()
+    path.write_text(path.read_text().replace("dataset d5 {", "dataset d5 { # edited"))
+    assert run_ft("check", "p.ft", cwd=tmp_path).returncode == 0
+    assert memo_file.read_bytes() == base  # the memo itself is not written again
+    assert delta.is_file() and delta.stat().st_size * 20 < len(base)
+    loaded = parsememo.load(entry, _package())
+    assert len(loaded.parse) == 102  # 101 pieces in use and the old d5, until the next full save
+    old_delta = delta.read_bytes()
+    # One more edit: the delta holds both edited pieces (it replaces the last delta).
+    path.write_text(path.read_text().replace("dataset d6 {", "dataset d6 { # edited"))
+    assert run_ft("check", "p.ft", cwd=tmp_path).returncode == 0
+    assert memo_file.read_bytes() == base and len(parsememo.load(entry, _package()).parse) == 103
+    # Most blocks edited: the whole memo is written, only what is in use, and the delta goes.
+    path.write_text(path.read_text().replace("{\n  source", "{ # again\n  source"))
+    assert run_ft("check", "p.ft", cwd=tmp_path).returncode == 0
+    assert memo_file.read_bytes() != base and not delta.exists()
+    assert len(parsememo.load(entry, _package()).parse) == 101
+    delta.write_bytes(old_delta)  # a delta of the memo that was replaced: never applied
+    assert len(parsememo.load(entry, _package()).parse) == 101
+
+
 def test_a_damaged_or_foreign_memo_is_ignored(tmp_path: Path) -> None:
     _project(tmp_path, 3)
     (tmp_path / ".ft").mkdir()
