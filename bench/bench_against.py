@@ -28,6 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _common import report  # noqa: E402
 from bench_check import generate  # noqa: E402
 from bench_compile import edit  # noqa: E402
 
@@ -108,10 +109,7 @@ def main() -> None:
                       "", f"Command: `{cmd}` ({env_note}; medians of {args.rounds} interleaved rounds, "
                       "whole processes; below 1x: this checkout is faster)", "",
                       *[f"- {ln}" for ln in lines], ""])
-    print(text)
-    if not args.no_record:
-        with (ROOT / "bench" / "RESULTS.md").open("a") as f:
-            f.write("\n" + text)
+    report(text, record=not args.no_record)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _common import report  # noqa: E402
 from bench_check import generate  # noqa: E402
 
 
@@ -91,10 +92,7 @@ def main() -> None:
     text = "\n".join([f"## compile time by size: `ft check` / `ft plan` ({time.strftime('%Y-%m-%d')})", "",
                       f"Command: `{cmd}` ({env_note}; best of {args.repeat} whole-process runs)", "",
                       *[f"- {ln}" for ln in lines], ""])
-    print(text)
-    if not args.no_record:
-        with (ROOT / "bench" / "RESULTS.md").open("a") as f:
-            f.write("\n" + text)
+    report(text, record=not args.no_record)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _common import report
+
 ROOT = Path(__file__).resolve().parent.parent
 LO, HI, SEED = 10, 250, 1
 
@@ -178,10 +180,7 @@ def main() -> None:
                       f"Command: `{cmd}` ({env_note}; one run each, whole processes; ftlang's time "
                       "includes its dataset step, which imports the Parquet file into the cache)", "",
                       *[f"- {ln}" for ln in lines], ""])
-    print(text)
-    if not args.no_record:
-        with (ROOT / "bench" / "RESULTS.md").open("a") as f:
-            f.write("\n" + text)
+    report(text, record=not args.no_record)
 
 
 if __name__ == "__main__":

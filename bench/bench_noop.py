@@ -27,6 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _common import report
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
@@ -163,10 +165,7 @@ def main() -> None:
     text = "\n".join([f"## no-op `ft run` / `ft status` vs DVC 8-stage pipeline ({time.strftime('%Y-%m-%d')})",
                       "", f"Command: `{cmd}` ({env_note}; medians of {args.repeat} interleaved rounds, "
                       "whole processes)", "", *[f"- {ln}" for ln in lines], ""])
-    print(text)
-    if not args.no_record:
-        with (ROOT / "bench" / "RESULTS.md").open("a") as f:
-            f.write("\n" + text)
+    report(text, record=not args.no_record)
 
 
 if __name__ == "__main__":

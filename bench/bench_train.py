@@ -25,6 +25,8 @@ ROOT = Path(__file__).resolve().parent.parent
 LOGGING_STEPS = 10  # a train step's default logging_steps
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _common import report  # noqa: E402
+
 
 def main() -> None:
     ap = argparse.ArgumentParser()
@@ -71,10 +73,7 @@ def main() -> None:
     text = "\n".join([f"## LoRA training loop on CPU: ftlang vs hand-written loop ({time.strftime('%Y-%m-%d')})",
                       "", f"Command: `{cmd}` ({env_note}; medians of {args.rounds} alternating rounds, "
                       "training loop only)", "", *[f"- {ln}" for ln in lines], ""])
-    print(text)
-    if not args.no_record:
-        with (ROOT / "bench" / "RESULTS.md").open("a") as f:
-            f.write("\n" + text)
+    report(text, record=not args.no_record)
 
 
 if __name__ == "__main__":
