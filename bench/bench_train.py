@@ -7,7 +7,9 @@ Both sides (bench/train_loops.py) train a tiny Llama's LoRA with fused AdamW, th
 linear schedule and clipping; the rounds alternate which side goes first, so load on the
 machine hits both alike. Both run with the thread count ftlang chooses
 (ftlang.stdlib.cputhreads), printed with the results. Prints steps/s, tokens/s, the
-ratio (ftlang / hand loop; goal >= 1.0) and whether the losses agree to 6 digits.
+ratio (ftlang / hand loop; goal >= 1.0), whether the losses agree to 6 digits, and the
+share of ftlang's loop spent assembling batches (its DataLoader runs the collator in the
+training process, num_workers = 0: what a worker process could take off the step at most).
 """
 
 from __future__ import annotations
@@ -45,14 +47,17 @@ def main() -> None:
     data = train_loops.examples(args.steps * args.batch, args.length)
     runs: dict[str, list[tuple[float, int]]] = {"ftlang": [], "hand loop": []}
     losses: dict[str, list[float]] = {}
+    loading: list[float] = []  # ftlang: share of the loop's time spent assembling batches
     loops = {"ftlang": train_loops.ftlang_loop, "hand loop": train_loops.hand_loop}
     for r in range(args.rounds):
         order = list(loops) if r % 2 == 0 else list(reversed(loops))
         for name in order:
             torch.set_num_threads(threads)
             if name == "ftlang":  # the step's default logging cadence, as users run it
+                collate: list[float] = []
                 got, seconds, tokens = train_loops.ftlang_loop(data, args.steps, args.batch, 3e-3,
-                                                               logging_steps=LOGGING_STEPS)
+                                                               logging_steps=LOGGING_STEPS, collate_seconds=collate)
+                loading.append(sum(collate) / seconds)
             else:
                 got, seconds, tokens = train_loops.hand_loop(data, args.steps, args.batch, 3e-3)
                 got = train_loops.windows(got, LOGGING_STEPS)
@@ -66,6 +71,8 @@ def main() -> None:
     lines += [f"ftlang / hand loop: **{rate['ftlang'] / rate['hand loop']:.2f}x** steps/s (goal >= 1.0)",
               f"losses equal to 6 digits: {'yes' if same else 'NO'} (final {losses['ftlang'][-1]:.6f} "
               f"vs {losses['hand loop'][-1]:.6f})",
+              f"batch assembly (the DataLoader's collator, in the training process): "
+              f"{100 * statistics.median(loading):.1f}% of ftlang's loop time",
               f"torch threads: {threads} of {os.cpu_count()} cores (load {os.getloadavg()[0]:.1f})"]
     cmd = (f".venv/bin/python bench/bench_train.py --steps {args.steps} --batch {args.batch} "
            f"--length {args.length} --rounds {args.rounds}")

@@ -58,8 +58,11 @@ def params(steps: int, batch: int, lr: float, logging_steps: int = 1) -> dict[st
 
 
 def ftlang_loop(data: list[dict[str, list[int]]], steps: int, batch: int, lr: float,
-                device: str = "cpu", logging_steps: int = 1) -> tuple[list[float], float, int]:
-    """Losses as the step logs them: each the mean over its `logging_steps` window."""
+                device: str = "cpu", logging_steps: int = 1,
+                collate_seconds: list[float] | None = None) -> tuple[list[float], float, int]:
+    """Losses as the step logs them: each the mean over its `logging_steps` window.
+    `collate_seconds`, when given, gets the time of each batch's assembly (the collator the
+    DataLoader runs in the training process)."""
     from ftlang.stdlib.examples import make_collator
     from ftlang.stdlib.spec import StepContext
     from ftlang.stdlib.trainer import callbacks, fit, trainer_settings
@@ -73,12 +76,24 @@ def ftlang_loop(data: list[dict[str, list[int]]], steps: int, batch: int, lr: fl
         lm = model()
         lm.train()
         args = TrainingArguments(**trainer_settings(p, lr, Path(tmp) / "ckpt", device, has_eval=False))
-        trainer = Trainer(model=lm, args=args, train_dataset=data, data_collator=make_collator(0),
+        collate = make_collator(0)
+        if collate_seconds is not None:
+            collate = _timed(collate, collate_seconds)
+        trainer = Trainer(model=lm, args=args, train_dataset=data, data_collator=collate,
                           callbacks=callbacks(ctx, history, [], p))
         result, seconds = fit(ctx, trainer, Path(tmp) / "ckpt")
         ftlang_loop.optimizer = trainer.optimizer  # type: ignore[attr-defined]  # for the test
     tokens = int(result.metrics.get("ftlang_tokens") or steps * batch * len(data[0]["input_ids"]))
     return [h["loss"] for h in history], seconds, tokens
+
+
+def _timed(fn: Any, into: list[float]) -> Any:
+    def timed(*args: Any) -> Any:
+        t0 = time.perf_counter()
+        out = fn(*args)
+        into.append(time.perf_counter() - t0)
+        return out
+    return timed
 
 
 def hand_loop(data: list[dict[str, list[int]]], steps: int, batch: int, lr: float,
