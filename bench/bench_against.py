@@ -6,8 +6,8 @@ minutes, so only a ratio measured side by side says whether a change made it fas
 
 REV (a commit, a tag) is checked out with `git worktree` into a temporary folder and
 imported from there (a folder of links laid out as pyproject's package-dir maps ftlang's
-packages), with this checkout's virtual environment: the same libraries, only ftlang
-differs. Each round runs, for each side in turn, `ft check` cold (no .ft/), after a
+packages; this checkout is imported the same way), with this checkout's virtual
+environment: the same libraries, only ftlang differs. Each round runs, for each side in turn, `ft check` cold (no .ft/), after a
 one-block edit (bench_compile.edit; .ft/ holds the last compile's memo) and unchanged.
 Prints medians and the ratios this / REV (below 1: this checkout is faster).
 """
@@ -39,23 +39,27 @@ def checkout(rev: str, into: Path) -> Path:
     """A folder that imports as ftlang at `rev`: PYTHONPATH for the other side."""
     tree = into / "tree"
     subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(tree), rev], check=True)
+    return links(tree, into)
+
+
+def links(tree: Path, into: Path) -> Path:
+    """A folder whose ftlang/ links to `tree`'s packages; both sides import through one
+    (the same import machinery: an editable install's finder is slower than a path)."""
     pkg = into / "path" / "ftlang"
     pkg.mkdir(parents=True)
     for f in (tree / "ftlang").glob("*.py"):
         (pkg / f.name).symlink_to(f)
     for sub, folder in PACKAGES.items():
         (pkg / sub).symlink_to(tree / folder)
-    subprocess.run([sys.executable, "-m", "compileall", "-q", str(tree)], check=True)
+    folders = [tree / "ftlang", *(tree / f for f in PACKAGES.values())]
+    subprocess.run([sys.executable, "-m", "compileall", "-q", *map(str, folders)], check=True)
     return into / "path"
 
 
-def timed(cwd: Path, pythonpath: str | None) -> float:
-    env = dict(os.environ, NO_COLOR="1")
-    env.pop("PYTHONPATH", None)
-    if pythonpath:
-        env["PYTHONPATH"] = pythonpath
+def timed(cwd: Path, pythonpath: str) -> float:
+    env = dict(os.environ, NO_COLOR="1", PYTHONPATH=pythonpath)
     t0 = time.perf_counter()
-    # -m from a folder with no ftlang/ in it: PYTHONPATH (the other side) or the install (this one)
+    # -m from a folder with no ftlang/ in it: the package comes from PYTHONPATH
     subprocess.run([sys.executable, "-m", "ftlang.runtime.cli", "check", "big.ft"], cwd=cwd, env=env,
                    check=True, capture_output=True)
     return time.perf_counter() - t0
@@ -77,7 +81,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp())
     try:
         other = checkout(rev, tmp / "rev")
-        sides = {"this": None, rev: str(other)}
+        sides = {"this": str(links(ROOT, tmp / "this")), rev: str(other)}
         folders = {s: generate(tmp / f"p-{i}", args.nodes).parent for i, s in enumerate(sides)}
         times: dict[tuple[str, str], list[float]] = {(s, w): [] for s in sides for w in ("cold", "edit", "same")}
         for s, folder in folders.items():  # a first run of each: files cached by the OS alike

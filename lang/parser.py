@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import stat
+import sys
 from collections.abc import Iterator
 from functools import lru_cache
 from importlib import resources
@@ -51,8 +52,30 @@ class BracketNewlines:
             yield tok
 
 
+_OPTIONAL = ("regex", "interegular")  # lark imports them when installed; ftlang's grammar uses neither
+
+
+def _import_lark() -> None:
+    """Imports lark without its optional `regex` and `interegular` (together about 50 ms,
+    at every compile): the grammar's terminals are plain `re` patterns, and interegular only
+    checks terminals for collisions, which tests/test_lang.py asks of strict mode in a fresh
+    process where lark is imported whole. Both stay importable for anything else."""
+    if "lark" in sys.modules:
+        return
+    absent = [m for m in _OPTIONAL if m not in sys.modules]
+    for m in absent:
+        sys.modules[m] = None  # type: ignore[assignment]  # makes `import m` raise ImportError
+    try:
+        import lark  # noqa: F401
+    finally:
+        for m in absent:
+            if sys.modules.get(m, "") is None:
+                del sys.modules[m]
+
+
 @lru_cache(maxsize=2)
 def _parser(strict: bool = False) -> Any:
+    _import_lark()
     from lark import Lark
 
     grammar = resources.files("ftlang.lang").joinpath("ft.lark").read_text()
@@ -105,6 +128,7 @@ def parse(text: str, file: str = "<input>") -> ast.Module:
 def parse_items(text: str, file: str) -> tuple[ast.Version | None, list[ast.Item]]:
     """The version line and the items of `text` (a whole file, or lang/incremental.py's
     piece of one, its lines numbered as in the file); FtError on a syntax error."""
+    _import_lark()
     from lark.exceptions import UnexpectedInput
 
     try:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from conftest import ROOT, example_files
 from ftlang.lang import ast
 from ftlang.lang.diagnostics import FtError, render
-from ftlang.lang.parser import _parser, parse
+from ftlang.lang.parser import parse
 
 DESIGN_SKETCH = '''ft 0.1
 use stdlib.methods { lora, full }
@@ -46,7 +48,21 @@ eval report {
 
 
 def test_grammar_is_conflict_free_in_strict_mode() -> None:
-    assert _parser(strict=True) is not None
+    """Strict mode (no shift/reduce conflicts, no colliding terminals) needs interegular,
+    which ftlang's own import of lark leaves out: a fresh process imports lark whole first."""
+    code = ("import lark, lark.lexer; assert lark.lexer.has_interegular\n"
+            "from ftlang.lang.parser import _parser; assert _parser(strict=True) is not None")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+
+
+def test_the_parser_imports_lark_without_its_optional_modules() -> None:
+    code = ("import sys; from ftlang.lang.parser import parse; parse('ft 0.1\\n', 'x.ft')\n"
+            "assert 'lark' in sys.modules and 'regex' not in sys.modules and 'interegular' not in sys.modules\n"
+            "import regex, interegular  # still importable for anything else\n"
+            "assert regex.match('a', 'a')")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
 
 
 def test_design_sketch_parses_with_spans() -> None:
