@@ -182,6 +182,20 @@ def jsonl_columns(path: Path, shown: str, rows: int) -> list[str] | None:
 
 
 def parquet_columns(path: Path) -> list[str]:
-    import pyarrow.parquet as pq  # only when a Parquet file is read
+    """The top-level column names in the file's footer, as pyarrow's schema names them
+    (duplicates too). Read with DuckDB's `parquet_schema`: the compile peeks at a Parquet
+    file's columns, and importing pyarrow (with numpy) for that cost `ft check` 0.4 s."""
+    import duckdb
 
-    return list(pq.read_schema(path).names)
+    rows = duckdb.connect().execute("SELECT name, coalesce(num_children, 0) FROM parquet_schema(?)",
+                                    [str(path)]).fetchall()
+    # Depth first: the root, then each top-level field followed by its subtree.
+    names, at = [], 1
+    for _ in range(int(rows[0][1]) if rows else 0):
+        names.append(str(rows[at][0]))
+        pending = int(rows[at][1])
+        at += 1
+        while pending:
+            pending += int(rows[at][1]) - 1
+            at += 1
+    return names

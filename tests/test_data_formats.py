@@ -98,3 +98,28 @@ def test_shapes_feed_the_column_contracts(tmp_path: Path) -> None:
     (tmp_path / "x.json").write_text("[]")
     assert any(d.startswith("FT0281 x.json is one JSON array")
                for d in _compile(tmp_path, 'dataset d { source = jsonl("x.json") }\n'))
+
+
+@pytest.mark.parametrize("layout", ["flat", "nested", "duplicate", "empty", "pandas index"])
+def test_a_parquet_files_columns_are_read_as_pyarrow_names_them(tmp_path: Path, layout: str) -> None:
+    """The compile peeks at a Parquet footer with DuckDB (stdlib/tabular.parquet_columns):
+    the top-level names, in order, nested fields' subtrees skipped, as pyarrow's schema has them."""
+    import pyarrow as pa
+    from ftlang.stdlib.tabular import parquet_columns
+
+    path = tmp_path / "x.parquet"
+    if layout == "pandas index":
+        import pandas as pd
+
+        pd.DataFrame({"a": [1, 2]}, index=[5, 6]).to_parquet(path)
+    else:
+        table = {
+            "flat": lambda: pa.table({"Prompt": ["a"], "b": [1]}),
+            "nested": lambda: pa.table({"s": [{"x": 1, "y": {"z": [1, 2]}}], "l": [[{"q": 1}]],
+                                        "m": pa.array([[("k", 1)]], pa.map_(pa.string(), pa.int64())),
+                                        "after": ["x"]}),
+            "duplicate": lambda: pa.Table.from_arrays([pa.array([1]), pa.array([2])], names=["a", "a"]),
+            "empty": lambda: pa.table({"a": pa.array([], pa.int64())}),
+        }[layout]()
+        pq.write_table(table, path)
+    assert parquet_columns(path) == pq.read_schema(path).names

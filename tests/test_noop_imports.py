@@ -104,6 +104,22 @@ def test_check_after_an_edit_outside_the_queries_imports_neither_sqlglot_nor_net
     assert r.returncode == 0 and "sqlglot" in mods  # a changed query is parsed
 
 
+def test_check_of_a_parquet_dataset_does_not_import_pyarrow(tmp_path: Path) -> None:
+    """The compile reads a Parquet file's column names from its footer with DuckDB: a
+    consumer's missing column is still found, and pyarrow (with numpy) is not imported."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (tmp_path / "data").mkdir()
+    pq.write_table(pa.table({"prompt": ["a"], "answer": ["b"]}), tmp_path / "data" / "rows.parquet")
+    text = ('ft 0.1\ndataset rows {\n  source = parquet("data/rows.parquet")\n}\n'
+            'curate c {\n  sql "SELECT prompt, completion FROM rows"\n}\n')
+    (tmp_path / "p.ft").write_text(text)
+    r, mods = _imports(["check", "p.ft"], tmp_path)
+    assert r.returncode != 0 and "no column `completion` in rows" in r.stderr, r.stderr[-2000:]
+    assert sorted({"pyarrow", "numpy", "pandas", "torch"} & mods) == []
+
+
 def _blocks(n: int) -> str:
     return "ft 0.1\n\n" + "".join(
         f'dataset d{i} {{\n  source = jsonl("data/c.jsonl")\n}}\n\n' for i in range(n))
