@@ -30,6 +30,9 @@ ARGS = {
     "bench_train.py": (["--steps", "200", "--rounds", "5"], ["--steps", "200", "--rounds", "7"]),
 }
 
+# Scripts `make bench` does not run, and why.
+SKIP = {"bench_against.py": "it compares with a revision named on its command line"}
+
 
 def machine() -> str:
     cpu = platform.processor() or platform.machine()
@@ -52,7 +55,7 @@ if __name__ == "__main__":
         f.write(f"\n# `make bench` run of {time.strftime('%Y-%m-%d %H:%M')}\n\nMachine: {machine()}\n")
     started = time.perf_counter()
     failed = []
-    for script in sorted(HERE.glob("bench_*.py")):
+    for script in sorted(p for p in HERE.glob("bench_*.py") if p.name not in SKIP):
         extra = ARGS.get(script.name, ([], []))[1 if args.full else 0]
         print(f"== {script.name} {' '.join(extra)}", flush=True)
         if subprocess.run([sys.executable, str(script), *extra]).returncode != 0:
