@@ -59,7 +59,8 @@ def _import_lark() -> None:
     """Imports lark without its optional `regex` and `interegular` (together about 50 ms,
     at every compile): the grammar's terminals are plain `re` patterns, and interegular only
     checks terminals for collisions, which tests/test_lang.py asks of strict mode in a fresh
-    process where lark is imported whole. Both stay importable for anything else."""
+    process where lark is imported whole. Both stay importable for anything else (they are
+    hidden only while lark itself is imported, once per process, before any step runs)."""
     if "lark" in sys.modules:
         return
     absent = [m for m in _OPTIONAL if m not in sys.modules]
