@@ -259,10 +259,9 @@ class Module:
         return collect_comments(self.source)
 
 
-
 # The frozen nodes pickle as their class and their fields' values, not pickle's default
-# (an attribute dict per instance): the compile memo holds every node of a file, and
-# reading it back is half the time this way (runtime/parsememo.py).
+# (an attribute dict per instance): the compile memo holds every node of a file, and is
+# smaller and faster to read back this way (runtime/parsememo.py).
 def _compact(cls: type) -> None:
     names = cls.__match_args__  # the fields, in __init__'s order
     get = operator.attrgetter(*names) if len(names) > 1 else (lambda obj: (getattr(obj, names[0]),))

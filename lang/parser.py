@@ -56,8 +56,8 @@ _OPTIONAL = ("regex", "interegular")  # lark imports them when installed; ftlang
 
 
 def _import_lark() -> None:
-    """Imports lark without its optional `regex` and `interegular` (together about 50 ms,
-    at every compile): the grammar's terminals are plain `re` patterns, and interegular only
+    """Imports lark without its optional `regex` and `interegular` (their import is a
+    good part of lark's, at every compile): the grammar's terminals are plain `re` patterns, and interegular only
     checks terminals for collisions, which tests/test_lang.py asks of strict mode in a fresh
     process where lark is imported whole. Both stay importable for anything else (they are
     hidden only while lark itself is imported, once per process, before any step runs)."""
