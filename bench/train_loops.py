@@ -4,9 +4,12 @@ tests/test_train_loop_parity.py:
 - `ftlang_loop`: transformers.Trainer built exactly as a train step builds it
   (ftlang.stdlib.trainer.trainer_settings, callbacks, fit; the step's collator);
 - `hand_loop`: a plain transformers + peft loop: torch AdamW (fused, what ftlang picks on
-  CPU and CUDA), the same linear schedule with warmup, gradient clipping, no Trainer.
+  CPU and CUDA), the same linear schedule with warmup, gradient clipping, no KV cache built
+  in training (`use_cache=False`), no Trainer.
 
 Both return (per-step losses, seconds spent in the training loop, tokens trained).
+`lockstep` runs the two in one process, one step of each in turn, and times every step:
+load on the machine then hits both sides within milliseconds of each other.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import math
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -59,10 +63,11 @@ def params(steps: int, batch: int, lr: float, logging_steps: int = 1) -> dict[st
 
 def ftlang_loop(data: list[dict[str, list[int]]], steps: int, batch: int, lr: float,
                 device: str = "cpu", logging_steps: int = 1,
-                collate_seconds: list[float] | None = None) -> tuple[list[float], float, int]:
+                collate_seconds: list[float] | None = None,
+                extra_callbacks: tuple[Any, ...] = ()) -> tuple[list[float], float, int]:
     """Losses as the step logs them: each the mean over its `logging_steps` window.
     `collate_seconds`, when given, gets the time of each batch's assembly (the collator the
-    DataLoader runs in the training process)."""
+    DataLoader runs in the training process); `extra_callbacks` go after the step's own."""
     from ftlang.stdlib.examples import make_collator
     from ftlang.stdlib.spec import StepContext
     from ftlang.stdlib.trainer import callbacks, fit, trainer_settings
@@ -80,7 +85,7 @@ def ftlang_loop(data: list[dict[str, list[int]]], steps: int, batch: int, lr: fl
         if collate_seconds is not None:
             collate = _timed(collate, collate_seconds)
         trainer = Trainer(model=lm, args=args, train_dataset=data, data_collator=collate,
-                          callbacks=callbacks(ctx, history, [], p))
+                          callbacks=[*callbacks(ctx, history, [], p), *extra_callbacks])
         result, seconds = fit(ctx, trainer, Path(tmp) / "ckpt")
         ftlang_loop.optimizer = trainer.optimizer  # type: ignore[attr-defined]  # for the test
     tokens = int(result.metrics.get("ftlang_tokens") or steps * batch * len(data[0]["input_ids"]))
@@ -96,30 +101,101 @@ def _timed(fn: Any, into: list[float]) -> Any:
     return timed
 
 
-def hand_loop(data: list[dict[str, list[int]]], steps: int, batch: int, lr: float,
-              device: str = "cpu") -> tuple[list[float], float, int]:
-    import torch
-    from transformers import get_scheduler
+class HandSteps:
+    """The hand-written loop's state, one step per call: the model, torch's fused AdamW over
+    the trainable parameters, transformers' linear schedule with 10% warmup, clipping to 1.0."""
 
-    lm = model().to(device)
-    lm.train()
-    opt = torch.optim.AdamW([q for q in lm.parameters() if q.requires_grad], lr=lr, weight_decay=0.0,
-                            fused=True)
-    sched = get_scheduler("linear", opt, num_warmup_steps=math.ceil(0.1 * steps), num_training_steps=steps)
-    losses, tokens = [], 0
-    started = time.perf_counter()
-    for step in range(steps):
-        chunk = data[(step * batch) % len(data):][:batch]
-        ids = torch.tensor([ex["input_ids"] for ex in chunk], device=device)
-        out = lm(input_ids=ids, attention_mask=torch.ones_like(ids), labels=ids)
+    def __init__(self, data: list[dict[str, list[int]]], steps: int, batch: int, lr: float,
+                 device: str = "cpu") -> None:
+        import torch
+        from transformers import get_scheduler
+
+        self.torch, self.data, self.batch, self.device = torch, data, batch, device
+        self.lm = model().to(device)
+        self.lm.train()
+        self.opt = torch.optim.AdamW([q for q in self.lm.parameters() if q.requires_grad], lr=lr,
+                                     weight_decay=0.0, fused=True)
+        self.sched = get_scheduler("linear", self.opt, num_warmup_steps=math.ceil(0.1 * steps),
+                                   num_training_steps=steps)
+        self.done, self.losses, self.tokens = 0, [], 0
+
+    def step(self) -> None:
+        torch, lm, batch = self.torch, self.lm, self.batch
+        chunk = self.data[(self.done * batch) % len(self.data):][:batch]
+        ids = torch.tensor([ex["input_ids"] for ex in chunk], device=self.device)
+        out = lm(input_ids=ids, attention_mask=torch.ones_like(ids), labels=ids, use_cache=False)
         out.loss.backward()
         torch.nn.utils.clip_grad_norm_(lm.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
-        losses.append(round(float(out.loss.detach()), 6))
-        tokens += ids.numel()
-    return losses, time.perf_counter() - started, tokens
+        self.opt.step()
+        self.sched.step()
+        self.opt.zero_grad(set_to_none=True)
+        self.losses.append(round(float(out.loss.detach()), 6))
+        self.tokens += ids.numel()
+        self.done += 1
+
+
+def hand_loop(data: list[dict[str, list[int]]], steps: int, batch: int, lr: float,
+              device: str = "cpu") -> tuple[list[float], float, int]:
+    hand = HandSteps(data, steps, batch, lr, device)
+    started = time.perf_counter()
+    for _ in range(steps):
+        hand.step()
+    return hand.losses, time.perf_counter() - started, hand.tokens
+
+
+@dataclass
+class Lockstep:
+    ft_steps: list[float]  # seconds of each ftlang step, from the end of one to the end of the next
+    hand_steps: list[float]  # seconds of each hand-loop step, run right after ftlang's
+    ft_losses: list[float]  # as the step logs them (`logging_steps` windows)
+    hand_losses: list[float]  # per step
+    ft_total: float  # trainer.train(), its set-up included, less the hand steps run inside it
+    hand_total: float  # the hand loop's set-up (optimizer, schedule) and all its steps
+    tokens: int  # per side
+
+
+def lockstep(data: list[dict[str, list[int]]], steps: int, batch: int, lr: float,
+             logging_steps: int = 1, collate_seconds: list[float] | None = None,
+             hand_first: bool = False) -> Lockstep:
+    """ftlang's Trainer with a last callback that runs one step of the hand loop per
+    optimiser step: at the step's end, or with `hand_first` at its beginning (after the
+    Trainer fetched the batch, before its forward pass): alternating the two evens out what
+    going first or second in a pair does to a step's time. ftlang's step is timed from one
+    return of that callback to its next call: a whole turn of the Trainer's loop (fetch,
+    forward, backward, clip, optimizer, schedule, callbacks, logging). The turn that holds
+    the set-up is not one of them; both totals keep their set-up."""
+    from transformers import TrainerCallback
+
+    t0 = time.perf_counter()
+    hand = HandSteps(data, steps, batch, lr)
+    hand_setup = time.perf_counter() - t0
+    ft_steps: list[float] = []
+    hand_steps: list[float] = []
+    mark: list[float] = []
+
+    def one() -> None:
+        now = time.perf_counter()
+        if mark:
+            ft_steps.append(now - mark[0])
+        hand.step()
+        done = time.perf_counter()
+        hand_steps.append(done - now)
+        mark[:] = [done]
+
+    class Lock(TrainerCallback):  # type: ignore[misc]
+        def on_step_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            if hand_first:
+                one()
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            if not hand_first:
+                one()
+
+    ft_losses, seconds, tokens = ftlang_loop(data, steps, batch, lr, logging_steps=logging_steps,
+                                             collate_seconds=collate_seconds, extra_callbacks=(Lock(),))
+    return Lockstep(ft_steps=ft_steps, hand_steps=hand_steps, ft_losses=ft_losses, hand_losses=hand.losses,
+                    ft_total=seconds - sum(hand_steps), hand_total=hand_setup + sum(hand_steps),
+                    tokens=tokens)
 
 
 def windows(losses: list[float], every: int) -> list[float]:

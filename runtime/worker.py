@@ -64,6 +64,9 @@ class WorkerError(Exception):
         self.log = log
 
 
+PROGRESS_EVERY = 0.1  # seconds between progress lines (runtime/board.py redraws as often)
+
+
 def _emit(events: Path, record: dict[str, Any]) -> None:
     # One write per line, opened in append mode: lines from one process never interleave.
     with open(events, "a", encoding="utf-8") as f:
@@ -93,7 +96,16 @@ def run_in_worker(job: Job, *, rank: int = 0) -> int:
     def log(msg: str) -> None:
         _emit(events, {"log": msg})
 
+    shown = [float("-inf")]  # when the last progress line was written
+
     def progress(done: int, total: int | None = None, msg: str = "") -> None:
+        # A training step reports every optimiser step; the board redraws at most every
+        # PROGRESS_EVERY seconds, so lines in between would be written for no one. The
+        # first and the last always go.
+        now = time.monotonic()
+        if now - shown[0] < PROGRESS_EVERY and not (total and done >= total):
+            return
+        shown[0] = now
         _emit(events, {"progress": [done, total, msg]})
 
     ctx = StepContext(node=job.node, name=job.name, params=job.params, out=job.out,

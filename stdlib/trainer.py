@@ -77,6 +77,9 @@ def trainer_settings(p: dict[str, Any], lr: float, output_dir: Path, device: str
         seed=seed, data_seed=seed,
         train_sampling_strategy="random" if p["shuffle"] else "sequential",
         logging_steps=int(p["logging_steps"]), logging_first_step=True,
+        # guard_loss fails the step on the first nan or inf loss; the Trainer's own filter
+        # would test every micro-batch's loss again (two more device syncs each on a GPU).
+        logging_nan_inf_filter=False,
         save_strategy="no", eval_strategy="no", report_to="none",
         activation_checkpointing=bool(p["gradient_checkpointing"]),
         disable_tqdm=True, remove_unused_columns=False,
@@ -229,18 +232,18 @@ def guard_loss(trainer: Any) -> None:
     def training_step(*args: Any, **kwargs: Any) -> Any:
         loss = inner(*args, **kwargs)
         if isinstance(loss, torch.Tensor):
-            losses.append(loss.detach().float().mean())
+            losses.append(loss.detach())
         return loss
 
     class FiniteLoss(TrainerCallback):  # type: ignore[misc]
         def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
             if not losses:
                 return
-            step = torch.stack(losses)
+            step = losses[0] if len(losses) == 1 else torch.stack([x.float().mean() for x in losses])
             losses.clear()
-            bad = ~torch.isfinite(step)
-            if bool(bad.any()):  # one device sync per optimiser step
-                value = float(step[bad][0])
+            finite = torch.isfinite(step)
+            if not bool(finite.all()):  # one device sync per optimiser step
+                value = float(step[~finite].flatten()[0])
                 raise StepError(f"loss became {value} at step {state.global_step}; nothing was saved",
                                 hint=f"training diverged: lower lr (it is {args.learning_rate:g}) or "
                                      "max_grad_norm, or add warmup")

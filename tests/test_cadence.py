@@ -128,6 +128,24 @@ def test_pad_token_other_than_eos(base: tuple[Store, Artifact, Artifact]) -> Non
     assert saved["pad_token"] == "<|im_end|>"
 
 
+def test_a_batch_of_equal_rows_collates_as_the_padding_path_would() -> None:
+    """Rows of one length skip the padding loop (the common case after packing to a fixed
+    length): the same tensors, types and keys as padding gives."""
+    import torch
+    from ftlang.stdlib.examples import IGNORE, make_collator
+
+    rows = [{"input_ids": [5, 6, 7], "labels": [IGNORE, 6, 7]}, {"input_ids": [8, 9, 1], "labels": [8, 9, IGNORE]}]
+    out = make_collator(0)(rows)
+    assert list(out) == ["input_ids", "attention_mask", "labels"]
+    assert out["input_ids"].tolist() == [[5, 6, 7], [8, 9, 1]]
+    assert out["labels"].tolist() == [[IGNORE, 6, 7], [8, 9, IGNORE]]
+    assert out["attention_mask"].tolist() == [[1, 1, 1], [1, 1, 1]]
+    assert {t.dtype for t in out.values()} == {torch.int64}
+    padded = make_collator(0, 4)(rows)  # pad_to wider than the rows: the padding path
+    assert padded["input_ids"][:, :3].tolist() == out["input_ids"].tolist()
+    assert padded["attention_mask"][:, 3].tolist() == [0, 0]
+
+
 def test_pad_to_length_and_checkpointing_kwargs(tmp_path: Path) -> None:
     from ftlang.stdlib.examples import IGNORE, make_collator
     from ftlang.stdlib.trainer import trainer_settings

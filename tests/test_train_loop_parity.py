@@ -26,6 +26,20 @@ def test_losses_equal_hand_written_loop_to_6_digits() -> None:
     assert type(inner).__name__ == "AdamW" and inner.defaults.get("fused") is True
 
 
+@pytest.mark.parametrize("hand_first", [False, True])
+def test_lockstep_times_every_step_of_both_and_trains_each_as_alone(hand_first: bool) -> None:
+    """bench_train's harness: one hand step per Trainer step, before or after it; each side
+    gets the losses it gets alone, and every turn but the set-up's is timed."""
+    data = train_loops.examples(48, 24)
+    run = train_loops.lockstep(data, steps=8, batch=4, lr=3e-3, hand_first=hand_first)
+    alone, _, _ = train_loops.hand_loop(data, steps=8, batch=4, lr=3e-3)
+    ft, _, _ = train_loops.ftlang_loop(data, steps=8, batch=4, lr=3e-3)
+    assert run.hand_losses == alone and run.ft_losses == ft
+    assert len(run.hand_steps) == 8 and len(run.ft_steps) == 7
+    assert all(t > 0 for t in run.ft_steps + run.hand_steps)
+    assert 0 < run.ft_total and sum(run.hand_steps) < run.hand_total
+
+
 def test_thread_count_is_a_fixed_choice_never_the_load(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("FT_TORCH_THREADS", raising=False)
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)

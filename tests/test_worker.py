@@ -51,3 +51,15 @@ def test_a_crash_in_the_worker_names_its_log(tmp_path: Path) -> None:
     with pytest.raises(WorkerError, match="reported nothing") as info:
         run_job(job, tmp_path / "work" / "job.pkl", log=lambda m: None, progress=lambda *a: None)
     assert info.value.log is not None and info.value.log.exists()
+
+
+def test_progress_reaches_the_driver_at_the_board_s_pace_first_and_last_included(tmp_path: Path) -> None:
+    # 2,000 progress calls in well under a second: a handful of lines, not 2,000 file writes.
+    (tmp_path / "chatty.py").write_text(
+        "def run(ctx):\n    for i in range(1, 2001):\n        ctx.progress(i, 2000, f'loss {i}')\n    return {}\n")
+    job = _job(tmp_path, {}, run="chatty:run")
+    job.env = {"PYTHONPATH": str(tmp_path)}
+    seen: list[tuple] = []
+    run_job(job, tmp_path / "work" / "job.pkl", log=lambda m: None, progress=lambda *a: seen.append(a))
+    assert seen[0][:2] == (1, 2000) and seen[-1] == (2000, 2000, "loss 2000")
+    assert len(seen) < 50, len(seen)
