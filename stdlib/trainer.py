@@ -12,6 +12,7 @@ trl-based methods (preference.py, rl.py) start from `trl_setup` and `trl_setting
 from __future__ import annotations
 
 import gc
+import operator
 import re
 import shutil
 import tempfile
@@ -290,8 +291,11 @@ def _lean_steps(trainer: Any) -> Callable[[], None]:
     modules, params = list(model.modules()), list(model.parameters())
     inner_train = model.train
 
+    training = operator.attrgetter("training")
+
     def train(mode: bool = True) -> Any:
-        if all(m.training is mode for m in modules):
+        # The flags are read in C (map, attrgetter), not by a Python loop: this runs every step.
+        if (all(map(training, modules)) if mode else not any(map(training, modules))):
             return model
         return inner_train(mode)
 
