@@ -12,6 +12,7 @@ trl-based methods (preference.py, rl.py) start from `trl_setup` and `trl_setting
 from __future__ import annotations
 
 import gc
+import math
 import operator
 import re
 import shutil
@@ -242,12 +243,18 @@ def guard_loss(trainer: Any) -> None:
                 return
             step = losses[0] if len(losses) == 1 else torch.stack([x.float().mean() for x in losses])
             losses.clear()
-            finite = torch.isfinite(step)
-            if not bool(finite.all()):  # one device sync per optimiser step
+            if step.numel() == 1:  # one micro-batch: its value, read once (one device sync)
+                value = float(step)
+                if math.isfinite(value):
+                    return
+            else:
+                finite = torch.isfinite(step)
+                if bool(finite.all()):  # one device sync per optimiser step
+                    return
                 value = float(step[~finite].flatten()[0])
-                raise StepError(f"loss became {value} at step {state.global_step}; nothing was saved",
-                                hint=f"training diverged: lower lr (it is {args.learning_rate:g}) or "
-                                     "max_grad_norm, or add warmup")
+            raise StepError(f"loss became {value} at step {state.global_step}; nothing was saved",
+                            hint=f"training diverged: lower lr (it is {args.learning_rate:g}) or "
+                                 "max_grad_norm, or add warmup")
 
     trainer.training_step = training_step
     trainer.add_callback(FiniteLoss())
@@ -275,7 +282,12 @@ def _lean_steps(trainer: Any) -> Callable[[], None]:
     calls), three more walks of the module tree per step: `model.train()` (all modules are
     already in training mode but after an evaluation), `model.zero_grad()` and the gradient
     clip over `model.parameters()`. They go over the lists taken here instead: the same
-    modules and parameters in the same order, so the same numbers (tests/test_train_loop_parity.py)."""
+    modules and parameters in the same order, so the same numbers (tests/test_train_loop_parity.py).
+    Without a distributed engine at all (accelerate's DistributedType.NO), the clip is
+    torch's own after accelerate's unscale (accelerate would parse torch's version string
+    and look for DTensor gradients first, each step), and the backward pass skips
+    accelerate's division of the loss by its accumulation count, which the Trainer fixes
+    at 1 (it accumulates itself): x / 1 is x, so the same gradients."""
     model = trainer.model
     main = getattr(model, "main_input_name", "input_ids")
     if hasattr(model, "num_parameters"):
@@ -307,35 +319,60 @@ def _lean_steps(trainer: Any) -> Callable[[], None]:
         for q in params:  # what Module.zero_grad does, over the list
             q.grad = None
 
+    import torch
+    from accelerate.utils import DistributedType
+
+    acc = trainer.accelerator
+    plain = acc.distributed_type == DistributedType.NO
     inner_clip = trainer._clip_grad_norm
 
     def clip_grad_norm(m: Any) -> Any:
         if m is not model:
             return inner_clip(m)
-        return trainer.accelerator.clip_grad_norm_(params, trainer.args.max_grad_norm)
+        if not plain:
+            return acc.clip_grad_norm_(params, trainer.args.max_grad_norm)
+        acc.unscale_gradients()  # fp16 on a GPU: the scaler's factor out first
+        return torch.nn.utils.clip_grad_norm_(params, trainer.args.max_grad_norm)
+
+    inner_backward = acc.backward
+
+    def backward(loss: Any, **kwargs: Any) -> None:
+        # kwargs: LOMO's learning rate; a scaler: fp16. accelerate's own path for both.
+        if kwargs or acc.scaler is not None or acc.gradient_accumulation_steps != 1:
+            return inner_backward(loss, **kwargs)
+        loss.backward()
+        return None
 
     # Instance attributes, removed after training: a copy of the model must not keep
     # functions that close over this one.
     model.train, model.zero_grad, trainer._clip_grad_norm = train, zero_grad, clip_grad_norm
+    if plain:
+        acc.backward = backward
 
     def restore() -> None:
         for name in ("train", "zero_grad"):
             model.__dict__.pop(name, None)
         trainer.__dict__.pop("_clip_grad_norm", None)
+        acc.__dict__.pop("backward", None)
 
     return restore
 
 
 def _cache_lomo_check() -> None:
-    """accelerate's optimizer step asks twice per step whether the `lomo_optim` package is
-    installed, each time a search of sys.path (importlib.util.find_spec); the answer cannot
-    change while ftlang runs, so it is asked once."""
+    """Questions about the installation and the launch environment that the training loop
+    asks every step, whose answers cannot change while ftlang runs, asked once: accelerate's
+    optimizer step asks twice whether the `lomo_optim` package is installed (a search of
+    sys.path, importlib.util.find_spec), the Trainer's training step whether SageMaker model
+    parallelism is on (two environment variables parsed as JSON)."""
     import functools
 
     import accelerate.optimizer as accel
+    import transformers.trainer as hf
 
     if not hasattr(accel.is_lomo_available, "cache_info"):  # not cached yet
         accel.is_lomo_available = functools.cache(accel.is_lomo_available)
+    if not hasattr(hf.is_sagemaker_mp_enabled, "cache_info"):
+        hf.is_sagemaker_mp_enabled = functools.cache(hf.is_sagemaker_mp_enabled)
 
 
 def fit(ctx: StepContext, trainer: Any, folder: Path) -> tuple[Any, float]:

@@ -144,3 +144,55 @@ def test_a_step_walks_no_module_tree_and_searches_no_package(monkeypatch: pytest
     assert len(seen) == 8 and seen[1] == seen[-1], seen  # step 2 to step 8: no walk, no search
     model = train_loops.ftlang_loop.trainer.model  # type: ignore[attr-defined]
     assert "train" not in model.__dict__ and "zero_grad" not in model.__dict__
+
+
+def test_one_process_steps_skip_accelerate_s_distributed_checks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In one process without a distributed engine, a step goes to torch directly: the
+    backward pass without accelerate's division by 1, the clip without its DTensor search
+    (which parses torch's version string each time), and no JSON parse of SageMaker's
+    environment variables per step. The losses stay the hand loop's (the parity test
+    above); the accelerator's instance attribute is gone after training."""
+    import json
+
+    import accelerate
+    from transformers import TrainerCallback
+    from transformers.trainer import Trainer
+
+    counts = {"accelerate_backward": 0, "dtensor_clip": 0, "json": 0}
+    real_backward = accelerate.Accelerator.backward
+    real_clip = accelerate.Accelerator._clip_grad_norm_dtensor_aware
+    real_loads = json.loads
+
+    def backward(self: object, *a: object, **k: object) -> object:
+        counts["accelerate_backward"] += 1
+        return real_backward(self, *a, **k)
+
+    def clip(self: object, *a: object, **k: object) -> object:
+        counts["dtensor_clip"] += 1
+        return real_clip(self, *a, **k)
+
+    def loads(*a: object, **k: object) -> object:
+        counts["json"] += 1
+        return real_loads(*a, **k)
+
+    monkeypatch.setattr(accelerate.Accelerator, "backward", backward)
+    monkeypatch.setattr(accelerate.Accelerator, "_clip_grad_norm_dtensor_aware", clip)
+    monkeypatch.setattr(json, "loads", loads)
+    seen: list[dict[str, int]] = []
+
+    class Probe(TrainerCallback):  # type: ignore[misc]
+        def on_step_end(self, *a: object, **k: object) -> None:
+            seen.append(dict(counts))
+
+    orig_init = Trainer.__init__
+
+    def init(self: Trainer, *a: object, **k: object) -> None:
+        orig_init(self, *a, **k)
+        self.add_callback(Probe())
+        train_loops.ftlang_loop.trainer = self  # type: ignore[attr-defined]
+
+    monkeypatch.setattr(Trainer, "__init__", init)
+    train_loops.ftlang_loop(train_loops.examples(48, 24), steps=8, batch=4, lr=3e-3, logging_steps=100)
+    assert len(seen) == 8 and seen[-1]["accelerate_backward"] == seen[-1]["dtensor_clip"] == 0, seen
+    assert seen[1]["json"] == seen[-1]["json"], seen  # step 2 to step 8: no JSON parsed
+    assert "backward" not in train_loops.ftlang_loop.trainer.accelerator.__dict__  # type: ignore[attr-defined]
