@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Any
 
 import pytest
 from conftest import ROOT
@@ -96,6 +97,30 @@ def test_per_run_and_per_step_overheads_are_done_once(monkeypatch: pytest.Monkey
     assert len(frozen) == steps and min(frozen) > 0 and gc.get_freeze_count() == 0
 
 
+def _counted_steps(monkeypatch: pytest.MonkeyPatch, counts: dict[str, int]) -> tuple[list[dict[str, int]], Any]:
+    """Eight steps of ftlang_loop, `counts` copied at each step's end; and the Trainer."""
+    from transformers import TrainerCallback
+    from transformers.trainer import Trainer
+
+    seen: list[dict[str, int]] = []
+    made: list[Any] = []
+
+    class Probe(TrainerCallback):  # type: ignore[misc]
+        def on_step_end(self, *a: object, **k: object) -> None:
+            seen.append(dict(counts))
+
+    orig_init = Trainer.__init__
+
+    def init(self: Trainer, *a: object, **k: object) -> None:
+        orig_init(self, *a, **k)
+        self.add_callback(Probe())
+        made.append(self)
+
+    monkeypatch.setattr(Trainer, "__init__", init)
+    train_loops.ftlang_loop(train_loops.examples(48, 24), steps=8, batch=4, lr=3e-3, logging_steps=100)
+    return seen, made[0]
+
+
 def test_a_step_walks_no_module_tree_and_searches_no_package(monkeypatch: pytest.MonkeyPatch) -> None:
     """Between the first and the last optimiser step, nothing walks the model's module tree
     (Trainer's per-step model.train(), model.zero_grad() and the gradient clip over
@@ -104,8 +129,6 @@ def test_a_step_walks_no_module_tree_and_searches_no_package(monkeypatch: pytest
     import importlib.util
 
     import torch
-    from transformers import TrainerCallback
-    from transformers.trainer import Trainer
 
     counts = {"walk": 0, "children": 0, "find_spec": 0}
     real_walk, real_children = torch.nn.Module.named_modules, torch.nn.Module.named_children
@@ -126,23 +149,9 @@ def test_a_step_walks_no_module_tree_and_searches_no_package(monkeypatch: pytest
     monkeypatch.setattr(torch.nn.Module, "named_modules", walk)
     monkeypatch.setattr(torch.nn.Module, "named_children", children)
     monkeypatch.setattr(importlib.util, "find_spec", find)
-    seen: list[dict[str, int]] = []
-
-    class Probe(TrainerCallback):  # type: ignore[misc]
-        def on_step_end(self, *a: object, **k: object) -> None:
-            seen.append(dict(counts))
-
-    orig_init = Trainer.__init__
-
-    def init(self: Trainer, *a: object, **k: object) -> None:
-        orig_init(self, *a, **k)
-        self.add_callback(Probe())
-        train_loops.ftlang_loop.trainer = self  # type: ignore[attr-defined]
-
-    monkeypatch.setattr(Trainer, "__init__", init)
-    train_loops.ftlang_loop(train_loops.examples(48, 24), steps=8, batch=4, lr=3e-3, logging_steps=100)
+    seen, trainer = _counted_steps(monkeypatch, counts)
     assert len(seen) == 8 and seen[1] == seen[-1], seen  # step 2 to step 8: no walk, no search
-    model = train_loops.ftlang_loop.trainer.model  # type: ignore[attr-defined]
+    model = trainer.model
     assert "train" not in model.__dict__ and "zero_grad" not in model.__dict__
 
 
@@ -155,8 +164,6 @@ def test_one_process_steps_skip_accelerate_s_distributed_checks(monkeypatch: pyt
     import json
 
     import accelerate
-    from transformers import TrainerCallback
-    from transformers.trainer import Trainer
 
     counts = {"accelerate_backward": 0, "dtensor_clip": 0, "json": 0}
     real_backward = accelerate.Accelerator.backward
@@ -178,21 +185,7 @@ def test_one_process_steps_skip_accelerate_s_distributed_checks(monkeypatch: pyt
     monkeypatch.setattr(accelerate.Accelerator, "backward", backward)
     monkeypatch.setattr(accelerate.Accelerator, "_clip_grad_norm_dtensor_aware", clip)
     monkeypatch.setattr(json, "loads", loads)
-    seen: list[dict[str, int]] = []
-
-    class Probe(TrainerCallback):  # type: ignore[misc]
-        def on_step_end(self, *a: object, **k: object) -> None:
-            seen.append(dict(counts))
-
-    orig_init = Trainer.__init__
-
-    def init(self: Trainer, *a: object, **k: object) -> None:
-        orig_init(self, *a, **k)
-        self.add_callback(Probe())
-        train_loops.ftlang_loop.trainer = self  # type: ignore[attr-defined]
-
-    monkeypatch.setattr(Trainer, "__init__", init)
-    train_loops.ftlang_loop(train_loops.examples(48, 24), steps=8, batch=4, lr=3e-3, logging_steps=100)
+    seen, trainer = _counted_steps(monkeypatch, counts)
     assert len(seen) == 8 and seen[-1]["accelerate_backward"] == seen[-1]["dtensor_clip"] == 0, seen
     assert seen[1]["json"] == seen[-1]["json"], seen  # step 2 to step 8: no JSON parsed
-    assert "backward" not in train_loops.ftlang_loop.trainer.accelerator.__dict__  # type: ignore[attr-defined]
+    assert "backward" not in trainer.accelerator.__dict__
