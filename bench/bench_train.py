@@ -72,7 +72,7 @@ def main() -> None:
              for k, s in per_step.items()]
     lines += [f"ftlang / hand loop, per step: **{per_step['hand loop'] / per_step['ftlang']:.3f}x** steps/s "
               "(goal >= 1.0)",
-              f"ftlang / hand loop, whole run (the Trainer's set-up included): "
+              f"ftlang / hand loop, whole run (building the Trainer and its set-up included; not the model): "
               f"{statistics.median(whole):.3f}x",
               f"losses equal to 6 digits: {'yes' if same else 'NO'} (final {run.ft_losses[-1]:.6f} "
               f"vs {hand_logged[-1]:.6f})",

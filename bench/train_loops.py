@@ -65,10 +65,13 @@ def params(steps: int, batch: int, lr: float, logging_steps: int = 1) -> dict[st
 def ftlang_loop(data: list[dict[str, list[int]]], steps: int, batch: int, lr: float,
                 device: str = "cpu", logging_steps: int = 1,
                 collate_seconds: list[float] | None = None,
-                extra_callbacks: tuple[Any, ...] = ()) -> tuple[list[float], float, int]:
+                extra_callbacks: tuple[Any, ...] = (),
+                setup_seconds: list[float] | None = None) -> tuple[list[float], float, int]:
     """Losses as the step logs them: each the mean over its `logging_steps` window.
     `collate_seconds`, when given, gets the time of each batch's assembly (the collator the
-    DataLoader runs in the training process); `extra_callbacks` go after the step's own."""
+    DataLoader runs in the training process); `setup_seconds` the time to build the
+    TrainingArguments and the Trainer (fit's own time holds the rest of the set-up);
+    `extra_callbacks` go after the step's own."""
     from ftlang.stdlib.examples import make_collator
     from ftlang.stdlib.spec import StepContext
     from ftlang.stdlib.trainer import callbacks, fit, trainer_settings
@@ -81,12 +84,15 @@ def ftlang_loop(data: list[dict[str, list[int]]], steps: int, batch: int, lr: fl
         history: list[dict[str, float]] = []
         lm = model()
         lm.train()
+        started = time.perf_counter()
         args = TrainingArguments(**trainer_settings(p, lr, Path(tmp) / "ckpt", device, has_eval=False))
         collate = make_collator(0)
         if collate_seconds is not None:
             collate = _timed(collate, collate_seconds)
         trainer = Trainer(model=lm, args=args, train_dataset=data, data_collator=collate,
                           callbacks=[*callbacks(ctx, history, [], p), *extra_callbacks])
+        if setup_seconds is not None:
+            setup_seconds.append(time.perf_counter() - started)
         result, seconds = fit(ctx, trainer, Path(tmp) / "ckpt")
         ftlang_loop.optimizer = trainer.optimizer  # type: ignore[attr-defined]  # for the test
     tokens = int(result.metrics.get("ftlang_tokens") or steps * batch * len(data[0]["input_ids"]))
@@ -114,10 +120,12 @@ class HandSteps:
         self.torch, self.data, self.batch, self.device = torch, data, batch, device
         self.lm = model().to(device)
         self.lm.train()
+        started = time.perf_counter()  # the set-up a run pays, as fit() times it: not the model's build
         self.trainable = [q for q in self.lm.parameters() if q.requires_grad]
         self.opt = torch.optim.AdamW(self.trainable, lr=lr, weight_decay=0.0, fused=True)
         self.sched = get_scheduler("linear", self.opt, num_warmup_steps=math.ceil(0.1 * steps),
                                    num_training_steps=steps)
+        self.setup_seconds = time.perf_counter() - started
         self.done, self.losses, self.tokens = 0, [], 0
 
     def step(self) -> None:
@@ -150,8 +158,8 @@ class Lockstep:
     hand_steps: list[float]  # seconds of each hand-loop step, run right after ftlang's
     ft_losses: list[float]  # as the step logs them (`logging_steps` windows)
     hand_losses: list[float]  # per step
-    ft_total: float  # trainer.train(), its set-up included, less the hand steps run inside it
-    hand_total: float  # the hand loop's set-up (optimizer, schedule) and all its steps
+    ft_total: float  # the Trainer's build and train(), less the hand steps run inside it
+    hand_total: float  # the hand loop's set-up (optimizer, schedule; not the model) and all its steps
     tokens: int  # per side
 
 
@@ -167,9 +175,7 @@ def lockstep(data: list[dict[str, list[int]]], steps: int, batch: int, lr: float
     the set-up is not one of them; both totals keep their set-up."""
     from transformers import TrainerCallback
 
-    t0 = time.perf_counter()
     hand = HandSteps(data, steps, batch, lr)
-    hand_setup = time.perf_counter() - t0
     ft_steps: list[float] = []
     hand_steps: list[float] = []
     mark: list[float] = []
@@ -192,10 +198,12 @@ def lockstep(data: list[dict[str, list[int]]], steps: int, batch: int, lr: float
             if not hand_first:
                 one()
 
+    built: list[float] = []
     ft_losses, seconds, tokens = ftlang_loop(data, steps, batch, lr, logging_steps=logging_steps,
-                                             collate_seconds=collate_seconds, extra_callbacks=(Lock(),))
+                                             collate_seconds=collate_seconds, extra_callbacks=(Lock(),),
+                                             setup_seconds=built)
     return Lockstep(ft_steps=ft_steps, hand_steps=hand_steps, ft_losses=ft_losses, hand_losses=hand.losses,
-                    ft_total=seconds - sum(hand_steps), hand_total=hand_setup + sum(hand_steps),
+                    ft_total=built[0] + seconds - sum(hand_steps), hand_total=hand.setup_seconds + sum(hand_steps),
                     tokens=tokens)
 
 
