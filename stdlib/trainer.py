@@ -297,7 +297,7 @@ def _lean_steps(trainer: Any) -> Callable[[], None]:
             return 6 * inputs[main].numel() * n if main in inputs else 0
 
         trainer.floating_point_ops = floating_point_ops
-    _cache_lomo_check()
+    _ask_environment_once()
     if trainer.args.world_size != 1 or trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled:
         return lambda: None
     modules, params = list(model.modules()), list(model.parameters())
@@ -358,7 +358,7 @@ def _lean_steps(trainer: Any) -> Callable[[], None]:
     return restore
 
 
-def _cache_lomo_check() -> None:
+def _ask_environment_once() -> None:
     """Questions about the installation and the launch environment that the training loop
     asks every step, whose answers cannot change while ftlang runs, asked once: accelerate's
     optimizer step asks twice whether the `lomo_optim` package is installed (a search of
