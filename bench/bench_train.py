@@ -6,11 +6,12 @@ loop on the same weights, batches, steps and seed, in the same process and run.
 Both sides (bench/train_loops.py) train a small Llama's LoRA with fused AdamW, the same
 linear schedule and clipping. They run in lockstep (train_loops.lockstep): one step of the
 hand loop per optimiser step of ftlang's, after it in even rounds and before it in odd
-ones, so load on the machine hits both within milliseconds; every step of both is timed. Both run with the thread count ftlang
-chooses (ftlang.stdlib.cputhreads), printed with the results.
+ones, so load on the machine hits both within milliseconds; every step of both is timed.
+Both run with the thread count ftlang chooses (ftlang.stdlib.cputhreads), printed with the
+results.
 
 Prints, per side, steps/s and tokens/s at the median step (the pace) and the ratio
-(ftlang / hand loop; goal >= 1.0); the whole-run ratio, the Trainer's set-up included;
+(ftlang / hand loop; goal >= 1.0); the whole-run ratio (building the Trainer included);
 whether the losses agree to 6 digits; and the share of ftlang's loop spent assembling
 batches (the collator, run in the training process).
 """

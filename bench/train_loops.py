@@ -154,13 +154,12 @@ def hand_loop(data: list[dict[str, list[int]]], steps: int, batch: int, lr: floa
 
 @dataclass
 class Lockstep:
-    ft_steps: list[float]  # seconds of each ftlang step, from the end of one to the end of the next
-    hand_steps: list[float]  # seconds of each hand-loop step, run right after ftlang's
+    ft_steps: list[float]  # seconds of each turn of the Trainer's loop (the lockstep callback's own excluded)
+    hand_steps: list[float]  # seconds of each hand-loop step
     ft_losses: list[float]  # as the step logs them (`logging_steps` windows)
     hand_losses: list[float]  # per step
     ft_total: float  # the Trainer's build and train(), less the hand steps run inside it
     hand_total: float  # the hand loop's set-up (optimizer, schedule; not the model) and all its steps
-    tokens: int  # per side
 
 
 def lockstep(data: list[dict[str, list[int]]], steps: int, batch: int, lr: float,
@@ -199,12 +198,11 @@ def lockstep(data: list[dict[str, list[int]]], steps: int, batch: int, lr: float
                 one()
 
     built: list[float] = []
-    ft_losses, seconds, tokens = ftlang_loop(data, steps, batch, lr, logging_steps=logging_steps,
-                                             collate_seconds=collate_seconds, extra_callbacks=(Lock(),),
-                                             setup_seconds=built)
+    ft_losses, seconds, _ = ftlang_loop(data, steps, batch, lr, logging_steps=logging_steps,
+                                        collate_seconds=collate_seconds, extra_callbacks=(Lock(),),
+                                        setup_seconds=built)
     return Lockstep(ft_steps=ft_steps, hand_steps=hand_steps, ft_losses=ft_losses, hand_losses=hand.losses,
-                    ft_total=built[0] + seconds - sum(hand_steps), hand_total=hand.setup_seconds + sum(hand_steps),
-                    tokens=tokens)
+                    ft_total=built[0] + seconds - sum(hand_steps), hand_total=hand.setup_seconds + sum(hand_steps))
 
 
 def windows(losses: list[float], every: int) -> list[float]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from ftlang.runtime.display import Display
+from ftlang.runtime.display import REDRAW_SECONDS, Display
 
 
 class Board(Display):
@@ -72,7 +72,7 @@ class Board(Display):
                 n = int(20 * done / total)
                 bar = "[" + "#" * n + "." * (20 - n) + "] "
             self.rows[node] = f"{bar}{done}/{total} {msg}" if total else f"{done} {msg}"
-            if time.monotonic() - self._last_draw >= 0.1 or (total and done >= total):
+            if time.monotonic() - self._last_draw >= REDRAW_SECONDS or (total and done >= total):
                 self._last_draw = time.monotonic()
                 self._draw()
         return _progress

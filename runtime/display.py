@@ -13,6 +13,7 @@ STATUSES = {"cached": "\033[2m", "done": "\033[32m", "run": "\033[36m", "running
             "failed": "\033[1;31m", "skipped": "\033[33m", "pending": "\033[36m",
             "export": "\033[35m", "warning": "\033[33m", "remote": "\033[34m"}
 _RESET = "\033[0m"
+REDRAW_SECONDS = 0.1  # a live progress line is redrawn at most this often
 
 
 class Display:
@@ -79,7 +80,7 @@ class Display:
                     self.text(f"  {'running':<8}{node:<{self.width}} {frac} {msg} "
                               f"elapsed {fmt_seconds(elapsed)}{eta}".rstrip())
                 return
-            if now - self._last_draw < 0.1 and (total is None or done < total):
+            if now - self._last_draw < REDRAW_SECONDS and (total is None or done < total):
                 return
             self._last_draw = now
             bar = ""

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ftlang.runtime.display import REDRAW_SECONDS
 from ftlang.stdlib.spec import StepContext, StepError
 
 POLL_S = 0.2  # how often the driver reads new events while the worker runs
@@ -64,9 +65,6 @@ class WorkerError(Exception):
         self.log = log
 
 
-PROGRESS_EVERY = 0.1  # seconds between progress lines (runtime/board.py redraws as often)
-
-
 def _emit(events: Path, record: dict[str, Any]) -> None:
     # One write per line, opened in append mode: lines from one process never interleave.
     with open(events, "a", encoding="utf-8") as f:
@@ -99,11 +97,11 @@ def run_in_worker(job: Job, *, rank: int = 0) -> int:
     shown = [float("-inf")]  # when the last progress line was written
 
     def progress(done: int, total: int | None = None, msg: str = "") -> None:
-        # A training step reports every optimiser step; the board redraws at most every
-        # PROGRESS_EVERY seconds, so lines in between would be written for no one. The
-        # first and the last always go.
+        # A training step reports every optimiser step; the driver redraws at most every
+        # REDRAW_SECONDS, so lines in between would be written for no one. The first and
+        # the last always go.
         now = time.monotonic()
-        if now - shown[0] < PROGRESS_EVERY and not (total and done >= total):
+        if now - shown[0] < REDRAW_SECONDS and not (total and done >= total):
             return
         shown[0] = now
         _emit(events, {"progress": [done, total, msg]})

@@ -306,17 +306,11 @@ def make_collator(pad_id: int, pad_to: int | None = None) -> Any:
     """Right-pads a batch (to `pad_to` tokens when given: fixed shapes); padding gets
     attention 0 and label IGNORE. Packed rows (with `seq_lens`) are flattened into one row
     with per-sequence position_ids instead."""
-    import torch
 
     def collate(batch: list[dict[str, list[int]]]) -> dict[str, Any]:
         if "seq_lens" in batch[0]:
             return collate_packed(batch)
-        lengths = {len(ex["input_ids"]) for ex in batch}
-        width = max(pad_to or 0, *lengths)
-        if lengths == {width}:  # nothing to pad: the rows as they are, a mask of ones
-            ids_t = int64_tensor([ex["input_ids"] for ex in batch])
-            return {"input_ids": ids_t, "attention_mask": torch.ones_like(ids_t),
-                    "labels": int64_tensor([ex["labels"] for ex in batch])}
+        width = max(pad_to or 0, *(len(ex["input_ids"]) for ex in batch))
         ids, mask, labels = [], [], []
         for ex in batch:
             pad = width - len(ex["input_ids"])

@@ -339,9 +339,9 @@ def _lean_steps(trainer: Any) -> Callable[[], None]:
     def backward(loss: Any, **kwargs: Any) -> None:
         # kwargs: LOMO's learning rate; a scaler: fp16. accelerate's own path for both.
         if kwargs or acc.scaler is not None or acc.gradient_accumulation_steps != 1:
-            return inner_backward(loss, **kwargs)
-        loss.backward()
-        return None
+            inner_backward(loss, **kwargs)
+        else:
+            loss.backward()
 
     # Instance attributes, removed after training: a copy of the model must not keep
     # functions that close over this one.

@@ -136,6 +136,25 @@ def test_check_does_not_import_torch() -> None:
     assert out.stdout.strip().endswith("[]")
 
 
+def test_check_of_any_example_imports_no_training_library(tmp_path: Path) -> None:
+    """Every shipped example, checked in a copy without a `.ft/` folder (nothing cached):
+    none of the training libraries is imported, whatever the file's blocks ask of the compiler."""
+    import sys
+
+    copy = tmp_path / "examples"
+    shutil.copytree(ROOT / "examples", copy, ignore=shutil.ignore_patterns(".ft"))
+    files = [str(p.relative_to(ROOT / "examples")) for p in example_files()]
+    code = ("import os, sys\n"
+            "from ftlang.runtime.cli import main\n"
+            "base = os.getcwd()\n"
+            "for f in sys.argv[1:]:\n"
+            "    os.chdir(os.path.join(base, os.path.dirname(f)))\n"
+            "    main(['check', os.path.basename(f)])\n"
+            "print([m for m in ('torch', 'peft', 'trl', 'transformers') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code, *files], cwd=copy, capture_output=True, text=True)
+    assert out.stdout.strip().endswith("[]"), out.stdout + out.stderr
+
+
 def test_wheel_holds_grammar_and_stdlib_ft(tmp_path: Path) -> None:
     import sys
     import zipfile
