@@ -192,6 +192,24 @@ def refs_in(value: Any) -> list[RefValue]:
     return out
 
 
+def contains(value: Any, cls: type) -> bool:
+    """Whether `walk(value)` meets a value of type `cls`, stopping at the first (the
+    compile asks it of every node, where the answer is nearly always no)."""
+    if type(value) in _LEAVES:
+        return False
+    if isinstance(value, cls):
+        return True
+    if isinstance(value, SweepValue):
+        return any(contains(v, cls) for v in value.values)
+    if isinstance(value, Call):
+        return any(contains(v, cls) for v in value.args.values())
+    if isinstance(value, dict):
+        return any(contains(v, cls) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(contains(v, cls) for v in value)
+    return False
+
+
 def _find(value: Any, cls: type, out: list[Any]) -> None:
     """`walk`'s values of type `cls`, in its order, without a (name, value) pair for each
     of the rest: the planner and the compile ask this of every node."""

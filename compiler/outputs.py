@@ -20,7 +20,10 @@ def _real(p: str | Path) -> Path:
 
 
 def _within(child: Path, parent: Path) -> bool:
-    return child == parent or parent in child.parents
+    """child is parent or below it (both real paths: compared as text, which pathlib's
+    `parents` would build one Path per level for)."""
+    c, p = str(child), str(parent)
+    return c == p or c.startswith(p if p.endswith(os.sep) else p + os.sep)
 
 
 def check(nodes: dict[str, Node], ctx: T.Ctx) -> None:

@@ -225,4 +225,4 @@ def _redirect(value: Any, redirect: dict[str, str]) -> Any:
 
 
 def has_search(nodes: dict[str, Node]) -> bool:
-    return any(n.params.get(S.NAME) is not None or S.find(n.params, "") for n in nodes.values())
+    return any(n.params.get(S.NAME) is not None or S.has_space(n.params) for n in nodes.values())

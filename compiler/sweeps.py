@@ -31,6 +31,7 @@ from ftlang.compiler.ir import (
     SelectIR,
     Splice,
     SweepValue,
+    contains,
     refs_in,
     transform,
     walk,
@@ -103,7 +104,7 @@ class _Point:
 
 
 def has_sweeps(nodes: dict[str, Node]) -> bool:
-    return any(n.select is not None or _find_sweeps(n.params, "") for n in nodes.values())
+    return any(n.select is not None or contains(n.params, SweepValue) for n in nodes.values())
 
 
 def select_nodes(nodes: dict[str, Node], ctx: T.Ctx) -> dict[str, Node]:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import copy
 import json
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +29,8 @@ SKIP_PARAMS = {"from", "data", "eval_data", "method", "template", "models", "mod
 
 
 def versions(extra: tuple[str, ...] = ()) -> dict[str, str]:
+    from importlib import metadata  # here, not at the top: every `ft check` imports this module
+
     out = {}
     for pkg in (*PACKAGES, *extra):
         try:

@@ -81,6 +81,15 @@ def is_space(value: Any) -> bool:
     return isinstance(value, Call) and value.name == "search" and "space" in value.args
 
 
+def has_space(value: Any) -> bool:
+    """Whether `find(value, "")` finds anything, without building its dotted places."""
+    if isinstance(value, Call):
+        return is_space(value) or any(has_space(v) for v in value.args.values())
+    if isinstance(value, dict):
+        return any(has_space(v) for v in value.values())
+    return False
+
+
 def find(value: Any, path: str) -> list[tuple[str, Call]]:
     """Every search(...) Call in a params dict or call, with its dotted place."""
     out: list[tuple[str, Call]] = []

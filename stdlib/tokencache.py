@@ -14,12 +14,10 @@ tokenized once more.
 
 from __future__ import annotations
 
-import gc
 import hashlib
 import json
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import repeat
 from operator import itemgetter
@@ -27,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import xxhash
+from ftlang.stdlib.gcpause import paused_gc
 
 Encoded = dict[str, list[int]]
 
@@ -155,22 +154,6 @@ def encode_rows(rows: Sequence[Mapping[str, Any]], fields: Sequence[str],
     """Encoded rows in input order, tokenizing only rows this namespace has not seen."""
     with paused_gc():
         return _encode_rows(rows, fields, encode_batch, ns, cache_root, batch, progress)
-
-
-@contextmanager
-def paused_gc() -> Iterator[None]:
-    """The cyclic GC off while a step builds many small acyclic lists (token ids, examples):
-    each of its passes walks every object the process holds (a loaded tokenizer, the rows),
-    and serving cached rows triggered enough of them to cost more than the conversion
-    itself (bench/bench_tokens.py's cache cost went from 16% to 8-14%). Restored after,
-    also on an error."""
-    was = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was:
-            gc.enable()
 
 
 def _encode_rows(rows: Sequence[Mapping[str, Any]], fields: Sequence[str],

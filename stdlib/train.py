@@ -331,7 +331,7 @@ def _examples(p: dict[str, Any], data: Artifact, tokenizer: Any, tpl: dict[str, 
               max_length: int, cache: TokenCache | None) -> tuple[list[dict[str, list[int]]], int]:
     """The objective's examples from `data`, and how many rows were skipped (built with the
     cyclic GC paused: millions of small lists, none of them in a cycle)."""
-    from ftlang.stdlib.tokencache import paused_gc
+    from ftlang.stdlib.gcpause import paused_gc
 
     with paused_gc():
         return _objective_examples(p, data, tokenizer, tpl, max_length, cache)

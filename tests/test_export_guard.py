@@ -84,6 +84,19 @@ def test_unsafe_targets_are_compile_errors(tmp_path: Path, home: Path, to: str, 
     assert (snapshot(home), snapshot(root / "data")) == before
 
 
+@pytest.mark.parametrize("to", ['"dat"', '"data-out"', '"../proj-out"'])
+def test_a_folder_whose_name_only_begins_like_a_guarded_one_is_not_inside_it(
+        tmp_path: Path, home: Path, to: str) -> None:
+    """"dat" does not hold "data/corpus.jsonl", and "../proj-out" is not inside "proj"
+    (outside the project, so it needs allow_outside, but it is not the project)."""
+    root = project(tmp_path / "proj", to)
+    out = ft(root, "check")
+    if to == '"../proj-out"':
+        assert out.returncode == 2 and "outside the project folder" in out.stderr, out.stderr
+    else:
+        assert out.returncode == 0, out.stderr
+
+
 def test_outside_the_project_needs_allow_outside(tmp_path: Path, home: Path) -> None:
     root = project(tmp_path / "proj", '"../shipped"', extra="allow_outside = true")
     out = ft(root, "run")

@@ -60,9 +60,13 @@ def _imports(args: list[str], cwd: Path) -> tuple[subprocess.CompletedProcess[st
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     r = subprocess.run([sys.executable, "-X", "importtime", "-m", "ftlang.runtime.cli", *args],
                        cwd=cwd, capture_output=True, text=True, env=env, timeout=300)
-    mods = {line.rsplit("|", 1)[1].strip().split(".")[0]
+    return r, {m.split(".")[0] for m in _modules(r)}
+
+
+def _modules(r: subprocess.CompletedProcess[str]) -> set[str]:
+    """Every module (dotted names) an `_imports` run imported."""
+    return {line.rsplit("|", 1)[1].strip()
             for line in r.stderr.splitlines() if line.startswith("import time:") and "|" in line}
-    return r, mods
 
 
 def test_warm_noop_run_and_status_import_nothing_heavy(tmp_path: Path) -> None:
@@ -99,6 +103,9 @@ def test_check_after_an_edit_outside_the_queries_imports_neither_sqlglot_nor_net
     assert r.returncode == 0, r.stderr[-2000:]
     assert "lark" in mods  # it compiled: the edited block was parsed again
     assert sorted({"sqlglot", "networkx", "torch", "transformers"} & mods) == []
+    # Only a model card reads package versions: importlib.metadata (with email and zipfile
+    # behind it) costs every compile otherwise.
+    assert "importlib.metadata" not in _modules(r)
     (proj / "p.ft").write_text(PIPELINE.replace("length(text) > 3", "length(text) > 4"))
     r, mods = _imports(["check", "p.ft"], proj)
     assert r.returncode == 0 and "sqlglot" in mods  # a changed query is parsed
@@ -246,3 +253,36 @@ def test_no_cache_without_ft_folder_or_with_errors(tmp_path: Path, monkeypatch: 
     with pytest.raises(FtError):
         progcache.compile_cached(tmp_path / "p.ft")
     assert not list((tmp_path / ".ft").rglob("*.bin"))
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_the_collector_is_off_while_compiling_and_as_it_was_after(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, enabled: bool) -> None:
+    """compile_cached turns Python's cyclic collector off for the compile, the cache read
+    and the write, and leaves it as it found it, also when the compile fails."""
+    import gc
+
+    from ftlang.lang.diagnostics import FtError
+
+    from ftlang import compiler
+
+    f = _small(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    seen: list[bool] = []
+    real = compiler.compile_source
+
+    def spy(*args: object, **kwargs: object) -> object:
+        seen.append(gc.isenabled())
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(compiler, "compile_source", spy)
+    (gc.enable if enabled else gc.disable)()
+    try:
+        progcache.compile_cached(f)
+        assert seen == [False] and gc.isenabled() is enabled
+        f.write_text(f.read_text() + "\nnot a block\n")
+        with pytest.raises(FtError):
+            progcache.compile_cached(f)
+        assert seen == [False, False] and gc.isenabled() is enabled
+    finally:
+        gc.enable()
