@@ -2,13 +2,15 @@
 three ways in the same run: ftlang (`ft run`: a parquet dataset block + a curate block),
 a plain DuckDB script, and Hugging Face `datasets` (load, filter, dedup, map, write).
 
-    .venv/bin/python bench/bench_curate.py [--rows 10000000] [--no-record]
+    .venv/bin/python bench/bench_curate.py [--rows 10000000] [--memory 1GB] [--no-datasets] [--no-record]
 
 The rows (prompt, completion; ~10% exact duplicates, completion lengths 0-299) are
 generated with DuckDB into a temp folder, never committed. Each way runs in its own
 process, which reports its wall time and its own peak RSS (resource.getrusage); the
 script prints both and their ratios (goals: ftlang >= 10x faster than `datasets` at
-<= 0.5x its memory, and >= 0.9x the plain DuckDB script's speed).
+<= 0.5x its memory, and >= 0.9x the plain DuckDB script's speed). With --memory, ftlang
+runs a second time, in a folder of its own, with FT_CURATE_MEMORY set: its peak RSS and
+time against the uncapped run, and whether every part is the same bytes.
 """
 
 from __future__ import annotations
@@ -128,8 +130,9 @@ def generate(folder: Path, rows: int) -> None:
     (folder / "pipeline.ft").write_text(FT)
 
 
-def run(code: str, cwd: Path) -> dict[str, float]:
-    env = dict(os.environ, HF_HUB_OFFLINE="1", NO_COLOR="1", HF_DATASETS_OFFLINE="1")
+def run(code: str, cwd: Path, **extra: str) -> dict[str, float]:
+    env = {k: v for k, v in os.environ.items() if k != "FT_CURATE_MEMORY"}  # only where asked
+    env.update(HF_HUB_OFFLINE="1", NO_COLOR="1", HF_DATASETS_OFFLINE="1", **extra)
     out = subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True, env=env)
     if out.returncode != 0:
         raise SystemExit(f"a variant failed:\n{out.stderr[-3000:]}")
@@ -145,35 +148,59 @@ def rows_of(path: Path) -> int:
     return pq.ParquetFile(path).metadata.num_rows
 
 
+def ft_parts(folder: Path) -> dict[str, tuple[int, str]]:
+    """Rows and sha256 of each part ftlang wrote under `folder`."""
+    import hashlib
+
+    return {p.name: (rows_of(p), hashlib.sha256(p.read_bytes()).hexdigest())
+            for part in ("train", "heldout") for p in (folder / ".ft" / "objects").glob(f"*/{part}.parquet")}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=10_000_000)
+    ap.add_argument("--memory", default="", help="also run ftlang with FT_CURATE_MEMORY set to this (e.g. 1GB)")
+    ap.add_argument("--no-datasets", action="store_true", help="leave out the `datasets` baseline (minutes at 10M rows)")
     ap.add_argument("--no-record", action="store_true", help="print only; do not append to RESULTS.md")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         generate(work, args.rows)
-        res = {"ftlang": run(VARIANT_FT, work), "duckdb script": run(VARIANT_DUCKDB, work),
-               "duckdb script, sorted": run(VARIANT_DUCKDB_SORTED, work),
-               "datasets": run(VARIANT_DATASETS, work)}
-        import pyarrow.parquet as pq
-
-        ft_rows = sum(pq.ParquetFile(p).metadata.num_rows for part in ("train", "heldout")
-                      for p in (work / ".ft" / "objects").glob(f"*/{part}.parquet"))
-        counts = {"ftlang": ft_rows,
-                  "duckdb script": sum(rows_of(work / f"duck_{p}.parquet") for p in ("train", "heldout")),
-                  "duckdb script, sorted": sum(rows_of(work / f"sorted_{p}.parquet") for p in ("train", "heldout")),
-                  "datasets": sum(rows_of(work / f"hf_{p}.parquet") for p in ("train", "heldout"))}
+        res = {"ftlang": run(VARIANT_FT, work)}
+        parts = {"ftlang": ft_parts(work)}
+        capped = f"ftlang, FT_CURATE_MEMORY={args.memory}"
+        if args.memory:
+            (work / "capped").mkdir()
+            os.link(work / "rows.parquet", work / "capped" / "rows.parquet")
+            (work / "capped" / "pipeline.ft").write_text(FT)
+            res[capped] = run(VARIANT_FT, work / "capped", FT_CURATE_MEMORY=args.memory)
+            parts[capped] = ft_parts(work / "capped")
+        res["duckdb script"] = run(VARIANT_DUCKDB, work)
+        res["duckdb script, sorted"] = run(VARIANT_DUCKDB_SORTED, work)
+        if not args.no_datasets:
+            res["datasets"] = run(VARIANT_DATASETS, work)
+        counts = {k: sum(n for n, _ in v.values()) for k, v in parts.items()}
+        counts |= {name: sum(rows_of(work / f"{prefix}_{p}.parquet") for p in ("train", "heldout"))
+                   for name, prefix in (("duckdb script", "duck"), ("duckdb script, sorted", "sorted"),
+                                        ("datasets", "hf")) if name in res}
     lines = [f"{k}: {v['s']:.2f} s, peak RSS {v['rss_mb']:.0f} MB, rows kept {counts[k]}" for k, v in res.items()]
-    ft, duck, hf = res["ftlang"], res["duckdb script"], res["datasets"]
-    lines += [f"ftlang vs datasets: **{hf['s'] / ft['s']:.1f}x** faster (goal >= 10x), "
-              f"**{ft['rss_mb'] / hf['rss_mb']:.2f}x** the memory (goal <= 0.5x)",
-              f"ftlang vs plain DuckDB script: **{duck['s'] / ft['s']:.2f}x** the speed (goal >= 0.9x), "
+    ft, duck = res["ftlang"], res["duckdb script"]
+    if "datasets" in res:
+        hf = res["datasets"]
+        lines += [f"ftlang vs datasets: **{hf['s'] / ft['s']:.1f}x** faster (goal >= 10x), "
+                  f"**{ft['rss_mb'] / hf['rss_mb']:.2f}x** the memory (goal <= 0.5x)"]
+    lines += [f"ftlang vs plain DuckDB script: **{duck['s'] / ft['s']:.2f}x** the speed (goal >= 0.9x), "
               f"{ft['rss_mb'] / duck['rss_mb']:.2f}x the memory",
               f"ftlang vs the DuckDB script sorted by all columns (ftlang's guarantee, not the goal's "
-              f"baseline): {res['duckdb script, sorted']['s'] / ft['s']:.2f}x the speed",
-              "same rows kept (train + heldout) in all: " + ("yes" if len(set(counts.values())) == 1 else "NO")]
-    cmd = f".venv/bin/python bench/bench_curate.py --rows {args.rows}"
+              f"baseline): {res['duckdb script, sorted']['s'] / ft['s']:.2f}x the speed"]
+    if args.memory:
+        c = res[capped]
+        lines += [f"FT_CURATE_MEMORY={args.memory}: peak RSS {c['rss_mb'] / ft['rss_mb']:.2f}x uncapped, "
+                  f"time {c['s'] / ft['s']:.2f}x; the same bytes in every part: "
+                  + ("yes" if parts[capped] == parts["ftlang"] else "NO")]
+    lines += ["same rows kept (train + heldout) in all: " + ("yes" if len(set(counts.values())) == 1 else "NO")]
+    flags = (f" --memory {args.memory}" if args.memory else "") + (" --no-datasets" if args.no_datasets else "")
+    cmd = f".venv/bin/python bench/bench_curate.py --rows {args.rows}{flags}"
     env_note = f"{os.cpu_count()} cores, {platform.machine()}, Python {sys.version.split()[0]}"
     text = "\n".join([f"## curate at scale: {args.rows:,} rows, dedup + length filter + hash split "
                       f"({time.strftime('%Y-%m-%d')})", "",

@@ -34,6 +34,7 @@ from __future__ import annotations
 import difflib
 import json
 import math
+import os
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -95,10 +96,10 @@ def run(ctx: StepContext) -> dict[str, Any]:
     # extension is fetched or loaded behind the query's back. preserve_insertion_order (the
     # default, said here because write_parts relies on it): an ordered query's parts keep
     # its order.
-    con = duckdb.connect(":memory:", config={"threads": 1, "preserve_insertion_order": True,
-                                             "temp_directory": str(ctx.cache / "duckdb-tmp"),
-                                             "autoinstall_known_extensions": False,
-                                             "autoload_known_extensions": False})
+    con = _connect({"threads": 1, "preserve_insertion_order": True,
+                    "temp_directory": str(ctx.cache / "duckdb-tmp"),
+                    "autoinstall_known_extensions": False,
+                    "autoload_known_extensions": False})
     columns: dict[str, list[str]] = {}
     out = {p: ctx.out / f"{p}.parquet" for p in split["parts"]} if split else {"data": ctx.out / "data.parquet"}
     try:
@@ -135,6 +136,29 @@ def run(ctx: StepContext) -> dict[str, Any]:
     ctx.log(f"{sum(rows_in.values())} rows in, {meta['rows_out']} out"
             + (f", parts {meta['parts']}" if split else ""))
     return meta
+
+
+MEMORY_VAR = "FT_CURATE_MEMORY"
+
+
+def _connect(config: dict[str, Any]) -> duckdb.DuckDBPyConnection:
+    """The curate's DuckDB. FT_CURATE_MEMORY (DuckDB's size syntax: 2GB, 500MB) caps the
+    memory it holds; past it, sorts, DISTINCT, GROUP BY and joins spill to temp_directory.
+    Unset, DuckDB's own limit holds (80% of RAM: fastest, but it grows with the rows). Not in
+    any key: the rows, sorted by all columns, are the same bytes under any cap
+    (tests/test_curate_memory.py)."""
+    import duckdb
+
+    limit = os.environ.get(MEMORY_VAR, "").strip()
+    if limit:
+        config = {**config, "memory_limit": limit}
+    try:
+        return duckdb.connect(":memory:", config=config)
+    except duckdb.Error as e:
+        if not limit:
+            raise
+        raise StepError(f"{MEMORY_VAR}={limit} is not a memory size DuckDB takes: {e}",
+                        hint=f"write it like 2GB or 500MB, or unset {MEMORY_VAR}") from None
 
 
 def _sandbox(con: duckdb.DuckDBPyConnection) -> None:
@@ -305,6 +329,13 @@ def _sql_error(e: Exception, columns: dict[str, list[str]]) -> StepError:
     import duckdb
 
     listing = "; ".join(f"{t}({', '.join(cols)})" for t, cols in columns.items())
+    if isinstance(e, duckdb.OutOfMemoryException):
+        # DuckDB's own advice (SET threads, SET memory_limit) is what a curate cannot do.
+        limit = os.environ.get(MEMORY_VAR, "").strip()
+        return StepError(f"DuckDB ran out of memory: {str(e).split(chr(10))[0]}",
+                         hint=(f"raise {MEMORY_VAR} (now {limit}) or unset it" if limit else
+                               f"set {MEMORY_VAR} (e.g. 4GB) below the free memory: past it, "
+                               "DuckDB spills to disk"))
     if isinstance(e, duckdb.PermissionException):
         hint = (f"a curate query reads only the datasets in `from`: {listing}. Declare other "
                 "files as dataset blocks, so their content enters the cache key")
