@@ -5,7 +5,8 @@ Each case is triggered for real through the `ft` command: a QLoRA import (bitsan
 (transformers' "score.weight | MISSING" load report), W&B's own terminal lines, and a
 resumed tied model ("missing keys ... lm_head.weight"). Each test also runs the case
 with -v and sees the noise there, so a case that stops triggering fails instead of
-passing silently.
+passing silently (the QLoRA warning exists only on a CPU with AVX512-BF16: elsewhere
+that one case is checked quiet only).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -122,12 +124,23 @@ def ft(root: Path, *args: str) -> str:
     return out.stdout + out.stderr
 
 
+def _bitsandbytes_warns_here() -> bool:
+    """bitsandbytes 0.50.2 warns about gemm_4bit_forward only on a CPU with AVX512-BF16
+    (backends/cpu/ops.py): on another CPU the qlora case has no noise to hide."""
+    code = "import bitsandbytes.functional as f; print(bool(f.has_avx512bf16()))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    return out.stdout.strip().endswith("True")
+
+
 def test_import_load_and_tracker_noise_is_hidden_without_verbose(tmp_path: Path) -> None:
     root = project(tmp_path, PIPELINE)
     quiet = ft(root)
     loud = ft(root, "--force", "q", "--force", "rm", "--force", "logged", "-v")
+    triggered = {case: text for case, text in NOISE.items()
+                 if case != "qlora" or _bitsandbytes_warns_here()}
     for case, text in NOISE.items():
         assert text not in quiet, (case, quiet)
+    for case, text in triggered.items():
         assert text in loud, (case, loud)  # the case really triggers: -v shows it
 
 
