@@ -189,3 +189,40 @@ def test_one_process_steps_skip_accelerate_s_distributed_checks(monkeypatch: pyt
     assert len(seen) == 8 and seen[-1]["accelerate_backward"] == seen[-1]["dtensor_clip"] == 0, seen
     assert seen[1]["json"] == seen[-1]["json"], seen  # step 2 to step 8: no JSON parsed
     assert "backward" not in trainer.accelerator.__dict__
+
+
+def test_one_micro_batch_steps_do_not_count_label_tokens(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Trainer's per-step label count (num_items_in_batch) only repeats the model's mean
+    with one micro-batch per optimiser step in one process: it is skipped there (the losses
+    stay the hand loop's: the parity test above) and kept wherever it changes the loss."""
+    from transformers.trainer import Trainer
+
+    counts = {"label_count": 0}
+    real = Trainer._get_num_items_in_batch
+
+    def counted(self: Trainer, *a: object, **k: object) -> object:
+        counts["label_count"] += 1
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(Trainer, "_get_num_items_in_batch", counted)
+    seen, trainer = _counted_steps(monkeypatch, counts)
+    assert len(seen) == 8 and seen[-1]["label_count"] == 0, seen
+    assert "_get_num_items_in_batch" not in trainer.__dict__
+
+    from ftlang.stdlib.trainer import _count_is_the_mean
+
+    def fake(cls: type, accumulate: int = 1, world: int = 1, loss_func: object = None) -> Any:
+        t = cls.__new__(cls)
+        t.args = type("Args", (), {"gradient_accumulation_steps": accumulate, "world_size": world, "n_gpu": 1})()
+        t.compute_loss_func, t.label_smoother = loss_func, None
+        return t
+
+    class OwnLoss(Trainer):  # as trl's trainers: their compute_loss may use the count
+        def compute_loss(self, *a: object, **k: object) -> Any:
+            raise NotImplementedError
+
+    assert _count_is_the_mean(fake(Trainer))
+    assert not _count_is_the_mean(fake(Trainer, accumulate=2))  # a sum over micro-batches needs it
+    assert not _count_is_the_mean(fake(Trainer, world=2))
+    assert not _count_is_the_mean(fake(Trainer, loss_func=lambda *a, **k: 0))
+    assert not _count_is_the_mean(fake(OwnLoss))
