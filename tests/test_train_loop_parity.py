@@ -209,7 +209,7 @@ def test_one_micro_batch_steps_do_not_count_label_tokens(monkeypatch: pytest.Mon
     assert len(seen) == 8 and seen[-1]["label_count"] == 0, seen
     assert "_get_num_items_in_batch" not in trainer.__dict__
 
-    from ftlang.stdlib.trainer import _count_is_the_mean
+    from ftlang.stdlib.leansteps import count_is_the_mean
 
     def fake(cls: type, accumulate: int = 1, world: int = 1, loss_func: object = None) -> Any:
         t = cls.__new__(cls)
@@ -221,8 +221,8 @@ def test_one_micro_batch_steps_do_not_count_label_tokens(monkeypatch: pytest.Mon
         def compute_loss(self, *a: object, **k: object) -> Any:
             raise NotImplementedError
 
-    assert _count_is_the_mean(fake(Trainer))
-    assert not _count_is_the_mean(fake(Trainer, accumulate=2))  # a sum over micro-batches needs it
-    assert not _count_is_the_mean(fake(Trainer, world=2))
-    assert not _count_is_the_mean(fake(Trainer, loss_func=lambda *a, **k: 0))
-    assert not _count_is_the_mean(fake(OwnLoss))
+    assert count_is_the_mean(fake(Trainer))
+    assert not count_is_the_mean(fake(Trainer, accumulate=2))  # a sum over micro-batches needs it
+    assert not count_is_the_mean(fake(Trainer, world=2))
+    assert not count_is_the_mean(fake(Trainer, loss_func=lambda *a, **k: 0))
+    assert not count_is_the_mean(fake(OwnLoss))
