@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import Any
 
 from ftlang.compiler import presets
@@ -204,16 +203,9 @@ def _unknown_attr(stmt: ast.Attr, spec: StepSpec, ctx: T.Ctx) -> None:
               help=help_)
 
 
-@lru_cache(maxsize=16)
-def source_lines(text: str) -> list[str]:
-    """`text.splitlines()`, split once per source: asking per block made a compile quadratic
-    (a str caches its hash, so looking the same text up again costs nothing). Read-only."""
-    return text.splitlines()
-
-
 def _source_text(ctx: T.Ctx, span: ast.Span) -> str:
     # An imported block's spans point into its own file, not the one being compiled.
-    lines = source_lines(ctx.sources.get(span.file) or ctx.source)
+    lines = ast.source_lines(ctx.sources.get(span.file) or ctx.source)
     if span.line != span.end_line or span.line > len(lines):
         return " ".join(lines[span.line - 1:span.end_line]).strip()
     return lines[span.line - 1][span.col - 1:span.end_col - 1]

@@ -422,7 +422,7 @@ class _SqlPosition:
         self.file = span.file
         self.fallback = span
         self.starts: list[tuple[int, int]] = []  # per SQL line: (.ft line, .ft col of its first char)
-        from ftlang.compiler.check import source_lines
+        from ftlang.lang.ast import source_lines
 
         source = source_lines(ctx.sources.get(span.file) or ctx.source)  # split once per file
         sql_lines = sql.split("\n")

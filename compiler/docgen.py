@@ -76,7 +76,10 @@ train sft {
   from `stdlib.evals`. An error inside the body also points at the call.
 - **`ft fmt`** rewrites a file in the one canonical layout (two-space indent, aligned
   `=` in runs of one-line attributes, one blank line around blocks, comments kept,
-  numbers and strings as written); `ft fmt --check` only reports.
+  numbers and strings as written); `ft fmt --check` only reports. It writes a file only
+  when the new text parses to the same program with the same comments (else it says so
+  and leaves the file as it is), and all at once: an interrupted `ft fmt` leaves the old
+  file or the new one. A link stays a link and the file keeps its permissions.
 '''
 
 

@@ -80,7 +80,7 @@ def _safe(text: str) -> str:
 
 def _source(expr: ast.Expr, ctx: T.Ctx) -> str:
     span = expr.span
-    lines = (ctx.sources.get(span.file) or (ctx.source if span.file == _main(ctx) else "")).splitlines()
+    lines = ast.source_lines(ctx.sources.get(span.file) or (ctx.source if span.file == _main(ctx) else ""))
     if not 1 <= span.line <= len(lines):
         return ""
     if span.line == span.end_line:

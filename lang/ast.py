@@ -19,6 +19,19 @@ class Span:
         return Span(self.file, self.line, self.col, other.end_line, other.end_col)
 
 
+@functools.lru_cache(maxsize=16)
+def source_lines(text: str) -> list[str]:
+    """The lines of a .ft source as spans number them: split at "\n" only, a "\r" before
+    it dropped. str.splitlines also splits at a lone "\r", a form feed (whitespace to the
+    grammar), U+2028 and others, which may sit inside a string or a comment: every line
+    after one would be shown, sliced and formatted as the wrong one. Split once per text
+    (a str caches its hash: asking per block made a compile quadratic). Read-only."""
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()  # as splitlines: no empty line after the last "\n"
+    return [ln[:-1] if ln.endswith("\r") else ln for ln in lines]
+
+
 # ---- expressions ------------------------------------------------------------
 
 

@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from ftlang.lang.ast import Span
+from ftlang.lang.ast import Span, source_lines
 
 
 @dataclass(frozen=True)
@@ -344,7 +344,7 @@ def render(diag: Diagnostic, sources: dict[str, str], color: bool = False) -> st
         s = lb.span
         arrow = "-->" if i == 0 else ":::"
         out.append(f"{pad}{c('blue', arrow)} {s.file}:{s.line}:{s.col}")
-        lines = sources.get(s.file, "").splitlines()
+        lines = source_lines(sources.get(s.file, ""))
         if 1 <= s.line <= len(lines):
             text = lines[s.line - 1]
             end = s.end_col if s.end_line == s.line else len(text) + 1

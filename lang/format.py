@@ -21,7 +21,9 @@ the same AST as parsing `x`, spans aside (tests/test_fmt.py checks both).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
 from ftlang.lang import ast
 
@@ -38,6 +40,35 @@ def format_source(text: str, file: str = "<input>") -> str:
     from ftlang.lang.parser import parse
 
     return format_module(parse(text, file))
+
+
+def meaning(node: Any) -> Any:
+    """An AST as nested tuples without spans: what "the same program" means. `ft fmt`
+    writes a file only when its result has the meaning and the comments of the input."""
+    if isinstance(node, ast.Span):
+        return None
+    if isinstance(node, ast.Module):
+        return (meaning(node.version), meaning(node.items))
+    if dataclasses.is_dataclass(node):
+        return (type(node).__name__,) + tuple(
+            meaning(getattr(node, f.name)) for f in dataclasses.fields(node)
+            if f.name not in ("span", "name_span", "body_span"))
+    if isinstance(node, (list, tuple)):
+        return tuple(meaning(x) for x in node)
+    return node
+
+
+def keeps_meaning(before: ast.Module, after_text: str, file: str) -> bool:
+    """Whether `after_text` parses to `before`'s program with `before`'s comments."""
+    from ftlang.lang.diagnostics import FtError
+    from ftlang.lang.parser import parse
+
+    try:
+        after = parse(after_text, file)
+    except FtError:
+        return False
+    return meaning(after) == meaning(before) and \
+        [c.text for c in after.comments] == [c.text for c in before.comments]
 
 
 def expr_text(e: ast.Expr) -> str:
@@ -61,7 +92,7 @@ class _Entry:
 
 class _Formatter:
     def __init__(self, module: ast.Module) -> None:
-        self.source_lines = module.source.splitlines()
+        self.source_lines = ast.source_lines(module.source)
         self.module = module
         self.comments = sorted(module.comments, key=lambda c: (c.line, c.col))
         self.next_comment = 0

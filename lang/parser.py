@@ -365,7 +365,7 @@ def collect_comments(text: str) -> list[ast.Comment]:
     """Comments with their positions, for `ft fmt` (the grammar drops them)."""
     out: list[ast.Comment] = []
     in_long = False
-    for lineno, line in enumerate(text.splitlines(), 1):
+    for lineno, line in enumerate(ast.source_lines(text), 1):
         i, n, in_str = 0, len(line), False
         while i < n:
             if in_long:
@@ -422,7 +422,7 @@ def convert_error(exc: Any, text: str, file: str) -> Diagnostic:
     """Every Lark exception becomes one Diagnostic, with a targeted hint where we know one."""
     from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedToken
 
-    lines = text.splitlines() or [""]
+    lines = ast.source_lines(text) or [""]
     line = max(1, min(getattr(exc, "line", 1) or 1, len(lines) + 1))
     col = max(1, getattr(exc, "column", 1) or 1)
     src = lines[line - 1] if line <= len(lines) else ""

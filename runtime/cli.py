@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import stat
 import sys
 from pathlib import Path
 from typing import Any
@@ -202,8 +203,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_fmt(args: argparse.Namespace) -> int:
     """Rewrites files in the canonical layout; --check only reports (for CI)."""
     from ftlang.lang.diagnostics import FtError, render_all
-    from ftlang.lang.format import format_source
-    from ftlang.lang.parser import read_source
+    from ftlang.lang.format import format_module, keeps_meaning
+    from ftlang.lang.parser import parse, read_source
 
     code = EXIT_OK
     for name in args.files:
@@ -211,7 +212,8 @@ def cmd_fmt(args: argparse.Namespace) -> int:
         text = ""
         try:
             text = read_source(path, name)
-            new = format_source(text, name)
+            module = parse(text, name)
+            new = format_module(module)
         except FtError as exc:
             print(render_all(exc.diagnostics, {name: text} | exc.sources, _color(args, sys.stderr)),
                   file=sys.stderr)
@@ -219,13 +221,33 @@ def cmd_fmt(args: argparse.Namespace) -> int:
             continue
         if new == text:
             continue
-        if args.check:
+        if not keeps_meaning(module, new, name):
+            # A formatter bug must never cost the user their file: nothing is written.
+            print(f"error: formatting {name} would change what it says; it is left as it is\n"
+                  "  = help: this is a bug in ftlang's formatter: please report it with the file",
+                  file=sys.stderr)
+            code = max(code, EXIT_FAILED)
+        elif args.check:
             print(f"would reformat {name}")
             code = max(code, EXIT_FAILED)
         else:
-            path.write_text(new, encoding="utf-8")
+            _replace_text(path, new)
             print(f"reformatted {name}")
     return code
+
+
+def _replace_text(path: Path, text: str) -> None:
+    """Writes `text` over the file at `path` all at once: a crash leaves the old file or the
+    new one, never a part. A link stays a link (its target is rewritten) and the file keeps
+    its permissions."""
+    target = path.resolve()
+    tmp = target.with_name(f".{target.name}.fmt-{os.getpid()}")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.chmod(tmp, stat.S_IMODE(os.stat(target).st_mode))
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def graph_dot(program: Any) -> str:

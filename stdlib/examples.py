@@ -306,22 +306,17 @@ def make_collator(pad_id: int, pad_to: int | None = None) -> Any:
     """Right-pads a batch (to `pad_to` tokens when given: fixed shapes); padding gets
     attention 0 and label IGNORE. Packed rows (with `seq_lens`) are flattened into one row
     with per-sequence position_ids instead."""
-    import torch
 
     def collate(batch: list[dict[str, list[int]]]) -> dict[str, Any]:
         if "seq_lens" in batch[0]:
             return collate_packed(batch)
-        lens = [len(ex["input_ids"]) for ex in batch]
-        width = max(pad_to or 0, *lens)
-        if all(n == width for n in lens):  # nothing to pad (fixed-length rows): no lists to build
-            ids = int64_tensor([ex["input_ids"] for ex in batch])
-            return {"input_ids": ids, "attention_mask": torch.ones_like(ids),
-                    "labels": int64_tensor([ex["labels"] for ex in batch])}
+        width = max(pad_to or 0, *(len(ex["input_ids"]) for ex in batch))
         ids, mask, labels = [], [], []
-        for ex, n in zip(batch, lens):
-            ids.append(ex["input_ids"] + [pad_id] * (width - n))
-            mask.append([1] * n + [0] * (width - n))
-            labels.append(ex["labels"] + [IGNORE] * (width - n))
+        for ex in batch:
+            pad = width - len(ex["input_ids"])
+            ids.append(ex["input_ids"] + [pad_id] * pad)
+            mask.append([1] * len(ex["input_ids"]) + [0] * pad)
+            labels.append(ex["labels"] + [IGNORE] * pad)
         return {"input_ids": int64_tensor(ids), "attention_mask": int64_tensor(mask),
                 "labels": int64_tensor(labels)}
 

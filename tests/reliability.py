@@ -150,16 +150,16 @@ def disk_cases() -> Iterator[Case]:
 def export_cases() -> Iterator[Case]:
     import test_export_guard as E
 
-    for mark in E.test_unsafe_targets_are_compile_errors.pytestmark:
-        if mark.name != "parametrize":
-            continue
-        for to, why in mark.args[1]:
-            yield f"export to {to}", (lambda tmp, to=to, why=why: _with_home(
-                tmp, lambda h: E.test_unsafe_targets_are_compile_errors(tmp, h, to, why)))
     for name in dir(E):
         fn = getattr(E, name)
-        if name.startswith("test_") and name != "test_unsafe_targets_are_compile_errors" and callable(fn):
-            yield name, (lambda tmp, fn=fn: _with_home(tmp, lambda h: fn(tmp, h)))
+        if not (name.startswith("test_") and callable(fn)):
+            continue
+        # Each parameter set of a parametrized test is a case of its own, as under pytest.
+        sets = [tuple(v) if isinstance(v, (tuple, list)) else (v,)
+                for mark in getattr(fn, "pytestmark", []) if mark.name == "parametrize" for v in mark.args[1]]
+        for args in sets or [()]:
+            yield f"{name}{list(args) if args else ''}", (
+                lambda tmp, fn=fn, args=args: _with_home(tmp, lambda h: fn(tmp, h, *args)))
 
 
 def _with_home(tmp: Path, body: Callable[[Path], None]) -> None:

@@ -129,8 +129,8 @@ def test_pad_token_other_than_eos(base: tuple[Store, Artifact, Artifact]) -> Non
 
 
 def test_a_batch_of_equal_rows_collates_as_the_padding_path_would() -> None:
-    """Rows of one length skip the padding loop (the common case after packing to a fixed
-    length): the same tensors, types and keys as padding gives."""
+    """Rows of one length (the common case after packing to a fixed length): the same
+    tensors, types and keys as the padding path gives."""
     import torch
     from ftlang.stdlib.examples import IGNORE, make_collator
 

@@ -2,31 +2,16 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
-from typing import Any
 
 import pytest
 from conftest import FIXTURES, ROOT, example_files, run_ft
 from ftlang.lang import ast
 from ftlang.lang.diagnostics import FtError
-from ftlang.lang.format import WIDTH, format_source
+from ftlang.lang.format import WIDTH, format_source, meaning
 from ftlang.lang.parser import parse
 
-
-def shape(node: Any) -> Any:
-    """An AST as nested tuples without spans: what "the same program" means."""
-    if isinstance(node, ast.Span):
-        return None
-    if isinstance(node, ast.Module):
-        return (shape(node.version), shape(node.items))
-    if dataclasses.is_dataclass(node):
-        return (type(node).__name__,) + tuple(
-            shape(getattr(node, f.name)) for f in dataclasses.fields(node)
-            if f.name not in ("span", "name_span", "body_span"))
-    if isinstance(node, (list, tuple)):
-        return tuple(shape(x) for x in node)
-    return node
+shape = meaning  # an AST without spans (test_fuzz.py uses it too)
 
 
 def parses(path: Path) -> bool:
@@ -129,3 +114,75 @@ def test_cli_check_and_write(tmp_path: Path) -> None:
     assert run_ft("fmt", "p.ft", cwd=tmp_path).returncode == 0
     assert f.read_text() == 'ft 0.1\n\ndataset t {\n  source = jsonl("x.jsonl")\n}\n'
     assert run_ft("fmt", "--check", "p.ft", cwd=tmp_path).returncode == 0
+
+
+# Characters str.splitlines() breaks a line at that the grammar does not: inside a string
+# or a comment (the form feed also as whitespace between tokens).
+OTHER_BREAKS = ["\r", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029"]
+
+
+@pytest.mark.parametrize("char", OTHER_BREAKS, ids=lambda c: f"U+{ord(c):04X}")
+def test_other_line_breaks_in_strings_and_comments_survive_fmt(char: str) -> None:
+    text = (f'ft 0.1\n# note{char}kept\ndataset corpus {{ source = jsonl("a{char}b.jsonl") }}\n'
+            'model base { init = tiny(data = corpus) }  # tail\n')
+    once = format_source(text, "f.ft")
+    assert f'jsonl("a{char}b.jsonl")' in once and f"# note{char}kept" in once and "# tail" in once
+    assert shape(parse(once, "f.ft")) == shape(parse(text, "f.ft"))
+    assert format_source(once, "f.ft") == once
+
+
+def test_fmt_and_diagnostics_after_a_carriage_return_in_a_string(tmp_path: Path) -> None:
+    """End to end: `ft fmt` rewrites the file with its string whole, and `ft check` shows
+    an error's own line under its line number (both were off by one per lone CR)."""
+    f = tmp_path / "p.ft"
+    f.write_bytes(b'ft 0.1\ndataset corpus { source = jsonl("c\rx.jsonl") }\n'
+                  b"model base { init = tiny(data = corpus) }\n"
+                  b"train sft {\n  from = base\n  data = corpus\n  epoch = 2\n}\n")
+    check = run_ft("check", "p.ft", cwd=tmp_path)
+    assert "p.ft:7:3" in check.stdout + check.stderr
+    assert "7 |   epoch = 2" in check.stdout + check.stderr
+    assert run_ft("fmt", "p.ft", cwd=tmp_path).returncode == 0
+    assert b'jsonl("c\rx.jsonl")' in f.read_bytes()
+    assert run_ft("fmt", "--check", "p.ft", cwd=tmp_path).returncode == 0
+
+
+def test_a_crlf_file_is_shown_and_formatted_without_its_carriage_returns() -> None:
+    text = 'ft 0.1\r\n# c\r\ndataset corpus { source = jsonl("x.jsonl") }\r\n'
+    once = format_source(text, "f.ft")
+    assert "\r" not in once and "# c\n" in once
+    assert ast.source_lines(text) == ["ft 0.1", "# c", 'dataset corpus { source = jsonl("x.jsonl") }']
+
+
+def test_fmt_writes_nothing_when_its_result_would_change_the_program(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """The guard against a formatter bug: a layout that parses to another program (here a
+    string changed) or loses a comment is not written; the file stays byte for byte."""
+    from ftlang.lang import format as fmt
+    from ftlang.runtime.cli import main
+
+    f = tmp_path / "p.ft"
+    original = b'ft 0.1\n# keep me\ndataset t {source=jsonl("x.jsonl")}\n'
+    f.write_bytes(original)
+    real = fmt.format_module
+    for broken in (lambda m: real(m).replace("x.jsonl", "y.jsonl"), lambda m: real(m).replace("# keep me\n", "")):
+        monkeypatch.setattr(fmt, "format_module", broken)
+        assert main(["fmt", str(f)]) == 1
+        assert "left as it is" in capsys.readouterr().err
+        assert f.read_bytes() == original
+    monkeypatch.setattr(fmt, "format_module", real)
+    assert main(["fmt", str(f)]) == 0 and f.read_bytes() != original
+
+
+def test_fmt_rewrites_a_link_s_target_and_keeps_the_file_s_mode(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    real = tmp_path / "real.ft"
+    real.write_text("ft 0.1\ndataset t {source=jsonl(\"x.jsonl\")}\n")
+    real.chmod(0o640)
+    link = tmp_path / "link.ft"
+    link.symlink_to(real)
+    assert run_ft("fmt", "link.ft", cwd=tmp_path).returncode == 0
+    assert link.is_symlink() and real.read_text().startswith("ft 0.1\n\ndataset t {\n")
+    assert stat.S_IMODE(os.stat(real).st_mode) == 0o640
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.ft", "real.ft"]  # no temporary left
