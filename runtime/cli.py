@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import stat
 import sys
 from pathlib import Path
 from typing import Any
+
+from ftlang.runtime import userfiles
 
 from ftlang import __version__
 
@@ -231,23 +232,9 @@ def cmd_fmt(args: argparse.Namespace) -> int:
             print(f"would reformat {name}")
             code = max(code, EXIT_FAILED)
         else:
-            _replace_text(path, new)
+            userfiles.replace(path, new.encode("utf-8"))
             print(f"reformatted {name}")
     return code
-
-
-def _replace_text(path: Path, text: str) -> None:
-    """Writes `text` over the file at `path` all at once: a crash leaves the old file or the
-    new one, never a part. A link stays a link (its target is rewritten) and the file keeps
-    its permissions."""
-    target = path.resolve()
-    tmp = target.with_name(f".{target.name}.fmt-{os.getpid()}")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.chmod(tmp, stat.S_IMODE(os.stat(target).st_mode))
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def graph_dot(program: Any) -> str:
@@ -283,7 +270,12 @@ def cmd_graph(args: argparse.Namespace) -> int:
             print(f"error: dot failed: {out.stderr.decode(errors='replace')}", file=sys.stderr)
             return EXIT_FAILED
         if args.output:
-            Path(args.output).write_bytes(out.stdout)
+            target = Path(args.output)
+            if not userfiles.may_replace(target, userfiles.GRAPH_MARK):
+                print(f"error: {target} exists and was not written by ft graph; not overwritten\n"
+                      "  = help: name a new file, or move that one aside", file=sys.stderr)
+                return EXIT_FAILED
+            userfiles.replace(target, userfiles.mark_graph(out.stdout, args.format))
         else:
             sys.stdout.buffer.write(out.stdout)
         return EXIT_OK

@@ -22,6 +22,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from ftlang.runtime import userfiles
 from ftlang.runtime.report_data import Run, gather
 from ftlang.runtime.report_eval import eval_section, samples_section
 from ftlang.runtime.report_format import esc
@@ -111,7 +112,7 @@ def render(run: Run, file: Path) -> str:
                   if any(s.startswith(f'<section id="{a}"') for s in sections))
     from ftlang import __version__
 
-    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+    return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">{userfiles.REPORT_MARK.decode()}"
             "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
             f"<title>{esc(file.name)} · run {esc(run.id)}</title><style>{CSS}</style></head><body><main>"
             f"{header(run, file)}<nav>{nav}</nav>{''.join(sections)}"
@@ -119,11 +120,18 @@ def render(run: Run, file: Path) -> str:
             "</main></body></html>\n")
 
 
+class NotOurs(Exception):
+    """-o names a file that ft report did not write."""
+
+
 def write_report(file: Path, ref: str = "last", output: Path | None = None) -> Path | None:
-    """Renders the report of run `ref` of `file`; returns the HTML path, None if no run matches."""
+    """Renders the report of run `ref` of `file`; returns the HTML path, None if no run matches.
+    NotOurs when `output` is a file that is not an earlier report: it is left as it is."""
     run = gather(file, ref)
     if run is None:
         return None
+    if output is not None and not userfiles.may_replace(output, userfiles.REPORT_MARK):
+        raise NotOurs(str(output))
     path = output or run.root / "reports" / f"{run.id}.html"
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
@@ -142,7 +150,12 @@ def cmd_report(args: argparse.Namespace) -> int:
     if not ledger.exists(file.resolve().parent / ".ft"):
         print(f"error: no runs yet for {args.file}: `ft run {args.file}` records one", file=sys.stderr)
         return 1
-    path = write_report(file, args.run or "last", Path(args.output) if args.output else None)
+    try:
+        path = write_report(file, args.run or "last", Path(args.output) if args.output else None)
+    except NotOurs as exc:
+        print(f"error: {exc} exists and was not written by ft report; not overwritten\n"
+              "  = help: name a new file, or move that one aside", file=sys.stderr)
+        return 1
     if path is None:
         print(f"error: no run matches {args.run!r} (see `ft runs {args.file}`)", file=sys.stderr)
         return 1

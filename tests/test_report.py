@@ -291,3 +291,17 @@ def test_training_curves_show_held_out_loss_dashed(tmp_path: Path) -> None:
     assert html.count("<figure>") == 1  # one plot per train block, one line per sweep point
     assert html.count('class="series"') == 3 and html.count('stroke-dasharray="6 4"') == 2  # line + legend
     assert "sft[lr=1e-4] (eval)" in html
+
+
+def test_report_o_never_replaces_a_file_it_did_not_write(project: dict[str, object]) -> None:
+    root = project["root"]
+    assert isinstance(root, Path)
+    mine = root / "notes.html"
+    mine.write_text("<html>years of notes</html>\n")
+    out = run_ft("report", "p.ft", "-o", "notes.html", cwd=root)
+    assert out.returncode == 1 and "was not written by ft report; not overwritten" in out.stderr
+    assert mine.read_text() == "<html>years of notes</html>\n"
+    again = root / "again.html"
+    assert run_ft("report", "p.ft", "-o", "again.html", cwd=root).returncode == 0
+    assert run_ft("report", "p.ft", "last~1", "-o", "again.html", cwd=root).returncode == 0  # its own report
+    assert "this is an older run" in again.read_text()
