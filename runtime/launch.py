@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ftlang.runtime import userfiles
+
 if TYPE_CHECKING:
     from ftlang.runtime.worker import Job
 
@@ -292,10 +294,10 @@ def cmd_launch(args: argparse.Namespace) -> int:
     suffix = ".sbatch" if args.target == "slurm" else ".sky.yaml"
     out = Path(args.output or Path(args.file).with_suffix(suffix).name)
     text = render(args.target, args.file, args.nodes, args.gpus_per_node, str(out), args.accelerator)
-    if out.exists() and "Written by `ft launch" not in out.read_text(errors="replace")[:300]:
+    if not userfiles.may_replace(out, userfiles.LAUNCH_MARK):
         print(f"error: {out} exists and was not written by ft launch; not overwritten", file=sys.stderr)
         return EXIT_FAILED
-    out.write_text(text)
+    userfiles.replace(out, text.encode("utf-8"))
     print(f"wrote {out}: {args.nodes} machines x {args.gpus_per_node} GPUs; "
           + (f"submit with `sbatch {out}`" if args.target == "slurm" else f"start with `sky launch {out}`"))
     return EXIT_OK

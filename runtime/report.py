@@ -134,9 +134,7 @@ def write_report(file: Path, ref: str = "last", output: Path | None = None) -> P
         raise NotOurs(str(output))
     path = output or run.root / "reports" / f"{run.id}.html"
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(render(run, file), encoding="utf-8")
-    tmp.replace(path)
+    userfiles.replace(path, render(run, file).encode("utf-8"))
     return path
 
 

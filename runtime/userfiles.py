@@ -1,4 +1,4 @@
-"""Writing a file the user named (`ft fmt`'s file, `ft graph -o`, `ft report -o`).
+"""Writing a file the user named (`ft fmt`'s file, `ft graph -o`, `ft report -o`, `ft launch`).
 
 In:  a path and the bytes to put there.
 Out: the file, written all at once (a crash leaves the old file or the new one, never a
@@ -18,6 +18,7 @@ from pathlib import Path
 
 GRAPH_MARK = b"Written by ft graph"  # in what `ft graph -o` writes
 REPORT_MARK = b'<meta name="generator" content="ft report">'  # in what `ft report` writes
+LAUNCH_MARK = b"Written by `ft launch"  # the first comment of launch.py's job files
 
 
 def replace(path: Path, data: bytes) -> None:
