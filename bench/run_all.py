@@ -28,7 +28,7 @@ HERE = Path(__file__).resolve().parent
 # Invocations per script: (the 20-minute run, the full run), each a list of argument
 # lists. Scripts not named run once, bare.
 ARGS = {
-    # The four sizes in both: 20,000 nodes adds about two minutes.
+    # The four sizes in both runs.
     "bench_compile.py": ([["--sizes", "100,1000,5000,20000", "--repeat", "3"]],
                          [["--sizes", "100,1000,5000,20000", "--repeat", "5"]]),
     # 1M rows with every baseline; 10M (the size) without `datasets` (minutes there),
