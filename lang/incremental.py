@@ -22,7 +22,7 @@ import re
 from typing import Any
 
 from ftlang.lang import ast
-from ftlang.lang.parser import BOM, finish, parse, parse_items
+from ftlang.lang.parser import finish, parse, parse_items, plain_text
 
 # Strings (long ones first), comments, brackets and newlines: all the splitter must see.
 _TOKEN = re.compile(r'"""(?:.|\n)*?"""|"(?:\\.|[^"\\\n])*"|#[^\n]*|[{}\[\]()]|\n')
@@ -67,7 +67,7 @@ def parse_with(text: str, file: str, memo: dict[Any, Any]) -> ast.Module:
     holding exactly this text's pieces. Raises FtError as parser.parse does."""
     from ftlang.lang.diagnostics import FtError
 
-    text = text.removeprefix(BOM)
+    text = plain_text(text)
     pieces = split(text)
     if pieces is None:
         return parse(text, file)

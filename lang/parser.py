@@ -24,6 +24,15 @@ MAX_CHAIN = 50  # operators in one chain (`a + b + ...`)
 _CHAINS = ("comparison", "sum", "product")  # one tree node, folded into a chain of BinOps
 BOM = "\ufeff"
 
+
+def plain_text(text: str) -> str:
+    """A file's text as it is parsed: without a leading byte-order mark, and with CRLF line
+    ends read as LF. What a file says must not depend on the editor or on git's line-end
+    conversion: a CRLF checkout would otherwise put "\r" into every multi-line string (SQL,
+    prompts), so into cache keys, and shift SQL positions in diagnostics."""
+    text = text.removeprefix(BOM)
+    return text.replace("\r\n", "\n") if "\r" in text else text
+
 # English names for terminals, for "expected ..." lists.
 TERMINAL_NAMES: dict[str, str] = {
     "NAME": "a name", "STRING": "a string", "LONG_STRING": "a string", "NUMBER": "a number",
@@ -97,7 +106,7 @@ def read_source(path: str | Path, file: str) -> str:
     except OSError as e:
         raise _unreadable(file, e.strerror or str(e)) from None
     try:
-        return data.decode("utf-8").removeprefix(BOM)
+        return plain_text(data.decode("utf-8"))
     except UnicodeDecodeError as e:
         raise _not_utf8(data, e, file) from None
 
@@ -121,7 +130,7 @@ def _not_utf8(data: bytes, e: UnicodeDecodeError, file: str) -> FtError:
 
 def parse(text: str, file: str = "<input>") -> ast.Module:
     """Parse a whole file; raises FtError with one diagnostic on a syntax error."""
-    text = text.removeprefix(BOM)  # some editors start UTF-8 files with one
+    text = plain_text(text)
     version, items = parse_items(text, file)
     return finish(ast.Module(file, "", version, items), text)
 

@@ -80,7 +80,9 @@ def execute(program: Program, store: Store, stat: StatCache, order: list[str], d
     `--jobs`, `--executor ray` and the remote cache; without it, one node at a time in this
     process, as always. The scheduling itself is runtime/scheduler.py."""
     from ftlang.runtime.scheduler import Options, Scheduler
+    from ftlang.stdlib import cputhreads
 
+    cputhreads.prepare_env()  # before any step imports torch: idle threads must not spin
     return Scheduler(program, store, stat, order, display, force=force or set(), keep_going=keep_going,
                      command=command, options=options or Options()).run()
 

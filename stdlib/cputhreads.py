@@ -12,11 +12,23 @@ fixed function of the process's settings:
 
 The count is not in a node's key (like the machine it runs on). CUDA steps are left
 alone: their host threads only feed the device.
+
+How idle threads wait is a separate knob that changes no number: torch's OpenMP (GNU
+libgomp) threads spin 300,000 times before they sleep, so on a machine where anything
+else runs, a step's threads burn the cores the others need and wait for each other
+(bench/bench_spin.py: one busy process beside a 2-thread step made it 4-25x slower). ftlang
+asks for a short spin (SPIN_COUNT) before torch loads, unless the user chose a wait policy.
 """
 
 from __future__ import annotations
 
 import os
+import sys
+
+# libgomp's spin count before an idle thread sleeps (its default: 300,000). bench/bench_spin.py
+# measures it against the default, quiet and beside a busy process.
+SPIN_COUNT = "3000"
+_WAIT_VARS = ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")
 
 
 def choose(cores: int | None = None) -> int:
@@ -42,3 +54,13 @@ def apply(device: str) -> int | None:
     n = choose()
     torch.set_num_threads(n)
     return n
+
+
+def prepare_env() -> bool:
+    """Sets GOMP_SPINCOUNT=SPIN_COUNT for this process and the processes it starts, unless
+    the user set GOMP_SPINCOUNT or OMP_WAIT_POLICY; whether it did. libgomp reads it when
+    torch is first imported: called later, it still reaches the processes this one starts."""
+    if any(os.environ.get(v, "").strip() for v in _WAIT_VARS):
+        return False
+    os.environ["GOMP_SPINCOUNT"] = SPIN_COUNT
+    return "torch" not in sys.modules
