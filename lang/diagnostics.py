@@ -348,12 +348,14 @@ def render(diag: Diagnostic, sources: dict[str, str], color: bool = False) -> st
         if 1 <= s.line <= len(lines):
             text = lines[s.line - 1]
             end = s.end_col if s.end_line == s.line else len(text) + 1
-            n = max(1, end - s.col)
+            shown, cells = _shown_line(text)
+            start = sum(cells[:s.col - 1])
+            n = max(1, sum(cells[s.col - 1:end - 1]))
             marker = ("^" if lb.primary else "-") * n
             out.append(f"{pad} {c('blue', '|')}")
-            out.append(f"{c('blue', str(s.line).rjust(width))} {c('blue', '|')} {text}")
+            out.append(f"{c('blue', str(s.line).rjust(width))} {c('blue', '|')} {shown}")
             msg = f" {lb.message}" if lb.message else ""
-            caret = " " * (s.col - 1) + marker + msg
+            caret = " " * start + marker + msg
             out.append(f"{pad} {c('blue', '|')} " + c(diag.level if lb.primary else "blue", caret))
     if diag.help or diag.notes:
         out.append(f"{pad} {c('blue', '|')}")
@@ -362,6 +364,33 @@ def render(diag: Diagnostic, sources: dict[str, str], color: bool = False) -> st
     if diag.help:
         out.append(f"{pad} {c('blue', '=')} {c('help', 'help')}: {diag.help}")
     return "\n".join(out)
+
+
+_TAB = "    "  # a tab is shown as 4 spaces, as rustc does: the caret row can then match it
+
+
+def _shown_line(text: str) -> tuple[str, list[int]]:
+    """The source line as printed, and how many terminal cells each of its characters
+    takes there: columns count characters, but a tab, a wide (CJK, emoji) or a combining
+    character is not one cell, and a control character (a lone CR) would garble the
+    terminal, so it is printed as U+FFFD."""
+    import unicodedata
+
+    shown, cells = [], []
+    for ch in text:
+        if ch == "\t":
+            shown.append(_TAB)
+            cells.append(len(_TAB))
+        elif unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp"):
+            shown.append("\ufffd")
+            cells.append(1)
+        elif unicodedata.combining(ch):
+            shown.append(ch)
+            cells.append(0)
+        else:
+            shown.append(ch)
+            cells.append(2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1)
+    return "".join(shown), cells
 
 
 def render_all(diags: list[Diagnostic], sources: dict[str, str], color: bool = False) -> str:

@@ -14,8 +14,10 @@ line-by-line Python pass (`locate.py`) names the offending file, line and column
 error, never a silent rewrite: text that is not UTF-8 (pyarrow would keep it as bytes), a
 CSV quote never closed (pyarrow would swallow the rest of the file into one cell), a
 one-column CSV header that another delimiter splits, an integer that a float column would
-round (pyarrow reads 10**23 as 1e+23), a lone UTF-16 surrogate. Opening the file goes
-through `tabular.check_file`, so a pipe, a link loop or an unreadable file fails at once.
+round (pyarrow reads 10**23 as 1e+23), a number pyarrow reads as inf (2e308), a lone UTF-16
+surrogate, nesting deeper than `locate.MAX_DEPTH` (the cache's Parquet could not read it
+back). Opening the file goes through `tabular.check_file`, so a pipe, a link loop or an
+unreadable file fails at once.
 """
 
 from __future__ import annotations
@@ -194,15 +196,20 @@ def _read_hf(ctx: StepContext, source: Call, schema: dict[str, str] | None) -> t
             raise StepError(f"cannot fetch hub dataset {name!r}: {type(e).__name__}: {e}",
                             hint="check the dataset id, revision, config and split") from None
     table = ds.flatten_indices().data.table if ds._indices is not None else ds.data.table
-    plain = pa_schema_without_temporal(table)
+    plain = pa_schema_without_temporal(table, shown)
     if plain is not None:
         table = table.cast(plain)
     return _apply_schema(table, schema, shown, lambda: None), shown
 
 
-def pa_schema_without_temporal(table: pa.Table) -> pa.Schema | None:
+def pa_schema_without_temporal(table: pa.Table, shown: str,
+                               find_row: Callable[[], StepError | None] = lambda: None) -> pa.Schema | None:
+    """The table's schema with dates as text (None if unchanged); too deep a schema is an
+    error (`find_row` names its line), which also bounds `_without_temporal`'s recursion."""
     import pyarrow as pa
 
+    if locate.type_depth(table.schema) > locate.MAX_DEPTH:
+        raise find_row() or StepError(locate.too_deep(None)[0], path=shown, hint=locate.too_deep(None)[1])
     plain = pa.schema([f.with_type(_without_temporal(f.type)) for f in table.schema])
     return plain if plain != table.schema else None
 
@@ -255,6 +262,8 @@ def _apply_schema(table: pa.Table, schema: dict[str, str] | None, shown: str,
     import pyarrow as pa
     import pyarrow.compute as pc
 
+    if schema and not table.num_columns and not table.num_rows:  # blank lines only, `[]`
+        raise StepError("the file has no rows", path=shown)
     for col, tname in (schema or {}).items():
         names = list(table.column_names)
         if col not in names:
@@ -323,15 +332,17 @@ def _read_jsonl(path: Path, shown: str, schema: dict[str, str] | None) -> pa.Tab
 
     try:
         table = read(None)
-        plain = pa.schema([f.with_type(_without_temporal(f.type)) for f in table.schema])
-        if plain != table.schema:
+        plain = pa_schema_without_temporal(table, shown, lambda: locate.jsonl(path, shown, schema))
+        if plain is not None:
             table = read(plain)  # same columns in the same order, dates kept as text
         # pyarrow's JSON reader neither checks UTF-8 nor rejects a `null` line (it becomes a
         # row of nulls); both are cheap to detect here, and then the Python pass names the line.
         table.validate(full=True)
         floats = _rounded_int_columns(table) - {c for c, t in (schema or {}).items() if t == "float"}
-        # pyarrow reads `{...} {...}` on one line as two rows: more rows than lines is an error
-        if table.num_columns and _any_all_null_row(table) or floats or table.num_rows != _nonblank_lines(path):
+        # pyarrow reads `{...} {...}` on one line as two rows: more rows than lines is an error;
+        # it reads 2e308 as inf (1e400 it refuses): the Python pass tells a literal Infinity apart
+        if (table.num_columns and _any_all_null_row(table) or floats or locate.has_inf(table)
+                or table.num_rows != _nonblank_lines(path)):
             problem = locate.jsonl(path, shown, schema, floats)
             if problem:
                 raise problem

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ftlang.stdlib import locate
 from ftlang.stdlib.spec import StepError
 
 
@@ -47,12 +48,18 @@ def read_json(path: Path, shown: str) -> Any:
     """The rows of a JSON file holding one array of objects, as a pyarrow table."""
     import pyarrow as pa
 
+    raw = path.read_bytes()
     try:
-        data = json.loads(path.read_text(encoding="utf-8-sig"))
+        data = json.loads(raw.decode("utf-8-sig"))
     except UnicodeDecodeError as e:
         raise StepError(f"not UTF-8 at byte {e.start}", path=shown) from None
     except json.JSONDecodeError as e:
         raise StepError(f"not valid JSON: {e.msg} (column {e.colno})", path=shown, row=e.lineno) from None
+    except RecursionError:  # Python's parser gives out near 1000 levels
+        message, hint = locate.too_deep(None)
+        # + 2: the array and the row object are levels of the text but not of a column's value
+        raise StepError(message, path=shown, row=locate.too_deep_line(raw, locate.MAX_DEPTH + 2),
+                        hint=hint) from None
     if isinstance(data, dict) and len(data) == 1 and isinstance(next(iter(data.values())), list):
         key = next(iter(data))
         raise StepError(f"the file is an object whose {key!r} holds the rows, not an array",
@@ -64,13 +71,25 @@ def read_json(path: Path, shown: str) -> Any:
     if bad is not None:
         raise StepError(f"element {bad} of the array is a {type(data[bad]).__name__}, not an object",
                         path=shown, hint="every row is an object: {\"prompt\": ..., \"completion\": ...}")
+    if not data:
+        raise StepError("the file has no rows: the array is empty", path=shown)
     # Every key of every object (from_pylist would keep only the first object's keys).
     names = dict.fromkeys(k for row in data for k in row)
     try:
-        return pa.Table.from_pydict({n: [row.get(n) for row in data] for n in names})
-    except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
-        raise StepError(f"the rows do not share one type per column: {e}", path=shown,
-                        hint="a column (or nested field) needs one JSON type in every row") from None
+        table = pa.Table.from_pydict({n: [row.get(n) for row in data] for n in names})
+    except (pa.ArrowInvalid, pa.ArrowTypeError, RecursionError) as e:
+        # The slow pass names the row and column; pyarrow's message names neither.
+        raise locate.array_rows(data, raw, shown) or StepError(
+            f"the rows do not share one type per column: {e}", path=shown,
+            hint="a column (or nested field) needs one JSON type in every row") from None
+    # json reads 1e400 as inf (pyarrow's JSON Lines reader refuses it): both checks look at
+    # the table, not at every value, and only a hit re-reads the rows to name one.
+    if locate.type_depth(table.schema) > locate.MAX_DEPTH or locate.has_inf(table):
+        marked = json.loads(raw.decode("utf-8-sig"), parse_float=locate.parse_float)
+        problem = locate.array_rows(marked, raw, shown)
+        if problem or locate.type_depth(table.schema) > locate.MAX_DEPTH:
+            raise problem or StepError(locate.too_deep(None)[0], path=shown, hint=locate.too_deep(None)[1])
+    return table  # an inf the rows hold is a literal Infinity, as in a JSON Lines file
 
 
 def reshape(table: Any, shape: str, shown: str) -> Any:

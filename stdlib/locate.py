@@ -1,7 +1,9 @@
 """The slow passes: when the fast pyarrow read fails, or reads something the file does not
 mean, these read a JSONL or CSV file line by line (record by record) in Python and name the
 first offending line and column. They agree with pyarrow about what is wrong: its boolean
-and null spellings, its byte-order-mark handling (through `tabular`).
+and null spellings, its byte-order-mark handling (through `tabular`), a type change at any
+depth (`/a/[]/b`, pyarrow's path), a number past float64. A json() array's rows are checked
+the same way (`array_rows`). Nesting is walked iteratively and bounded by MAX_DEPTH.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import difflib
 import json
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +27,13 @@ _CSV_NULLS = {"", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-na
 _INT_RE = re.compile(r"[+-]?\d+")
 _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
 _SURROGATE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")  # a \uD800-\uDFFF escape
+# Arrays and objects inside one another in one column value. Parquet (the cache's format)
+# cannot read a schema much deeper back (pyarrow fails at 50 nested lists), and Python's own
+# recursion gives out near 1000: beyond this is an error naming the line, not a traceback.
+MAX_DEPTH = 32
+# The tokens that matter for nesting in JSON text: a whole string (so brackets inside one do
+# not count), a bracket, a newline (JSON strings hold no raw newline).
+_JSON_TOKEN = re.compile(rb'"(?:[^"\\\n]|\\.)*"|[][{}\n]')
 
 
 def did_you_mean(name: str, names: list[str]) -> str | None:
@@ -132,9 +142,12 @@ def jsonl(path: Path, shown: str, schema: dict[str, str] | None,
             except StepError as e:
                 return e
             try:
-                obj = json.loads(text, object_pairs_hook=_no_duplicates)
+                obj = json.loads(text, object_pairs_hook=_no_duplicates, parse_float=parse_float)
             except json.JSONDecodeError as e:
                 return StepError(f"invalid JSON: {e.msg} (column {e.colno})", path=shown, row=lineno)
+            except RecursionError:  # Python's parser gives out near 1000 levels
+                message, hint = too_deep(None)
+                return StepError(message, path=shown, row=lineno, hint=hint)
             except _DuplicateKey as e:
                 return StepError(f"key '{e}' appears twice in one object", path=shown, row=lineno)
             if not isinstance(obj, dict):
@@ -160,15 +173,131 @@ def jsonl(path: Path, shown: str, schema: dict[str, str] | None,
                 if rounded:
                     return StepError(rounded, path=shown, row=lineno,
                                      hint=f'write it as a string ("{value}") to keep every digit')
-                kind = _kind(value)
-                if kind is None:
-                    continue
-                prev = first_kind.setdefault(col, (kind, lineno))
-                if prev[0] != kind:
-                    return StepError(f"column '{col}' is {kind} here but {prev[0]} on line {prev[1]}",
-                                     path=shown, row=lineno,
-                                     hint="a column has one type in every row; fix the row or the data")
+                problem = value_problem(col, value, lineno, first_kind, "on line")
+                if problem:
+                    return StepError(problem[0], path=shown, row=lineno, hint=problem[1])
     return None
+
+
+class Overflow(float):
+    """A number literal too large for a float64 (`1e400`): json reads it as inf, pyarrow
+    refuses it. Kept as the literal so the error can quote it."""
+
+    text: str
+
+
+def parse_float(text: str) -> float:
+    """json's `parse_float`: a float, or an `Overflow` (still inf) for a literal past float64."""
+    value = float(text)
+    if value - value == 0:  # finite (a literal is never NaN here: that is parse_constant)
+        return value
+    big = Overflow(value)
+    big.text = text
+    return big
+
+
+def value_problem(col: str, value: Any, at: int, first_kind: dict[str, tuple[str, int]],
+                  unit: str) -> tuple[str, str] | None:
+    """(message, hint) for the first thing in one column value that pyarrow refuses: a type
+    that differs from earlier rows at the same path (`/a/[]/b`, pyarrow's notation), a number
+    past float64, nesting deeper than MAX_DEPTH; None when fine. `first_kind` carries each
+    path's first kind and row across calls; `unit` words where `at` is ("on line", "in row").
+    Iterative, in document order: a value nested thousands deep costs no recursion."""
+    stack: list[tuple[str, Any, int]] = [(f"/{col}", value, 0)]
+    while stack:
+        path, v, depth = stack.pop()
+        kind = _kind(v)
+        if kind is None:
+            continue
+        where = f"column '{col}'" if path == f"/{col}" else f"column '{col}' at {path}"
+        if isinstance(v, Overflow):
+            return (f"{where}: the number {v.text} is too large for a 64-bit float",
+                    f'write it as a string ("{v.text}") to keep it, or as a smaller number')
+        prev = first_kind.setdefault(path, (kind, at))
+        if prev[0] != kind:
+            return (f"{where} is {kind} here but {prev[0]} {unit} {prev[1]}",
+                    "a column (or nested field) has one type in every row; fix the row or the data")
+        if kind in ("array", "object"):
+            if depth >= MAX_DEPTH:
+                return too_deep(col)
+            items = [(f"{path}/[]", x) for x in v] if kind == "array" else [(f"{path}/{k}", x) for k, x in v.items()]
+            stack.extend((p, x, depth + 1) for p, x in reversed(items))
+    return None
+
+
+def too_deep(col: str | None) -> tuple[str, str]:
+    what = f"column '{col}' is" if col else "the row is"
+    return (f"{what} nested more than {MAX_DEPTH} levels deep (arrays and objects inside one another)",
+            f"the cache's Parquet files hold at most {MAX_DEPTH} levels; flatten it, or store the deep "
+            "part as a JSON string")
+
+
+def type_depth(schema: Any) -> int:
+    """How many nested types (lists, structs, maps) lie inside one another in an Arrow schema's
+    deepest column; iterative, as the schema may be thousands deep."""
+    deepest, stack = 0, [(field.type, 0) for field in schema]
+    while stack:
+        dtype, depth = stack.pop()
+        if dtype.num_fields:
+            deepest = max(deepest, depth + 1)
+            stack.extend((dtype.field(i).type, depth + 1) for i in range(dtype.num_fields))
+    return deepest
+
+
+def has_inf(table: Any) -> bool:
+    """Whether any float in the table, at any depth, is infinite; vectorised per column."""
+    import pyarrow.compute as pc
+    import pyarrow.types as pt
+
+    stack = list(table.columns)  # whole chunked columns: one compute call each, not one per block
+    while stack:
+        column = stack.pop()
+        if pt.is_floating(column.type):
+            if pc.any(pc.is_inf(column)).as_py():
+                return True
+        elif pt.is_struct(column.type):
+            stack.extend(column.flatten())
+        elif pt.is_list(column.type) or pt.is_large_list(column.type):
+            stack.append(pc.list_flatten(column))
+    return False
+
+
+def _json_tokens(raw: bytes) -> Iterator[tuple[int, int, bytes]]:
+    """(line, depth before it, token) for each bracket of JSON text, strings skipped."""
+    line, depth = 1, 0
+    for m in _JSON_TOKEN.finditer(raw):
+        token = m.group(0)
+        if token == b"\n":
+            line += 1
+        elif token in (b"[", b"{"):
+            yield line, depth, token
+            depth += 1
+        elif token in (b"]", b"}"):
+            depth -= 1
+            yield line, depth, token
+
+
+def too_deep_line(raw: bytes, levels: int) -> int | None:
+    """The line where JSON text first opens more than `levels` brackets inside one another."""
+    return next((line for line, depth, token in _json_tokens(raw) if token in b"[{" and depth >= levels), None)
+
+
+def array_rows(data: list[dict[str, Any]], raw: bytes, shown: str) -> StepError | None:
+    """The first row of a JSON array (1-based, with its line) whose value pyarrow refuses."""
+    first_kind: dict[str, tuple[str, int]] = {}
+    for i, row in enumerate(data, 1):
+        for col, value in row.items():
+            problem = value_problem(col, value, i, first_kind, "in row")
+            if problem:
+                return StepError(f"row {i} of the array: {problem[0]}", path=shown, row=_row_line(raw, i),
+                                 hint=problem[1])
+    return None
+
+
+def _row_line(raw: bytes, row: int) -> int | None:
+    """The line where the array's `row`-th element (1-based) opens."""
+    starts = (line for line, depth, token in _json_tokens(raw) if depth == 1 and token in b"[{")
+    return next((line for n, line in enumerate(starts, 1) if n == row), None)
 
 
 def _csv_problem(cell: str, tname: str) -> str | None:

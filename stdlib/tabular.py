@@ -27,6 +27,9 @@ from pathlib import Path
 from ftlang.stdlib.spec import StepError
 
 DELIMITERS = (",", ";", "\t", "|")  # what a one-column header is checked for
+# Python's csv module refuses a cell over 128 KiB; pyarrow has no such limit, so a long
+# completion must not be the error these passes report (nor fail a file pyarrow read).
+_CSV_FIELD_LIMIT = (1 << 31) - 1  # fits a C long on every platform
 
 _KINDS = ((stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISSOCK, "a socket"),
           (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
@@ -103,6 +106,8 @@ def csv_records(path: Path, shown: str, delimiter: str, strict: bool = False) ->
     reader = csv.reader(text, delimiter=delimiter, strict=strict)
     start = 1
     while True:
+        # The limit is process-wide: lifted only while this reader parses, then restored.
+        limit = csv.field_size_limit(_CSV_FIELD_LIMIT)
         try:
             fields = next(reader)
         except StopIteration:
@@ -110,6 +115,8 @@ def csv_records(path: Path, shown: str, delimiter: str, strict: bool = False) ->
         except csv.Error as e:
             raise StepError(f"malformed CSV: {_csv_reason(str(e))}", path=shown, row=start,
                             hint=_csv_hint(str(e))) from None
+        finally:
+            csv.field_size_limit(limit)
         if fields:
             yield start, fields
         start = reader.line_num + 1  # a quoted cell may span several lines
@@ -173,7 +180,7 @@ def jsonl_columns(path: Path, shown: str, rows: int) -> list[str] | None:
         seen += 1
         try:
             row = json.loads(decode_line(raw, lineno, shown))
-        except (ValueError, StepError):
+        except (ValueError, RecursionError, StepError):  # RecursionError: nested ~1000 deep
             return None
         if not isinstance(row, dict):
             return None
