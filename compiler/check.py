@@ -28,6 +28,7 @@ def check_blocks(ctx: T.Ctx) -> dict[str, Node]:
             block = _expand_definition(definition, ctx)
             if block is None:
                 continue
+        positional_in_definition(definition, ctx)
         node = check_block(block, ctx)
         if definition is not None and block.body_span is None and isinstance(definition.value, ast.CallExpr) \
                 and definition.value.dotted in ctx.symbols.presets:
@@ -37,6 +38,20 @@ def check_blocks(ctx: T.Ctx) -> dict[str, Node]:
             nodes[node.id] = node
     ctx.base = ctx.origin = None
     return nodes
+
+
+def positional_in_definition(d: ast.Definition | None, ctx: T.Ctx) -> None:
+    """`template qa = plain("x")`: desugaring drops positional arguments (the family's
+    signatures take none), so they are reported here, as a call of that family would be."""
+    if d is None or not isinstance(d.value, ast.CallExpr) or not d.value.args or _is_preset_call(d.value, ctx):
+        return
+    sig = registry.CALLS.get(d.kind.name, {}).get(d.value.dotted)
+    if sig is None:  # an unknown family: the `style` check says so, one error is enough
+        return
+    names = sig.names
+    ctx.error("FT0106", f"`{d.value.dotted}` takes no positional arguments", d.value.args[0].span,
+              "extra argument", help=f"name the arguments: {', '.join(n + ' = ...' for n in names)}" if names
+              else f"`{d.value.dotted}` takes no arguments: write `{d.value.dotted}()`")
 
 
 def _is_preset_call(value: ast.Expr, ctx: T.Ctx) -> bool:
@@ -106,6 +121,11 @@ def check_block(block: ast.Block, ctx: T.Ctx) -> Node | None:
                 ctx.error("FT0115", f"`sql` is not allowed in a {kind} block", stmt.span, "sql here",
                           help="SQL belongs in a `curate` block")
                 continue
+            if not _has_sql(stmt.text.value):
+                # Nothing for DuckDB to run: the step could only fail (or write no table) at run time.
+                ctx.error("FT0126", f"the query of {kind} `{block.name.name}` is empty", stmt.text.span,
+                          "no SQL statement", help='write the query, e.g. sql """SELECT * FROM <dataset>"""')
+                continue
             params["sql"] = stmt.text.value
             spans["sql"] = stmt.text.span
         elif isinstance(stmt, ast.Assert):
@@ -158,6 +178,24 @@ def check_block(block: ast.Block, ctx: T.Ctx) -> Node | None:
         return None
     return Node(f"{kind}.{block.name.name}", kind, block.name.name, spec, params, block.span, spans, asserts,
                 select)
+
+
+def _has_sql(text: str) -> bool:
+    """Whether a query holds anything but whitespace, `;` and comments (`--` to the end of the
+    line, `/* ... */`): the first other character ends the scan, so strings need no parsing."""
+    i = 0
+    while i < len(text):
+        if text[i].isspace() or text[i] == ";":  # `;` alone ends an empty statement
+            i += 1
+        elif text.startswith("--", i):
+            end = text.find("\n", i)
+            i = len(text) if end < 0 else end + 1
+        elif text.startswith("/*", i):
+            end = text.find("*/", i + 2)
+            i = len(text) if end < 0 else end + 2
+        else:
+            return True
+    return False
 
 
 def _check_select(stmt: ast.Attr, ctx: T.Ctx) -> SelectIR | None:
@@ -214,11 +252,18 @@ def _source_text(ctx: T.Ctx, span: ast.Span) -> str:
 def _check_subblock(kind: str, stmt: ast.SubBlock, ctx: T.Ctx) -> Any:
     if stmt.name == "schema":
         cols: dict[str, str] = {}
+        first: dict[str, ast.Span] = {}
         for s in stmt.body:
             if not isinstance(s, ast.Typed):
                 ctx.error("FT0106", "schema entries are `column: type`", s.span, "not a column declaration",
                           help="write e.g. `prompt: str`")
                 continue
+            if s.name in first:  # the later type would silently win over the first
+                ctx.error("FT0108", f"column `{s.name}` is declared twice in the schema", s.name_span,
+                          "declared again here", help="each column appears once in a schema; keep one",
+                          extra=[Label(first[s.name], "first declared here", False)])
+                continue
+            first[s.name] = s.name_span
             if s.type not in SCHEMA_TYPES:
                 guess = did_you_mean(s.type, list(SCHEMA_TYPES))
                 ctx.error("FT0106", f"unknown column type `{s.type}`", s.span, "unknown type",

@@ -23,6 +23,11 @@ STDLIB_MODULES: dict[str, tuple[str, ...]] = {
 }
 
 
+# Words the grammar reads as values (`true`, `sweep [...]`, `min loss on d`): a block or
+# preset of that name parses but can never be referred to.
+RESERVED = ("true", "false", "sweep", "min", "max")
+
+
 @dataclass
 class Symbols:
     blocks: dict[str, ast.Block] = field(default_factory=dict)  # name -> block
@@ -75,9 +80,7 @@ def desugar(item: ast.Definition) -> ast.Block:
         style = ast.Attr("style", ast.Ref(value.name, value.name_span), value.name_span, value.name_span)
         body: list[ast.Stmt] = [style]
         body += [ast.Attr(k.name, k.value, k.span.to(k.value.span), k.span) for k in value.kwargs]
-        if value.args:
-            # Positional arguments have no attribute to go to: checked as a second `style`.
-            body.append(ast.Attr("style", value.args[0], value.args[0].span, value.args[0].span))
+        # Positional arguments have no attribute to go to: check.positional_in_definition reports them.
         return ast.Block(item.kind, item.name, tuple(body), item.span)
     # Anything else is checked as the block's only attribute, which reports the mistake.
     return ast.Block(item.kind, item.name, (ast.Attr("style", value, value.span, value.span),), item.span)
@@ -86,19 +89,23 @@ def desugar(item: ast.Definition) -> ast.Block:
 def collect(module: ast.Module, project: Path | None = None) -> Symbols:
     """The symbol table of `module`; `project` is the folder local imports start from."""
     base = project or Path(module.file).resolve().parent
-    return _Loader(base).collect(module, base, ())
+    return _Loader(base, module.file).collect(module, base, ())
 
 
 class _Loader:
     """Reads imported files once each (a diamond of imports parses a file once)."""
 
-    def __init__(self, project: Path) -> None:
+    def __init__(self, project: Path, main: str) -> None:
         self.project = project
+        self.main_shown = main  # the main file's name in diagnostics; it lies in `project`
+        self.main_path = (project / Path(main).name).resolve()
         self.tables: dict[str, Symbols] = {}
 
     def collect(self, module: ast.Module, base: Path, stack: tuple[str, ...]) -> Symbols:
         syms = Symbols()
         for item in module.items:
+            if isinstance(item, (ast.Block, ast.Definition, ast.Preset)) and item.name.name in RESERVED:
+                _reserved(item.name, syms)  # here, not in _add: an imported block is reported once
             if isinstance(item, ast.Use):
                 self.use(item, syms, base, stack + (module.file,))
             elif isinstance(item, ast.Preset):
@@ -159,10 +166,10 @@ class _Loader:
         return lib
 
     def local(self, use: ast.Use, syms: Symbols, base: Path, stack: tuple[str, ...]) -> Symbols | None:
-        from ftlang.lang.parser import parse
+        from ftlang.lang.parser import parse, read_source
 
         path = (base / use.module).resolve()
-        display = _display(path, self.project)
+        display = self.shown(path)
         if display in stack:
             chain = " -> ".join([*stack[stack.index(display):], display])
             syms.diagnostics.append(Diagnostic(
@@ -171,16 +178,27 @@ class _Loader:
             return None
         if display in self.tables:
             return self.tables[display]
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
+        if path.suffix != ".ft":
+            # Refused before reading: a parse error would quote the first line of, say, a key file.
+            syms.diagnostics.append(Diagnostic(
+                "FT0131", f"cannot import {use.module}: not a .ft file", [Label(use.span, "not a .ft file")],
+                help="`use` reads ftlang files (names ending in .ft); data files belong in a dataset's source"))
+            return None
+        if _missing(path):
             near = did_you_mean(path.name, [p.name for p in path.parent.glob("*.ft")]) \
                 if path.parent.is_dir() else None
-            why = "no such file" if isinstance(exc, FileNotFoundError) else "cannot be read"
             syms.diagnostics.append(Diagnostic(
-                "FT0111", f"cannot import {use.module}: {why}", [Label(use.span, why)],
+                "FT0111", f"cannot import {use.module}: no such file", [Label(use.span, "no such file")],
                 help=f'did you mean "{near}"?' if near else
                 "paths in `use` are relative to the importing file's folder"))
+            return None
+        try:  # as the main file is read: a regular file (a pipe would hang), UTF-8, BOM dropped
+            text = read_source(path, display)
+        except FtError as exc:
+            imported = Label(use.span, "imported here", primary=not any(d.span for d in exc.diagnostics))
+            for d in exc.diagnostics:  # unreadable: no span of its own, shown on the `use`
+                syms.diagnostics.append(Diagnostic(d.code, d.message, [*d.labels, imported], d.level, d.help))
+            syms.sources.update(exc.sources)
             return None
         syms.sources[display] = text
         try:
@@ -199,12 +217,35 @@ class _Loader:
         lib.diagnostics = []
         return lib
 
+    def shown(self, path: Path) -> str:
+        """How an imported file is named in diagnostics. Relative to the working folder, as
+        the main file is, when that is the project folder (the main file's name has no folder
+        part: `sub/lib.ft`). When the main file is named through a relative folder (`ft check
+        ../m2.ft`), its absolute path: a cwd-relative name would not do, as runtime/progcache.py
+        and the language server (lsp_features.uri_of) read a relative name against the project
+        folder, where it names another file (a cached compile would go stale on edits of the
+        real one). A main file shown absolute (outside the working folder, as in an editor):
+        relative to its folder, which that name shows."""
+        if path == self.main_path:
+            return self.main_shown  # an import back to the main file: one name for one file
+        folder = Path(self.main_shown).parent
+        if str(folder) != "." and not folder.is_absolute():
+            return str(path)
+        try:
+            return str(path.relative_to(self.project))
+        except ValueError:
+            return str(path)
 
-def _display(path: Path, project: Path) -> str:
+
+def _missing(path: Path) -> bool:
+    """No such file; any other stat failure (permissions, a loop) is read_source's to explain."""
     try:
-        return str(path.relative_to(project))
-    except ValueError:
-        return str(path)
+        path.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        return True
+    except OSError:
+        return False
+    return False
 
 
 def _import(name: str, lib: Symbols, syms: Symbols, via: str) -> None:
@@ -284,6 +325,12 @@ def _names_in(expr: ast.Expr) -> list[str]:
     if isinstance(expr, ast.Select):
         return [expr.data.parts[0]]
     return []
+
+
+def _reserved(name: ast.Name, syms: Symbols) -> None:
+    syms.diagnostics.append(Diagnostic(
+        "FT0001", f"`{name.name}` is a reserved word and cannot name a block", [Label(name.span, "reserved")],
+        help=f"{', '.join(f'`{w}`' for w in RESERVED)} are words of the language, never names: rename it"))
 
 
 def _add_preset(p: ast.Preset, syms: Symbols) -> None:

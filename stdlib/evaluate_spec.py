@@ -115,16 +115,23 @@ def higher_is_better(metric: str) -> bool | None:
 
 def rules(b: BlockView) -> list[Diagnostic]:
     """Each `assert` compares `model.metric` values of this eval's models and metrics."""
-    models = {r.node.split(".", 1)[1] for r in b.params.get("models") or []
-              if isinstance(getattr(r, "node", None), str)}
-    metrics = {metric_key(c) for c in b.params.get("metrics") or [] if hasattr(c, "name")}
+    models: set[str] | None = {r.node.split(".", 1)[1] for r in b.params.get("models") or []
+                               if isinstance(getattr(r, "node", None), str)}
+    metrics: set[str] | None = {metric_key(c) for c in b.params.get("metrics") or [] if hasattr(c, "name")}
+    # A written list that failed its own check is absent from params: its error is already
+    # reported, and every assert naming its entries would only repeat it (None: not checked).
+    if b.given("models") and "models" not in b.params:
+        models = None
+    if b.given("metrics") and "metrics" not in b.params:
+        metrics = None
     out: list[Diagnostic] = []
     for expr in b.asserts:
         _check_assert(expr, models, metrics, b, out)
     return out + safety_spec.rules(b)
 
 
-def _check_assert(expr: Any, models: set[str], metrics: set[str], b: BlockView, out: list[Diagnostic]) -> None:
+def _check_assert(expr: Any, models: set[str] | None, metrics: set[str] | None, b: BlockView,
+                  out: list[Diagnostic]) -> None:
     if isinstance(expr, ast.BinOp):
         _check_assert(expr.left, models, metrics, b, out)
         _check_assert(expr.right, models, metrics, b, out)
@@ -136,12 +143,14 @@ def _check_assert(expr: Any, models: set[str], metrics: set[str], b: BlockView, 
                              "not model.metric", help="e.g. assert sft.exact_match >= base.exact_match"))
             return
         model, metric = expr.parts
+        if models is None:
+            return
         if model not in models:
             guess = did_you_mean(model, models)
             out.append(error("FT0118", f"`{model}` is not one of this eval's models", expr.span,
                              "not evaluated here", help=(f"did you mean `{guess}`? " if guess else "")
                              + f"models: {', '.join(sorted(models))}"))
-        elif metric not in metrics:
+        elif metrics is not None and metric not in metrics:
             guess = did_you_mean(metric, metrics)
             out.append(error("FT0118", f"`{metric}` is not measured by this eval", expr.span, "unknown metric",
                              help=(f"did you mean `{guess}`? " if guess else "")

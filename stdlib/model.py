@@ -23,6 +23,7 @@ from ftlang.stdlib.spec import (
     StepContext,
     StepError,
     StepSpec,
+    error,
     warning,
 )
 
@@ -60,6 +61,11 @@ def rules(b: BlockView) -> list[Diagnostic]:
             [Label(b.span, "this model"), *where],
             help="path = \"models/x\" (a local folder), hub = \"org/name\" with revision, "
                  "gguf = \"x.gguf\", or init = tiny(...)")]
+    if b.given("revision") and given != ["hub"]:
+        # Only a hub download reads `revision`: elsewhere it would sit in the key doing nothing.
+        return [error("FT0114", f"`revision` has no effect on a model loaded with `{given[0]}`",
+                      b.spans["revision"], "unused", help="revision pins a hub commit: drop it, or load with "
+                      "hub = \"org/name\"", extra=(Label(b.spans[given[0]], f"`{given[0]}` here", False),))]
     if p.get("hub") is not None and p.get("revision") is None:
         return [warning("FT0114", f"model `{b.name}` is not pinned to a revision", b.spans["hub"], "unpinned",
                         help="add `revision = \"<commit>\"`: cache keys need a fixed revision")]

@@ -94,8 +94,13 @@ _VIRTUAL_ADAPTERS = ("prompt_tuning", "prefix_tuning")
 
 
 def reward_rules(call: Call, b: BlockView) -> list[Diagnostic]:
-    """rm(model) scores with a model trained as a reward model; no virtual-token adapters."""
+    """At least one reward; rm(model) scores with a model trained as a reward model; no
+    virtual-token adapters."""
     out = []
+    if isinstance(call.args.get("reward"), list) and not call.args["reward"]:
+        # Every online method learns only from its rewards: an empty list trains on nothing.
+        out.append(error("FT0240", f"{call.name} has no reward", b.at("method"), "reward = []",
+                         help='give py("rewards.py", "fn") and/or rm(reward_model_block)'))
     adapters = {getattr(a, "name", None) for a in points(call.args.get("adapter"))}
     for name in sorted(adapters & set(_VIRTUAL_ADAPTERS)):
         out.append(error("FT0114", f"{call.name} cannot train a {name} adapter",
@@ -139,11 +144,8 @@ def _ppo_unused() -> dict[str, str]:
 
 
 def ppo_rules(call: Call, b: BlockView) -> list[Diagnostic]:
-    """reward_rules, plus: at least one reward, and no more mini-batches than rollout rows."""
+    """reward_rules, plus: no more mini-batches than rollout rows."""
     out = reward_rules(call, b)
-    if isinstance(call.args.get("reward"), list) and not call.args["reward"]:
-        out.append(error("FT0240", "ppo has no reward", b.at("method"), "reward = []",
-                         help='give py("rewards.py", "fn") and/or rm(reward_model_block)'))
     for mb in points(call.args.get("mini_batches")):
         for bs in points(b.params.get("batch_size")):
             if isinstance(mb, int) and isinstance(bs, int) and mb > bs:

@@ -16,6 +16,7 @@ from ftlang.stdlib.spec import (
     StepContext,
     StepSpec,
     error,
+    points,
 )
 
 PLAIN: dict[str, Any] = {"style": "plain", "system": "", "separator": "\n"}
@@ -39,12 +40,26 @@ TEMPLATES = {
 
 
 def rules(b: BlockView) -> list[Diagnostic]:
-    """gemma's published template refuses a system message: say so before anything runs."""
+    """gemma's published template refuses a system message: say so before anything runs.
+    An attribute the chosen family does not read is an error: the block's signature is the
+    union of every family's, so `plain(system = "...")` would otherwise be dropped silently."""
     if b.params.get("style") == "gemma" and b.params.get("system"):
         return [error("FT0280", "gemma's chat template has no system role", b.at("system"),
                       "gemma raises 'System role not supported'",
                       help="put the instruction into the first user message, or use another family")]
-    return []
+    out: list[Diagnostic] = []
+    for name in ("system", "separator"):
+        if not b.given(name):
+            continue
+        for style in points(b.params.get("style")):
+            sig = TEMPLATES.get(style) if isinstance(style, str) else None
+            if sig is None or sig.attr(name) is not None:
+                continue
+            out.append(error("FT0104", f"`{style}` has no argument `{name}`", b.at(name), "unknown argument",
+                             help=f"arguments: {', '.join(sig.names)}" if sig.names
+                             else f"`{style}` takes no arguments"))
+            break
+    return out
 
 
 SPEC = StepSpec(
