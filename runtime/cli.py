@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import stat
 import sys
 from pathlib import Path
 from typing import Any
@@ -39,10 +40,12 @@ def _compile(args: argparse.Namespace) -> Any:
         # `ft run` then imports neither lark, sqlglot nor networkx).
         program = compile_cached(path)
     except FtError as exc:
+        text = ""
         try:  # for the source lines under each caret; a file that cannot be decoded still shows
-            text = path.read_text(encoding="utf-8", errors="replace").removeprefix("\ufeff")
+            if stat.S_ISREG(os.stat(path).st_mode):  # a named pipe or a device is never read: it may block
+                text = path.read_text(encoding="utf-8", errors="replace").removeprefix("\ufeff")
         except OSError:
-            text = ""
+            pass
         sources = {d.span.file: text for d in exc.diagnostics if d.span} | exc.sources
         if getattr(args, "format", "text") == "json":
             print(to_json(exc.diagnostics))
@@ -153,6 +156,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     session = _session(args)
     if session is None:
         return EXIT_ERRORS
+    if args.locked or not args.select:  # a run that reads or writes ft.lock: a foreign one stops it now
+        from ftlang.runtime import lockfile
+
+        try:
+            lockfile.check(session.program)
+        except lockfile.LockError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_FAILED
     display = Display(color=_color(args, sys.stderr), quiet=args.quiet, verbose=args.verbose)
     t0 = time.monotonic()
     try:
@@ -169,10 +180,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         from ftlang.runtime.remotecmd import run_error
 
         code = run_error(exc)
-        if code is None:
+        if code is not None:
+            return code
+        if not isinstance(exc, OSError):
             raise
-        return code
-    except OSError as exc:  # the cache folder itself: read-only, full, not ours
+        # not the remote's: the cache folder itself (read-only, full, not ours)
         message, hint = _os_error(exc)
         print(f"error: cannot write the cache folder {_rel_cwd(session.store.root)}: {message}", file=sys.stderr)
         if hint:
@@ -195,8 +207,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         display.text(f"{ran} ran, {cached} cached, {failed} failed, "
                      f"{result.count('skipped')} skipped in {took} (run {result.run_id})")
     if lock_error:
-        print(f"error: {lock_error}\n  = help: free some disk space and run again: nothing reruns",
-              file=sys.stderr)
+        from ftlang.runtime.lockfile import ASIDE
+
+        hint = "" if ASIDE in lock_error else "\n  = help: free some disk space and run again: nothing reruns"
+        print(f"error: {lock_error}{hint}", file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK if result.ok else EXIT_FAILED
 
@@ -232,64 +246,11 @@ def cmd_fmt(args: argparse.Namespace) -> int:
             print(f"would reformat {name}")
             code = max(code, EXIT_FAILED)
         else:
-            userfiles.replace(path, new.encode("utf-8"))
+            raw = path.read_bytes()  # read_source reads CRLF as LF: a CRLF file is written back as one
+            crlf = b"\r\n" in raw and raw.count(b"\n") == raw.count(b"\r\n")
+            userfiles.replace(path, (new.replace("\n", "\r\n") if crlf else new).encode("utf-8"))
             print(f"reformatted {name}")
     return code
-
-
-def graph_dot(program: Any) -> str:
-    lines = ["digraph ft {", "  rankdir=LR;", '  node [shape=box, style="rounded,filled", fillcolor="#eef3fb"];']
-    for n in program.order():
-        lines.append(f'  "{n}";')
-    for u, v, d in program.graph.edges(data=True):
-        label = f' [label="{d["port"]}"]' if d.get("port") else ""
-        lines.append(f'  "{u}" -> "{v}"{label};')
-    lines.append("}")
-    return "\n".join(lines)
-
-
-def cmd_graph(args: argparse.Namespace) -> int:
-    program = _compile(args)
-    if program is None:
-        return EXIT_ERRORS
-    g = program.graph
-    order = program.order()
-    if args.format in ("svg", "png"):
-        import shutil
-        import subprocess
-
-        dot = shutil.which("dot")
-        if dot is None:
-            print("error: rendering SVG/PNG needs Graphviz's `dot` program; install it "
-                  "(Debian/Ubuntu: apt-get install graphviz; macOS: brew install graphviz), "
-                  "or use --format dot / --format mermaid", file=sys.stderr)
-            return EXIT_FAILED
-        out = subprocess.run([dot, f"-T{args.format}"], input=graph_dot(program).encode(),
-                             capture_output=True, check=False)
-        if out.returncode != 0:
-            print(f"error: dot failed: {out.stderr.decode(errors='replace')}", file=sys.stderr)
-            return EXIT_FAILED
-        if args.output:
-            target = Path(args.output)
-            if not userfiles.may_replace(target, userfiles.GRAPH_MARK):
-                print(f"error: {target} exists and was not written by ft graph; not overwritten\n"
-                      "  = help: name a new file, or move that one aside", file=sys.stderr)
-                return EXIT_FAILED
-            userfiles.replace(target, userfiles.mark_graph(out.stdout, args.format))
-        else:
-            sys.stdout.buffer.write(out.stdout)
-        return EXIT_OK
-    if args.format == "dot":
-        print(graph_dot(program))
-        return EXIT_OK
-    ids = {n: f"n{i}" for i, n in enumerate(order)}
-    print("flowchart LR")
-    for n in order:
-        print(f'  {ids[n]}["{n}"]')
-    for u, v, d in g.edges(data=True):
-        label = f'|{d["port"]}|' if d.get("port") else ""
-        print(f"  {ids[u]} -->{label} {ids[v]}")
-    return EXIT_OK
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -318,9 +279,27 @@ def _rel_cwd(p: Path) -> str:
         return str(p)
 
 
+class UsageError(Exception):
+    """A bad argument: one line on stderr, exit 2 (main prints it)."""
+
+
 def _root(args: argparse.Namespace) -> Path:
-    """The .ft/ cache beside the file (or in the current folder when no file is given)."""
-    return (Path(args.file).resolve().parent if args.file else Path.cwd()) / ".ft"
+    """The .ft/ cache beside the file (or in the current folder when no file is given).
+    UsageError unless the file is a regular .ft file: a wrong path must not read (or, with
+    --repair, create) the cache of some other folder."""
+    if not args.file:
+        return Path.cwd() / ".ft"
+    path = Path(args.file)
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        raise UsageError(f"no such file: {args.file}") from None
+    if not stat.S_ISREG(mode):
+        raise UsageError(f"{args.file} is a folder, not a .ft file" if stat.S_ISDIR(mode)
+                         else f"{args.file} is not a regular file")
+    if path.suffix != ".ft":
+        raise UsageError(f"{args.file} is not a .ft file (its name does not end in .ft)")
+    return path.resolve().parent / ".ft"
 
 
 def _lazy(target: str) -> Any:
@@ -356,7 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--no-wait", action="store_true", help="fail instead of waiting for another run's lock")
     r.add_argument("--locked", action="store_true", help="refuse to run if inputs differ from ft.lock")
     r.add_argument("--quiet", "-q", action="store_true", help="no progress display")
-    from ftlang.runtime import launch  # light: torch is imported only when a worker starts
+    from ftlang.runtime import history, launch  # light: torch is imported only when a worker starts
 
     launch.add_run_options(r)
     r.add_argument("--verbose", "-v", action="store_true", help="show step logs")
@@ -380,10 +359,12 @@ def build_parser() -> argparse.ArgumentParser:
     c = add("check", cmd_check, "compile only: report every error")
     c.add_argument("--format", choices=("text", "json"), default="text",
                    help="diagnostics as text (rustc-style) or JSON (for editors and CI)")
-    g = add("graph", cmd_graph, "print the dependency graph")
+    g = add("graph", _lazy("ftlang.runtime.graphcmd:cmd_graph"), "print the dependency graph")
     g.add_argument("--format", choices=("mermaid", "dot", "svg", "png"), default="mermaid",
                    help="mermaid or DOT text, or SVG/PNG rendered by Graphviz")
-    g.add_argument("--output", "-o", help="write the SVG/PNG here instead of stdout")
+    g.add_argument("--output", "-o", metavar="FILE", help="write the graph to FILE instead of stdout, marked as "
+                   "ft graph's (a line `%%%% Written by ft graph` in mermaid, `// Written by ft graph` in DOT, "
+                   "a comment in SVG, a tEXt chunk in PNG); only a file with that mark is replaced")
     f = sub.add_parser("fmt", help="format .ft files canonically", description="format .ft files canonically")
     f.add_argument("files", nargs="+", metavar="FILE", help="the .ft files to format in place")
     f.add_argument("--check", action="store_true", help="exit 1 if a file would change; write nothing")
@@ -392,11 +373,11 @@ def build_parser() -> argparse.ArgumentParser:
     f.set_defaults(func=cmd_fmt)
     add("status", cmd_status, "what is cached, what is stale, and the last run")
     sh = add("show", _lazy("ftlang.runtime.history:cmd_show"), "one run: its nodes, timings and metrics")
-    sh.add_argument("run", nargs="?", default="last", help="a run id (prefix), last, or last~N")
+    sh.add_argument("run", nargs="?", default="last", type=history.run_ref, help="a run id (prefix), last, or last~N")
     sh.add_argument("--json", action="store_true", help="the run's nodes as JSON")
     df = add("diff", _lazy("ftlang.runtime.history:cmd_diff"), "what changed between two runs")
-    df.add_argument("run_a", help="run id, last~1, ...")
-    df.add_argument("run_b", nargs="?", default="last", help="the second run (default: last)")
+    df.add_argument("run_a", type=history.run_ref, help="run id, last~1, ...")
+    df.add_argument("run_b", nargs="?", default="last", type=history.run_ref, help="the second run (default: last)")
     ca = sub.add_parser("cache", help="list cached artifacts (ls) or their disk use (du)",
                         description="list cached artifacts (ls) or their disk use (du)")
     ca.add_argument("action", choices=("ls", "du"), help="ls: every artifact; du: disk use by step kind")
@@ -411,7 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
         pp.add_argument("--remote", metavar="URL", help="the remote cache (default: FT_REMOTE, else the "
                         "file's cache { remote = ... })")
     gcp = add("gc", _lazy("ftlang.runtime.cachecmd:cmd_gc"), "delete artifacts the file and the last N runs do not use")
-    gcp.add_argument("--keep-runs", type=int, default=5, metavar="N",
+    gcp.add_argument("--keep-runs", type=history.count(0), default=5, metavar="N",
                      help="also keep what the last N runs produced or used (default 5)")
     gcp.add_argument("--dry-run", action="store_true", help="say what would be removed; remove nothing")
     vf = add("verify", _lazy("ftlang.runtime.cachecmd:cmd_verify"), "re-hash every artifact and report corruption")
@@ -422,16 +403,16 @@ def build_parser() -> argparse.ArgumentParser:
     ck.add_argument("node", help="the node id, e.g. train.sft")
     rp = add("report", _lazy("ftlang.runtime.report:cmd_report"),
              "write a self-contained HTML report of a run")
-    rp.add_argument("run", nargs="?", default="last", help="a run id (prefix), last, or last~N")
+    rp.add_argument("run", nargs="?", default="last", type=history.run_ref, help="a run id (prefix), last, or last~N")
     rp.add_argument("--output", "-o", help="the HTML file (default: .ft/reports/<run>.html)")
     cp = add("compare", _lazy("ftlang.runtime.compare:cmd_compare"),
              "metrics across runs and sweep points, side by side")
-    cp.add_argument("runs", nargs="*", help="run ids (default: the last 10)")
+    cp.add_argument("runs", nargs="*", type=history.run_ref, help="run ids (default: the last 10)")
     fmt = cp.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="the table as JSON")
     fmt.add_argument("--csv", action="store_true", help="the table as CSV")
     rn = add("runs", _lazy("ftlang.runtime.history:cmd_runs"), "list recorded runs")
-    rn.add_argument("--limit", type=int, default=20, metavar="N", help="the last N runs (default 20)")
+    rn.add_argument("--limit", type=history.count(1), default=20, metavar="N", help="the last N runs (default 20)")
     rfmt = rn.add_mutually_exclusive_group()
     rfmt.add_argument("--json", action="store_true", help="the runs as JSON")
     rfmt.add_argument("--csv", action="store_true", help="the runs as CSV")
@@ -510,6 +491,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_SIGTERM if _terminated else EXIT_SIGINT
     except BrokenPipeError:
         return EXIT_OK
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERRORS
     except Exception as exc:
         return _fatal(exc)
     finally:

@@ -1,4 +1,5 @@
-"""Reading the run ledger for one .ft file: `ft runs`, `ft show`, `ft diff`."""
+"""Reading the run ledger for one .ft file: `ft runs`, `ft show`, `ft diff`, and the argparse
+types of run refs and run counts (every command that reads the ledger)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,33 @@ import sys
 from typing import Any
 
 from ftlang.runtime.cli import EXIT_FAILED, EXIT_OK, _root
+
+# ---- argument types of the commands that read the ledger (cli.build_parser) ----
+
+def count(least: int) -> Any:
+    """An argparse type: a whole number >= `least` (a negative count is a typo, and DuckDB
+    would report it as an unreadable ledger)."""
+
+    def parse(text: str) -> int:
+        try:
+            n = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+        if n < least:
+            raise argparse.ArgumentTypeError(f"must be at least {least}, not {n}")
+        return n
+
+    return parse
+
+
+def run_ref(text: str) -> str:
+    """An argparse type: a run id prefix, `last` or `last~N` (N >= 0); never empty, which as a
+    prefix would match every run."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("a run is a run id (prefix), last, or last~N; not empty")
+    if text.startswith("last~") and not text[5:].isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r}: last~N needs a whole number N >= 0")
+    return text
 
 
 def cmd_runs(args: argparse.Namespace) -> int:

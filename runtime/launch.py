@@ -292,11 +292,13 @@ def cmd_launch(args: argparse.Namespace) -> int:
     if _compile(args) is None:
         return EXIT_ERRORS
     suffix = ".sbatch" if args.target == "slurm" else ".sky.yaml"
-    out = Path(args.output or Path(args.file).with_suffix(suffix).name)
-    text = render(args.target, args.file, args.nodes, args.gpus_per_node, str(out), args.accelerator)
-    if not userfiles.may_replace(out, userfiles.LAUNCH_MARK):
-        print(f"error: {out} exists and was not written by ft launch; not overwritten", file=sys.stderr)
+    name = Path(args.file).with_suffix(suffix).name if args.output is None else args.output
+    problem = userfiles.refusal(name, userfiles.LAUNCH_MARK, "ft launch")  # '' too: never a silent default
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
         return EXIT_FAILED
+    out = Path(name)
+    text = render(args.target, args.file, args.nodes, args.gpus_per_node, str(out), args.accelerator)
     userfiles.replace(out, text.encode("utf-8"))
     print(f"wrote {out}: {args.nodes} machines x {args.gpus_per_node} GPUs; "
           + (f"submit with `sbatch {out}`" if args.target == "slurm" else f"start with `sky launch {out}`"))

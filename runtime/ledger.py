@@ -89,11 +89,49 @@ def record(root: Path, run_id: str, file: str, command: str, started: float, fin
         raise LedgerError(f"the run ledger {root / JOURNAL} cannot be written: {exc.strerror or exc}") from None
 
 
+REJECTED = "ledger.journal.rejected"  # journal lines of the wrong shape, kept (never deleted)
+_STR, _NUM = (str,), (int, float)
+_RUN = (_STR, _STR, _STR, _NUM, _NUM, _STR, (int,), (int,), (int,))  # the runs table's columns
+_NODE = (_STR, _STR, _STR, _STR, (str, type(None)), (str, type(None)), _NUM, _STR, _STR, _STR)
+_warned: set[Path] = set()
+
+
+def _fits(row: Any, types: tuple[tuple[type, ...], ...]) -> bool:
+    return isinstance(row, list) and len(row) == len(types) and all(
+        isinstance(v, t) and not isinstance(v, bool) for v, t in zip(row, types))
+
+
+def _shaped(r: Any) -> bool:
+    """Whether a journal line is what `record` writes: one malformed line must not make every
+    reader fail forever."""
+    return isinstance(r, dict) and _fits(r.get("run"), _RUN) and isinstance(r.get("nodes"), list) \
+        and all(_fits(n, _NODE) and n[0] == r["run"][0] for n in r["nodes"])
+
+
+def _reject(root: Path, lines: list[bytes]) -> bool:
+    """Sets wrong-shaped lines aside in REJECTED (appended: ftlang did not write them, so they
+    are kept) and says so once per process; False when they could not be moved."""
+    try:
+        with (root / REJECTED).open("ab") as f:
+            f.write(b"".join(raw + b"\n" for raw in lines))
+        moved, where = True, f"moved to {root / REJECTED}"
+    except OSError as exc:
+        moved, where = False, f"left in the journal ({root / REJECTED}: {exc.strerror or exc})"
+    if root not in _warned:
+        _warned.add(root)
+        import sys
+
+        print(f"warning: {len(lines)} line(s) of {root / JOURNAL} are not runs ftlang recorded; skipped "
+              f"and {where}", file=sys.stderr)
+    return moved
+
+
 def _fold(root: Path) -> None:
     """Moves the journal's runs into ledger.duckdb, holding the journal's lock: each run in
     one transaction, then the journal emptied. A fold killed between the two leaves runs
     that are already in the database: the next fold skips them by run id. A torn last line
-    (a run killed mid-write) is dropped. On a read-only `.ft/` nothing moves."""
+    (a run killed mid-write) is dropped; a line of the wrong shape is set aside (_reject).
+    On a read-only `.ft/` nothing moves."""
     import fcntl
     import os
 
@@ -106,24 +144,39 @@ def _fold(root: Path) -> None:
         fcntl.flock(fd, fcntl.LOCK_EX)
         with os.fdopen(os.dup(fd), "rb") as f:
             data = f.read()
-        runs = []
+        runs: list[tuple[bytes, dict[str, Any]]] = []
+        rejected: list[bytes] = []
         for raw in data.splitlines():
             try:
-                runs.append(json.loads(raw))
+                r = json.loads(raw)
             except ValueError:
                 continue
+            if _shaped(r):
+                runs.append((raw, r))
+            else:
+                rejected.append(raw)
         if runs:
+            import duckdb
+
             with _db(root, write=True) as con:
-                for r in runs:
+                for raw, r in runs:
                     if con.execute("SELECT 1 FROM runs WHERE run_id = ?", [r["run"][0]]).fetchone():
                         continue  # folded before, by a fold killed before it emptied the journal
                     con.execute("BEGIN")
-                    con.execute("INSERT INTO runs VALUES (?, ?, ?, to_timestamp(?), to_timestamp(?), ?, ?, ?, ?)",
-                                r["run"])
-                    if r["nodes"]:
-                        con.executemany("INSERT INTO nodes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", r["nodes"])
+                    try:
+                        con.execute("INSERT INTO runs VALUES (?, ?, ?, to_timestamp(?), to_timestamp(?), ?, ?, ?, ?)",
+                                    r["run"])
+                        if r["nodes"]:
+                            con.executemany("INSERT INTO nodes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", r["nodes"])
+                    except (duckdb.ConversionException, duckdb.OutOfRangeException,
+                            duckdb.InvalidInputException):  # a value the columns cannot hold
+                        con.execute("ROLLBACK")
+                        rejected.append(raw)
+                        continue
                     con.execute("COMMIT")
         os.ftruncate(fd, 0)
+        if rejected and not _reject(root, rejected):
+            os.pwrite(fd, b"".join(raw + b"\n" for raw in rejected), 0)  # never lost
     finally:
         os.close(fd)
 
@@ -154,9 +207,12 @@ def last_run(root: Path, file: str | None = None) -> dict[str, Any] | None:
             lines = []
         for raw in reversed(lines):
             try:
-                run = json.loads(raw)["run"]
-            except (ValueError, KeyError, TypeError):
+                line = json.loads(raw)
+            except ValueError:
                 continue
+            if not _shaped(line):
+                continue  # the next fold sets it aside
+            run = line["run"]
             if name is None or run[1] == name or str(run[1]).endswith("/" + name):
                 keys = ("run_id", "file", "command", "started", "finished", "status", "ran", "cached", "failed")
                 return dict(zip(keys, run))
@@ -180,7 +236,7 @@ def runs(root: Path, limit: int = 20, file: str | None = None) -> list[dict[str,
     where, params = _of_file(file)
     with _db(root) as con:
         cur = con.execute("SELECT run_id, file, started, finished, status, ran, cached, failed FROM runs "
-                          f"WHERE {where} ORDER BY started DESC, rowid DESC LIMIT ?", [*params, limit])
+                          f"WHERE {where} ORDER BY started DESC, rowid DESC LIMIT ?", [*params, max(limit, 0)])
         cols = [d[0] for d in cur.description]
         return [dict(zip(cols, r)) for r in cur.fetchall()]
 
@@ -200,15 +256,14 @@ def resolve_run(root: Path, ref: str, file: str | None = None) -> str | None:
     """A run id from a prefix, `last`, or `last~N` (N runs before the last). With `file`,
     `last~N` counts that file's runs only, and a prefix must name one of them: every
     command (show, diff, report, compare) means the same run by the same words."""
-    if not _ready(root):
-        return None
+    if not ref or not _ready(root):
+        return None  # an empty prefix would match every run
     where, params = _of_file(file)
     with _db(root) as con:
         if ref == "last" or ref.startswith("last~"):
-            try:
-                back = int(ref[5:] or 0) if ref.startswith("last~") else 0
-            except ValueError:
-                return None
+            if ref != "last" and not ref[5:].isdigit():
+                return None  # last~-1, last~x: no such run (a negative OFFSET is a DuckDB error)
+            back = int(ref[5:]) if ref != "last" else 0
             row = con.execute(f"SELECT run_id FROM runs WHERE {where} ORDER BY started DESC, rowid DESC "
                               "LIMIT 1 OFFSET ?", [*params, back]).fetchone()
         else:
@@ -223,7 +278,7 @@ def referenced_digests(root: Path, last_runs: int) -> set[str]:
         return set()
     with _db(root) as con:
         rows = con.execute("SELECT DISTINCT digest FROM nodes WHERE digest IS NOT NULL AND run_id IN "
-                           "(SELECT run_id FROM runs ORDER BY started DESC LIMIT ?)", [last_runs]).fetchall()
+                           "(SELECT run_id FROM runs ORDER BY started DESC LIMIT ?)", [max(last_runs, 0)]).fetchall()
         return {r[0] for r in rows}
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import stat
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -42,24 +44,71 @@ def path_for(program: Program) -> Path:
     return program.project / LOCK_NAME
 
 
-def read(program: Program) -> dict[str, Any] | None:
+class LockError(OSError):
+    """ft.lock is there but is not a lock ftlang wrote: it is never replaced. An OSError, so
+    a refused write after a run is reported like any other failed write of the lock."""
+
+
+ASIDE = "move it aside and run again"  # the advice every LockError ends with
+SECTIONS = ("sources", "models", "seeds", "packages", "nodes")
+
+
+def _load(path: Path) -> dict[str, Any]:
+    """The lock's sections by file name; {} when there is none. LockError when something
+    is there that ftlang did not write (it is then never replaced)."""
+    if not os.path.lexists(path):
+        return {}
+
+    def bad(why: str) -> LockError:
+        return LockError(f"{path} is not an ftlang lock ({why}); it is left as it is: {ASIDE}")
+
     try:
-        data = json.loads(path_for(program).read_text())
-    except (OSError, ValueError):
-        return None
-    return data.get(program.file.name)
+        st = os.stat(path)  # before opening: a named pipe or a folder is never read
+    except OSError as exc:
+        raise bad(f"cannot be read: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise bad("not a regular file")
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except OSError as exc:
+        raise bad(f"cannot be read: {exc.strerror or exc}") from None
+    except ValueError:
+        raise bad("not JSON") from None
+    if not isinstance(data, dict):
+        raise bad("not a JSON object")
+    for name, entry in data.items():
+        # ftlang writes every section of every entry as an object: anything else is not ours
+        if not isinstance(entry, dict) or not isinstance(entry.get("nodes"), dict) or \
+                any(not isinstance(entry.get(k, {}), dict) for k in SECTIONS):
+            raise bad(f"the entry {name!r} is not what ft run writes")
+    return data
+
+
+def check(program: Program) -> None:
+    """LockError now, before a run, when ft.lock is there and is not ftlang's: the run
+    would end unable to record its lock."""
+    _load(path_for(program))
+
+
+def read(program: Program) -> dict[str, Any] | None:
+    return _load(path_for(program)).get(program.file.name)
 
 
 def write(program: Program, facts: dict[str, Any], keys: dict[str, str]) -> None:
+    """Adds this file's section, atomically (a unique temporary file renamed over the lock:
+    a crash leaves the old lock or the new one, and no file of the user's is reused)."""
     path = path_for(program)
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        data = {}
+    data = _load(path)
     data[program.file.name] = {**facts, "nodes": dict(sorted(keys.items()))}
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    target = path.resolve()  # a link to the lock stays a link
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            os.fchmod(f.fileno(), stat.S_IMODE(os.stat(target).st_mode) if target.exists() else 0o644)
+            f.write(json.dumps(data, indent=1, sort_keys=True) + "\n")
+        os.replace(tmp, target)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
 
 
 def differences(locked: dict[str, Any] | None, facts: dict[str, Any]) -> list[str]:

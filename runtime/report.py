@@ -121,21 +121,23 @@ def render(run: Run, file: Path) -> str:
 
 
 class NotOurs(Exception):
-    """-o names a file that ft report did not write."""
+    """-o names a file ft report may not write (userfiles.refusal: the message says why)."""
 
 
 def write_report(file: Path, ref: str = "last", output: Path | None = None) -> Path | None:
     """Renders the report of run `ref` of `file`; returns the HTML path, None if no run matches.
-    NotOurs when `output` is a file that is not an earlier report: it is left as it is."""
+    NotOurs when `output` may not be written (not an earlier report, its folder missing): it
+    is left as it is, and no folder is created."""
+    if output is not None and (problem := userfiles.refusal(str(output), userfiles.REPORT_MARK, "ft report")):
+        raise NotOurs(problem)
     run = gather(file, ref)
     if run is None:
         return None
-    if output is not None and not userfiles.may_replace(output, userfiles.REPORT_MARK):
-        raise NotOurs(str(output))
-    path = output or run.root / "reports" / f"{run.id}.html"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    userfiles.replace(path, render(run, file).encode("utf-8"))
-    return path
+    if output is None:
+        output = run.root / "reports" / f"{run.id}.html"
+        output.parent.mkdir(parents=True, exist_ok=True)  # ftlang's own folder, under .ft/
+    userfiles.replace(output, render(run, file).encode("utf-8"))
+    return output
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -148,11 +150,13 @@ def cmd_report(args: argparse.Namespace) -> int:
     if not ledger.exists(file.resolve().parent / ".ft"):
         print(f"error: no runs yet for {args.file}: `ft run {args.file}` records one", file=sys.stderr)
         return 1
+    if args.output is not None and (problem := userfiles.refusal(args.output, userfiles.REPORT_MARK, "ft report")):
+        print(f"error: {problem}", file=sys.stderr)  # before reading the ledger: -o '' is never ignored
+        return 1
     try:
-        path = write_report(file, args.run or "last", Path(args.output) if args.output else None)
+        path = write_report(file, args.run, Path(args.output) if args.output is not None else None)
     except NotOurs as exc:
-        print(f"error: {exc} exists and was not written by ft report; not overwritten\n"
-              "  = help: name a new file, or move that one aside", file=sys.stderr)
+        print(f"error: {exc}", file=sys.stderr)
         return 1
     if path is None:
         print(f"error: no run matches {args.run!r} (see `ft runs {args.file}`)", file=sys.stderr)

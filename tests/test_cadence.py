@@ -97,6 +97,7 @@ def test_epoch_fractions_and_kept_checkpoints(base: tuple[Store, Artifact, Artif
     from ftlang.runtime.checkpoints import cmd_checkpoints
 
     project = store.root / "p.ft"
+    project.write_text("ft 0.1\n")  # the command reads the cache beside an existing .ft file
     assert cmd_checkpoints(argparse.Namespace(file=str(project), node="train.sft")) == 1  # .ft/ is elsewhere
     (store.root / ".ft").mkdir(exist_ok=True)
     (store.root / ".ft" / "cache").symlink_to(store.root / "cache")

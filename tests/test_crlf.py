@@ -53,3 +53,13 @@ def test_crlf_diagnostic_points_where_lf_does(tmp_path: Path) -> None:
     assert "p.ft:11:7" in outs[0], outs[0]
     assert outs[0] == outs[1]
     assert "\r" not in outs[1]
+
+
+def test_fmt_keeps_a_crlf_file_crlf(tmp_path: Path) -> None:
+    messy = PIPELINE.replace("COLUMN", "length(prompt)").replace("from = tasks", "from   =   tasks")
+    path = _project(tmp_path / "p", "p.ft", messy, "\r\n")
+    done = run_ft("fmt", "p.ft", cwd=path.parent)
+    assert done.returncode == 0 and "reformatted" in done.stdout, done.stdout + done.stderr
+    data = path.read_bytes()
+    assert b"from = tasks" in data and data.count(b"\n") == data.count(b"\r\n")
+    assert run_ft("fmt", "--check", "p.ft", cwd=path.parent).returncode == 0  # canonical now, CRLF kept

@@ -254,3 +254,11 @@ def _agree(tmp_path: Path, machines: list[tuple[list[int], list[int]]]) -> list[
 ])
 def test_every_machine_resumes_from_the_same_checkpoint(tmp_path: Path, machines: list, expected: str | None) -> None:
     assert _agree(tmp_path, machines) == [expected] * len(machines)
+
+
+@pytest.mark.parametrize("name,said", [("", "-o needs a file name"), ("nosuch/x.sbatch", "no such folder")])
+def test_ft_launch_o_empty_or_into_a_missing_folder_is_an_error(tmp_path: Path, name: str, said: str) -> None:
+    proj = _project(tmp_path)
+    out = run_ft("launch", "slurm", "ddp.ft", "--nodes", "2", "--gpus-per-node", "1", "-o", name, cwd=proj)
+    assert out.returncode == 1 and said in out.stderr, out.stdout + out.stderr
+    assert not (proj / "ddp.sbatch").exists() and not (proj / "nosuch").exists()

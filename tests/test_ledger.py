@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from ftlang.runtime import ledger
 from ftlang.runtime.ledger import JOURNAL, NodeRecord
 
@@ -108,3 +109,31 @@ def test_a_locked_database_keeps_the_journal(tmp_path: Path) -> None:
         holder.kill()
         holder.wait()
     assert [r["run_id"] for r in ledger.runs(tmp_path)] == ["r2", "r1"]
+
+
+def test_a_wrong_shaped_line_is_set_aside_once_and_the_rest_folded(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _record(tmp_path, "r1", started=1.0)
+    bad = [b'{"run": 5, "nodes": "x"}', b'{"nodes": []}', b'[1, 2]',
+           b'{"run": ["r9", "p.ft", "run", 1, 2, "ok", 0, 0, 0], "nodes": [["r9", 1]]}']
+    with (tmp_path / JOURNAL).open("ab") as f:
+        f.write(b"\n".join(bad) + b"\n")
+    _record(tmp_path, "r2", started=2.0)
+    with (tmp_path / JOURNAL).open("ab") as f:
+        f.write(bad[0] + b"\n")  # the tail too: `ft status` reads it without DuckDB
+    assert ledger.last_run(tmp_path)["run_id"] == "r2"
+    assert [r["run_id"] for r in ledger.runs(tmp_path)] == ["r2", "r1"]
+    assert (tmp_path / ledger.REJECTED).read_bytes().splitlines() == [*bad, bad[0]]
+    assert (tmp_path / JOURNAL).read_bytes() == b""
+    _record(tmp_path, "r3", started=3.0)
+    with (tmp_path / JOURNAL).open("ab") as f:
+        f.write(bad[1] + b"\n")
+    assert [r["run_id"] for r in ledger.runs(tmp_path)] == ["r3", "r2", "r1"]
+    assert capsys.readouterr().err.count("warning:") == 1  # once, however many folds
+
+
+def test_negative_and_empty_refs_match_no_run(tmp_path: Path) -> None:
+    _record(tmp_path, "r1", started=1.0)
+    _record(tmp_path, "r2", started=2.0)
+    assert ledger.resolve_run(tmp_path, "last~1") == "r1"
+    assert [ledger.resolve_run(tmp_path, ref) for ref in ("last~-1", "last~x", "")] == [None] * 3
+    assert ledger.runs(tmp_path, limit=-1) == [] and ledger.referenced_digests(tmp_path, -1) == set()
