@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import stat
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -95,20 +94,14 @@ def read(program: Program) -> dict[str, Any] | None:
 
 
 def write(program: Program, facts: dict[str, Any], keys: dict[str, str]) -> None:
-    """Adds this file's section, atomically (a unique temporary file renamed over the lock:
-    a crash leaves the old lock or the new one, and no file of the user's is reused)."""
+    """Adds this file's section, all at once (userfiles.replace: a crash leaves the old lock
+    or the new one; a link stays a link, the mode is kept)."""
+    from ftlang.runtime import userfiles
+
     path = path_for(program)
     data = _load(path)
     data[program.file.name] = {**facts, "nodes": dict(sorted(keys.items()))}
-    target = path.resolve()  # a link to the lock stays a link
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            os.fchmod(f.fileno(), stat.S_IMODE(os.stat(target).st_mode) if target.exists() else 0o644)
-            f.write(json.dumps(data, indent=1, sort_keys=True) + "\n")
-        os.replace(tmp, target)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    userfiles.replace(path, (json.dumps(data, indent=1, sort_keys=True) + "\n").encode())
 
 
 def differences(locked: dict[str, Any] | None, facts: dict[str, Any]) -> list[str]:

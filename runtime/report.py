@@ -124,7 +124,7 @@ class NotOurs(Exception):
     """-o names a file ft report may not write (userfiles.refusal: the message says why)."""
 
 
-def write_report(file: Path, ref: str = "last", output: Path | None = None) -> Path | None:
+def write_report(file: Path, ref: str = "last", output: str | Path | None = None) -> Path | None:
     """Renders the report of run `ref` of `file`; returns the HTML path, None if no run matches.
     NotOurs when `output` may not be written (not an earlier report, its folder missing): it
     is left as it is, and no folder is created."""
@@ -134,10 +134,12 @@ def write_report(file: Path, ref: str = "last", output: Path | None = None) -> P
     if run is None:
         return None
     if output is None:
-        output = run.root / "reports" / f"{run.id}.html"
-        output.parent.mkdir(parents=True, exist_ok=True)  # ftlang's own folder, under .ft/
-    userfiles.replace(output, render(run, file).encode("utf-8"))
-    return output
+        path = run.root / "reports" / f"{run.id}.html"
+        path.parent.mkdir(parents=True, exist_ok=True)  # ftlang's own folder, under .ft/
+    else:
+        path = Path(output)
+    userfiles.replace(path, render(run, file).encode("utf-8"))
+    return path
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -150,11 +152,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     if not ledger.exists(file.resolve().parent / ".ft"):
         print(f"error: no runs yet for {args.file}: `ft run {args.file}` records one", file=sys.stderr)
         return 1
-    if args.output is not None and (problem := userfiles.refusal(args.output, userfiles.REPORT_MARK, "ft report")):
-        print(f"error: {problem}", file=sys.stderr)  # before reading the ledger: -o '' is never ignored
-        return 1
     try:
-        path = write_report(file, args.run, Path(args.output) if args.output is not None else None)
+        path = write_report(file, args.run, args.output)  # as typed: -o '' is refused, not '.'
     except NotOurs as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

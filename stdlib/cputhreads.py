@@ -58,8 +58,8 @@ def apply(device: str) -> int | None:
 
 def prepare_env() -> bool:
     """Sets GOMP_SPINCOUNT=SPIN_COUNT for this process and the processes it starts, unless
-    the user set GOMP_SPINCOUNT or OMP_WAIT_POLICY; whether it did. libgomp reads it when
-    torch is first imported: called later, it still reaches the processes this one starts."""
+    the user set GOMP_SPINCOUNT or OMP_WAIT_POLICY. True when it applies to this process too:
+    libgomp reads it when torch is first imported, so after that only new processes see it."""
     if any(os.environ.get(v, "").strip() for v in _WAIT_VARS):
         return False
     os.environ["GOMP_SPINCOUNT"] = SPIN_COUNT

@@ -209,7 +209,7 @@ def pa_schema_without_temporal(table: pa.Table, shown: str,
     import pyarrow as pa
 
     if locate.type_depth(table.schema) > locate.MAX_DEPTH:
-        raise find_row() or StepError(locate.too_deep(None)[0], path=shown, hint=locate.too_deep(None)[1])
+        raise find_row() or locate.too_deep_error(shown)
     plain = pa.schema([f.with_type(_without_temporal(f.type)) for f in table.schema])
     return plain if plain != table.schema else None
 

@@ -56,10 +56,8 @@ def read_json(path: Path, shown: str) -> Any:
     except json.JSONDecodeError as e:
         raise StepError(f"not valid JSON: {e.msg} (column {e.colno})", path=shown, row=e.lineno) from None
     except RecursionError:  # Python's parser gives out near 1000 levels
-        message, hint = locate.too_deep(None)
         # + 2: the array and the row object are levels of the text but not of a column's value
-        raise StepError(message, path=shown, row=locate.too_deep_line(raw, locate.MAX_DEPTH + 2),
-                        hint=hint) from None
+        raise locate.too_deep_error(shown, locate.too_deep_line(raw, locate.MAX_DEPTH + 2)) from None
     if isinstance(data, dict) and len(data) == 1 and isinstance(next(iter(data.values())), list):
         key = next(iter(data))
         raise StepError(f"the file is an object whose {key!r} holds the rows, not an array",
@@ -88,7 +86,7 @@ def read_json(path: Path, shown: str) -> Any:
         marked = json.loads(raw.decode("utf-8-sig"), parse_float=locate.parse_float)
         problem = locate.array_rows(marked, raw, shown)
         if problem or locate.type_depth(table.schema) > locate.MAX_DEPTH:
-            raise problem or StepError(locate.too_deep(None)[0], path=shown, hint=locate.too_deep(None)[1])
+            raise problem or locate.too_deep_error(shown)
     return table  # an inf the rows hold is a literal Infinity, as in a JSON Lines file
 
 

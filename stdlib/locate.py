@@ -146,8 +146,7 @@ def jsonl(path: Path, shown: str, schema: dict[str, str] | None,
             except json.JSONDecodeError as e:
                 return StepError(f"invalid JSON: {e.msg} (column {e.colno})", path=shown, row=lineno)
             except RecursionError:  # Python's parser gives out near 1000 levels
-                message, hint = too_deep(None)
-                return StepError(message, path=shown, row=lineno, hint=hint)
+                return too_deep_error(shown, lineno)
             except _DuplicateKey as e:
                 return StepError(f"key '{e}' appears twice in one object", path=shown, row=lineno)
             if not isinstance(obj, dict):
@@ -223,6 +222,12 @@ def value_problem(col: str, value: Any, at: int, first_kind: dict[str, tuple[str
             items = [(f"{path}/[]", x) for x in v] if kind == "array" else [(f"{path}/{k}", x) for k, x in v.items()]
             stack.extend((p, x, depth + 1) for p, x in reversed(items))
     return None
+
+
+def too_deep_error(shown: str, row: int | None = None) -> StepError:
+    """The error of a row nested past MAX_DEPTH (too_deep's message and hint)."""
+    message, hint = too_deep(None)
+    return StepError(message, path=shown, row=row, hint=hint)
 
 
 def too_deep(col: str | None) -> tuple[str, str]:
