@@ -2,7 +2,8 @@
 
 In:  the .ft file (for its .ft/ folder) and a node id such as train.sft.
 Out: one line per kept checkpoint, newest run first: step, last logged loss, folder;
-     exit 0, or 1 when the node kept none (with the attribute that keeps them).
+     exit 0, or 1 when the node kept none (with the attribute that keeps them); exit 2
+     when the file does not compile or has no train step of that name.
 """
 
 from __future__ import annotations
@@ -10,13 +11,40 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ftlang.runtime.cli import EXIT_FAILED, EXIT_OK, _root
+from ftlang.runtime.cli import EXIT_ERRORS, EXIT_FAILED, EXIT_OK, _compile, _root
+
+
+def _unknown(args: argparse.Namespace) -> int | None:
+    """EXIT_ERRORS after saying why, unless `args.node` names a train step of the file."""
+    program = _compile(args)  # from .ft/progcache when the file is unchanged
+    if program is None:
+        return EXIT_ERRORS
+    trains = [nid for nid, node in program.nodes.items() if node.kind == "train"]
+    node = program.nodes.get(args.node)
+    if node is not None and node.kind == "train":
+        return None
+    if node is not None:
+        print(f"error: {args.node} is a {node.kind} step; only train steps keep checkpoints",
+              file=sys.stderr)
+    else:
+        import difflib
+
+        print(f"error: {args.file} has no step named {args.node}", file=sys.stderr)
+        close = difflib.get_close_matches(args.node, trains, n=1)
+        if close:
+            print(f"  = help: did you mean {close[0]}?", file=sys.stderr)
+    print(f"  = note: its train steps: {', '.join(trains) if trains else 'none'}", file=sys.stderr)
+    return EXIT_ERRORS
 
 
 def cmd_checkpoints(args: argparse.Namespace) -> int:
     from ftlang.stdlib.cadence import listing
 
-    found = listing(_root(args) / "cache", args.node)
+    root = _root(args)  # a path that is not a .ft file: one line, before any compile
+    refused = _unknown(args)
+    if refused is not None:
+        return refused
+    found = listing(root / "cache", args.node)
     if not found:
         print(f"{args.node}: no kept checkpoints", file=sys.stderr)
         print("  = help: add keep_checkpoints = N (with save_every) to the train block, then ft run",

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ftlang.runtime import userfiles
+from ftlang.runtime.display import capable_terminal
 
 from ftlang import __version__
 
@@ -23,7 +24,7 @@ def _color(args: argparse.Namespace, stream: Any) -> bool:
         return True
     if mode == "never" or os.environ.get("NO_COLOR"):
         return False
-    return stream.isatty()
+    return capable_terminal(stream)
 
 
 def _compile(args: argparse.Namespace) -> Any:
@@ -323,7 +324,8 @@ def build_parser() -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=help, description=help)
         sp.add_argument("file", help="the .ft file")
         sp.add_argument("--color", choices=("auto", "always", "never"), default="auto",
-                        help="colour the output: auto (on a terminal, unless NO_COLOR is set), always, never")
+                        help="colour the output: auto (on a terminal, unless NO_COLOR is set or TERM=dumb), "
+                             "always, never")
         sp.set_defaults(func=func)
         return sp
 

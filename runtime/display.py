@@ -16,12 +16,19 @@ _RESET = "\033[0m"
 REDRAW_SECONDS = 0.1  # a live progress line is redrawn at most this often
 
 
+def capable_terminal(stream: TextIO) -> bool:
+    """A terminal that understands escape codes: a tty whose TERM is not "dumb"
+    (an editor's shell buffer, a CI log viewer), where colour and redrawn lines would
+    show as raw codes."""
+    return stream.isatty() and os.environ.get("TERM") != "dumb"
+
+
 class Display:
     def __init__(self, stream: TextIO | None = None, color: bool | None = None, quiet: bool = False,
                  verbose: bool = False) -> None:
         self.verbose = verbose
         self.stream = stream or sys.stderr
-        self.tty = self.stream.isatty()
+        self.tty = capable_terminal(self.stream)
         self.color = self.tty if color is None else color
         self.quiet = quiet
         self.width = 24

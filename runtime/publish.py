@@ -49,9 +49,35 @@ def _holds_what_we_wrote(folder: Path, marker: dict) -> bool:
     return tree_digest(files) == marker["digest"]
 
 
+def _stats(folder: Path) -> dict[str, list[int]]:
+    """relative path -> [size, mtime_ns] of every file below `folder` but the marker."""
+    out: dict[str, list[int]] = {}
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames.sort()
+        for name in sorted(filenames):
+            full = Path(dirpath) / name
+            rel = full.relative_to(folder).as_posix()
+            if rel != MARKER:
+                st = full.lstat()
+                out[rel] = [st.st_size, st.st_mtime_ns]
+    return out
+
+
 def up_to_date(dest: Path, digest: str) -> bool:
+    """True when `dest` already holds the export `digest`, exactly as ftlang wrote it.
+
+    Cheap on a no-op rerun: the files' sizes and mtimes against the marker's; only
+    when they moved is the folder re-hashed. An export edited since it was published
+    is refused (PublishError), never reported as up to date and never replaced.
+    """
     marker = read_marker(dest) if dest.is_dir() else None
-    return marker is not None and marker["digest"] == digest
+    if marker is None or marker["digest"] != digest:
+        return False
+    if marker.get("stat") == _stats(dest) or _holds_what_we_wrote(dest, marker):
+        return True  # unchanged, or only touched (same bytes)
+    raise PublishError(f"the export target {dest} was changed after ftlang published it",
+                       "move your changes elsewhere (or delete the folder) and run again: "
+                       "ftlang then publishes the export afresh")
 
 
 def check_target(dest: Path) -> None:
@@ -83,7 +109,7 @@ def publish(src: Path, dest: Path, digest: str, node: str) -> bool:
     rename, so a reader sees the old export or the new one, never a mix; on any error
     the old export is put back and the temp folder removed.
     """
-    if up_to_date(dest, digest):  # a no-op rerun: the marker alone, no re-hash of a big model
+    if up_to_date(dest, digest):  # a no-op rerun: a stat of each file, no re-hash of a big model
         return False
     check_target(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -94,7 +120,7 @@ def publish(src: Path, dest: Path, digest: str, node: str) -> bool:
     try:
         shutil.copytree(src, tmp)
         files = tree_files(tmp)
-        marker = {"digest": digest, "node": node, "files": files}
+        marker = {"digest": digest, "node": node, "files": files, "stat": _stats(tmp)}
         (tmp / MARKER).write_text(json.dumps(marker, sort_keys=True, indent=1) + "\n")
         if dest.exists():
             os.rename(dest, old)

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
 from conftest import run_ft
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 PIPELINE = 'ft 0.1\ndataset d {\n  source = jsonl("d.jsonl")\n  schema { text: str }\n}\n'
 
@@ -186,3 +189,20 @@ def test_the_lock_write_itself_refuses_a_foreign_lock(tmp_path: Path) -> None:
     with pytest.raises(lockfile.LockError):
         lockfile.read(program)
     assert (tmp_path / "ft.lock").read_text() == "my notes\n"
+
+
+# ---- 8. ft checkpoints names a train step of the file ----------------------------------
+
+def test_checkpoints_of_a_step_the_file_lacks_is_an_error_with_the_train_steps(tmp_path: Path) -> None:
+    root = tmp_path / "q"
+    shutil.copytree(EXAMPLES / "data", root / "data")
+    shutil.copy(EXAMPLES / "quickstart.ft", root / "quickstart.ft")
+    out = run_ft("checkpoints", "quickstart.ft", "train.stf", cwd=root)
+    assert out.returncode == 2 and out.stdout == "", out.stdout
+    _one_clear_error(out.stderr)
+    assert "has no step named train.stf" in out.stderr and "did you mean train.sft?" in out.stderr
+    assert "train.pretrained, train.sft" in out.stderr and "no kept checkpoints" not in out.stderr
+    out = run_ft("checkpoints", "quickstart.ft", "dataset.corpus", cwd=root)
+    assert out.returncode == 2 and "dataset.corpus is a dataset step" in out.stderr, out.stderr
+    out = run_ft("checkpoints", "quickstart.ft", "train.sft", cwd=root)  # a train step: none kept yet
+    assert out.returncode == 1 and "train.sft: no kept checkpoints" in out.stderr, out.stderr

@@ -155,3 +155,40 @@ def test_an_own_export_is_replaced_and_an_edited_one_is_not(tmp_path: Path, home
     assert (out_dir / "README.md").read_text() == "my notes on this model\n"
     assert snapshot(out_dir)["model.safetensors"] == second["model.safetensors"]
     assert not [p for p in out_dir.parent.iterdir() if p.name.startswith(".release.")]  # no temp left
+
+
+def test_an_export_edited_before_a_no_op_rerun_is_reported_not_called_cached(
+        tmp_path: Path, home: Path) -> None:
+    root = project(tmp_path / "proj")
+    assert ft(root, "run").returncode == 0
+    out_dir = root / "out" / "release"
+    os.utime(out_dir / "config.json")  # touched only, same bytes: still up to date
+    again = ft(root, "run")
+    assert again.returncode == 0 and "changed" not in again.stderr, again.stderr
+
+    (out_dir / "config.json").write_text('{"my": "edit"}\n')  # nothing else changed: a no-op rerun
+    out = ft(root, "run")
+    assert out.returncode == 1 and "was changed after ftlang published it" in out.stderr, out.stderr
+    assert (out_dir / "config.json").read_text() == '{"my": "edit"}\n'  # the edit is kept
+
+    (out_dir / "extra.txt").write_text("a file the user added\n")
+    (out_dir / "config.json").unlink()
+    out = ft(root, "run")
+    assert out.returncode == 1 and "was changed after ftlang published it" in out.stderr, out.stderr
+    assert (out_dir / "extra.txt").exists()
+
+
+def test_an_unchanged_export_is_checked_by_stat_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ftlang.runtime import publish as pub
+
+    src = tmp_path / "artifact"
+    src.mkdir()
+    (src / "model.bin").write_bytes(b"weights" * 1000)
+    dest = tmp_path / "out"
+    assert pub.publish(src, dest, "d" * 64, "export.x")
+
+    def no_rehash(_: Path) -> dict[str, str]:
+        raise AssertionError("an unchanged export was re-hashed")
+
+    monkeypatch.setattr(pub, "tree_files", no_rehash)
+    assert not pub.publish(src, dest, "d" * 64, "export.x")  # up to date: nothing copied, nothing hashed
