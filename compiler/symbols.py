@@ -218,25 +218,23 @@ class _Loader:
         return lib
 
     def shown(self, path: Path) -> str:
-        """How an imported file is named in diagnostics: as the main file is. A main file
-        named relative to the working folder (`sub/p.ft`): its imports relative to the
-        working folder too (`sub/lib.ft`), absolute outside it. A main file shown absolute
-        (an editor): relative to the project folder. source_path reads a name back."""
+        """How an imported file is named in diagnostics. Relative to the working folder, as
+        the main file is, when that is the project folder (the main file's name has no folder
+        part: `sub/lib.ft`). When the main file is named through a relative folder (`ft check
+        ../m2.ft`), its absolute path: a cwd-relative name would not do, as runtime/progcache.py
+        and the language server (lsp_features.uri_of) read a relative name against the project
+        folder, where it names another file (a cached compile would go stale on edits of the
+        real one). A main file shown absolute (outside the working folder, as in an editor):
+        relative to its folder, which that name shows."""
         if path == self.main_path:
             return self.main_shown  # an import back to the main file: one name for one file
-        base = self.project if Path(self.main_shown).is_absolute() else Path.cwd()
+        folder = Path(self.main_shown).parent
+        if str(folder) != "." and not folder.is_absolute():
+            return str(path)
         try:
-            return str(path.relative_to(base.resolve()))
+            return str(path.relative_to(self.project))
         except ValueError:
             return str(path)
-
-
-def source_path(name: str, main_shown: str, project: Path) -> Path:
-    """The file a source name in diagnostics (Loader.shown) stands for, read against the
-    folder the compile named it from (runtime/progcache.py and the language server)."""
-    if Path(name).is_absolute():
-        return Path(name)
-    return (project if Path(main_shown).is_absolute() else Path.cwd()) / name
 
 
 def _missing(path: Path) -> bool:
