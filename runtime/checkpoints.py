@@ -27,12 +27,12 @@ def _unknown(args: argparse.Namespace) -> int | None:
         print(f"error: {args.node} is a {node.kind} step; only train steps keep checkpoints",
               file=sys.stderr)
     else:
-        import difflib
+        from ftlang.lang.diagnostics import did_you_mean
 
         print(f"error: {args.file} has no step named {args.node}", file=sys.stderr)
-        close = difflib.get_close_matches(args.node, trains, n=1)
+        close = did_you_mean(args.node, trains)
         if close:
-            print(f"  = help: did you mean {close[0]}?", file=sys.stderr)
+            print(f"  = help: did you mean {close}?", file=sys.stderr)
     print(f"  = note: its train steps: {', '.join(trains) if trains else 'none'}", file=sys.stderr)
     return EXIT_ERRORS
 

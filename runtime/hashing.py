@@ -8,6 +8,7 @@ import json
 import os
 import stat
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,15 +41,18 @@ def _hash_and_count(path: Path) -> tuple[str, int]:
     return h.hexdigest(), lines
 
 
-def tree_files(root: Path) -> dict[str, str]:
-    """relative path -> sha256 for every file below root (sorted, '/' separators)."""
-    out: dict[str, str] = {}
+def walk_files(root: Path) -> Iterator[tuple[str, Path]]:
+    """(relative path with '/' separators, full path) for every file below root, sorted."""
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
         for name in sorted(filenames):
             full = Path(dirpath) / name
-            out[full.relative_to(root).as_posix()] = file_sha256(full)
-    return out
+            yield full.relative_to(root).as_posix(), full
+
+
+def tree_files(root: Path) -> dict[str, str]:
+    """relative path -> sha256 for every file below root (sorted, '/' separators)."""
+    return {rel: file_sha256(full) for rel, full in walk_files(root)}
 
 
 def tree_digest(files: dict[str, str]) -> str:
