@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ftlang.compiler import presets
+from ftlang.compiler import numbers, presets
 from ftlang.compiler import types as T
 from ftlang.compiler.ir import AssertIR, Node, SelectIR
 from ftlang.compiler.symbols import desugar
@@ -116,6 +116,8 @@ def check_block(block: ast.Block, ctx: T.Ctx) -> Node | None:
             if value is not T.INVALID:
                 params[stmt.name] = value
             spans[stmt.name] = stmt.span
+            if isinstance(stmt.value, ast.CallExpr):  # init.heads: for rules that blame one argument
+                spans.update({f"{stmt.name}.{kw.name}": kw.value.span for kw in stmt.value.kwargs})
         elif isinstance(stmt, ast.Sql):
             if "sql" not in spec.statements:
                 ctx.error("FT0115", f"`sql` is not allowed in a {kind} block", stmt.span, "sql here",
@@ -132,6 +134,8 @@ def check_block(block: ast.Block, ctx: T.Ctx) -> Node | None:
             if "assert" not in spec.statements:
                 ctx.error("FT0115", f"`assert` is not allowed in a {kind} block", stmt.span, "assert here",
                           help="assertions belong in an `eval` block")
+                continue
+            if numbers.literal_out_of_range(stmt.expr, ctx):
                 continue
             asserts.append(AssertIR(stmt.expr, stmt.text or _source_text(ctx, stmt.expr.span), stmt.span))
         elif isinstance(stmt, ast.SubBlock):

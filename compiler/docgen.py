@@ -125,6 +125,8 @@ def _attr_table(sig: Signature) -> list[str]:
         notes = [a.doc.replace("|", "\\|")] if a.doc else []
         if _range(a):
             notes.append(f"({_range(a)})")
+        if a.unique:
+            notes.append("*(each entry at most once)*")
         if not a.semantic:
             notes.append("*(not part of the cache key)*")
         if a.name in sig.positional:

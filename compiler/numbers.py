@@ -52,11 +52,19 @@ def to_float(value: int | float) -> float:
         return math.copysign(math.inf, value)
 
 
+def underflows(num: ast.Num) -> bool:
+    """A literal too small for a float: its digits are not all zero, but it reads as 0.0 (1e-400)."""
+    digits = num.text.lower().split("e", 1)[0]
+    return num.value == 0 and isinstance(num.value, float) and any(c in "123456789" for c in digits)
+
+
 def non_finite(expr: ast.Expr) -> ast.Expr | None:
-    """The first part of `expr` that is not a finite number: a literal that overflows
-    (1e999), or a name such as `nan` or `inf`; with its sign when negated (-1e999)."""
+    """The first part of `expr` that is not a finite number: a literal out of the range of a
+    float (1e999 overflows to inf, 1e-400 underflows to 0), or a name such as `nan` or `inf`;
+    with its sign when negated (-1e999)."""
     if isinstance(expr, ast.Num):
-        return expr if isinstance(expr.value, float) and not math.isfinite(expr.value) else None
+        out = isinstance(expr.value, float) and (not math.isfinite(expr.value) or underflows(expr))
+        return expr if out else None
     if isinstance(expr, ast.Ref):
         return expr if len(expr.parts) == 1 and expr.parts[0].lower() in NON_FINITE_NAMES else None
     if isinstance(expr, ast.Neg):
@@ -101,6 +109,12 @@ def check_range(value: float, expr: ast.Expr, attr: Attr, ctx: Any) -> Any:
 
 def not_finite(expr: ast.Expr, attr: Attr, ctx: Any, value: float | None = None) -> Any:
     """FT0107 for a value that is not a finite number, pointing at the part that is not."""
+    literal = expr.operand if isinstance(expr, ast.Neg) else expr
+    if isinstance(literal, ast.Num) and underflows(literal):
+        return ctx.error("FT0107", f"`{attr.name}` = {'-' if literal is not expr else ''}{literal.text} is out "
+                         "of the range of a float: it underflows to 0", expr.span, "underflows to 0",
+                         help="the smallest float above 0 is about 5e-324 (normal floats reach 2.2e-308); "
+                              "check the exponent")
     if isinstance(expr, ast.Num):
         shown, label = expr.text, "overflows to infinity"
     elif isinstance(expr, ast.Neg) and isinstance(expr.operand, (ast.Num, ast.Ref)):
@@ -119,6 +133,20 @@ def not_finite(expr: ast.Expr, attr: Attr, ctx: Any, value: float | None = None)
                      help="numbers must be finite: the largest float is about 1.8e308 and there is no "
                           "inf or nan" + (f"; the default is `{attr.name} = {show_number(example)}`"
                                           if example is not None else ""))
+
+
+def literal_out_of_range(expr: ast.Expr, ctx: Any) -> bool:
+    """FT0107 at the first number literal of an expression that a float cannot hold (an
+    `assert`'s: `sft.loss < 1e-400` would compare with 0); whether there was one."""
+    blame = non_finite(expr)
+    literal = blame.operand if isinstance(blame, ast.Neg) else blame
+    if not isinstance(literal, ast.Num):
+        return False  # a name such as `inf` is not model.metric: the assert check says so
+    small = underflows(literal)
+    ctx.error("FT0107", f"the number {literal.text} is out of the range of a float", literal.span,
+              "underflows to 0" if small else "overflows to infinity",
+              help="floats reach from about 5e-324 to 1.8e308; check the exponent")
+    return True
 
 
 def show_number(x: float) -> str:

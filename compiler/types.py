@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from ftlang.compiler import entries
 from ftlang.compiler.ir import EnvValue, FileValue, OutPath, RefValue, SweepValue
 from ftlang.compiler.numbers import (
     check_range,
@@ -102,7 +103,7 @@ def _check(expr: ast.Expr, attr: Attr, ctx: Ctx, swept: bool) -> Any:
         inner = replace(attr, type=te.item.text, default=None)
         items = expr.items if isinstance(expr, ast.ListExpr) else (expr,)
         values = [check(e, inner, ctx) for e in items]
-        if any(v is INVALID for v in values):
+        if any(v is INVALID for v in values) or (attr.unique and entries.repeated(items, values, attr, ctx)):
             return INVALID
         if inner.type != "model":
             return values
@@ -118,7 +119,8 @@ def _check(expr: ast.Expr, attr: Attr, ctx: Ctx, swept: bool) -> Any:
         return _check_ref(expr, t, ctx)
     if t in ("str", "path", "outpath"):
         if isinstance(expr, ast.Str):
-            return _path_value(expr, t, ctx)
+            v = _path_value(expr, t, ctx)
+            return INVALID if attr.regex and v is not INVALID and not entries.pattern(expr, v, ctx) else v
         path = _unquoted_path(expr)
         if path is not None and ("/" in path or t != "str"):
             return ctx.error("FT0116", f"`{attr.name}` takes a string: quote it", expr.span, "unquoted",
@@ -302,8 +304,6 @@ def _literal(expr: ast.Expr, attr: Attr, ctx: Ctx) -> Any:
 
 def _path_value(expr: ast.Str, t: str, ctx: Ctx, source: str = "") -> Any:
     if "${" in expr.value:
-        import re
-
         m = re.search(r"\$\{([^}]*)\}", expr.value)
         var = m.group(1) if m else "NAME"
         return ctx.error("FT0007", "`${...}` is not expanded inside ftlang strings", expr.span, "interpolation",

@@ -46,13 +46,19 @@ CODES: dict[str, Code] = {
     "FT0104": Code('unknown attribute',
          'An attribute or argument the block or call does not take; the help suggests the '
          'closest one and lists the rest.'),
-    "FT0105": Code('missing required attribute', 'A required attribute or argument is missing.'),
+    "FT0105": Code('missing required attribute',
+         'A required attribute or argument is missing, or is an empty list where the step needs '
+         'an entry (an eval with `models = []` evaluates no model).'),
     "FT0106": Code('wrong type',
          'A value of the wrong type: a string where a reference was meant (or the '
          'reverse), a quoted number, an unknown choice.'),
     "FT0107": Code('value out of range',
          'A number outside its allowed range (lr > 0, r >= 1, dropout <= 0.99, ...).'),
-    "FT0108": Code('duplicate attribute', 'An attribute or argument given twice; both places are shown.'),
+    "FT0108": Code('duplicate attribute',
+         'An attribute or argument given twice, or an entry listed twice in a list where a '
+         'repeat means nothing: eval `models`, `metrics` (two metrics stored under one name, '
+         'as `exact_match` and `exact_match(strip = false)`) and `extra_data`, the `from` of a '
+         '`mix`. Both places are shown.'),
     "FT0109": Code('reference of the wrong kind',
          'A reference to a block of the wrong kind: a model where a dataset is expected, '
          '...'),
@@ -75,8 +81,9 @@ CODES: dict[str, Code] = {
     "FT0117": Code('unknown import',
          'A `use` that names an unknown module, or a name the module does not have.'),
     "FT0118": Code('invalid assertion',
-         'An `assert` that does not compare `model.metric` values of this eval, or names a'
-         ' swept model without a selection.'),
+         'An `assert` that does not compare `model.metric` values of this eval, names a'
+         ' swept model without a selection, or compares no metric at all (`assert 1 > 2`:'
+         ' always false, or always true, whatever the eval measures).'),
     "FT0119": Code('unknown sub-block', 'A sub-block the block does not have (`schema`, `split`).'),
     "FT0120": Code('environment variable not set',
          '`env("NAME")` without a default, and the variable is not set.'),
@@ -119,6 +126,10 @@ CODES: dict[str, Code] = {
          'symbolic link loop, no read permission, or a .ft file that is not UTF-8 (the '
          'caret is on the first bad byte). Checked with stat before opening, so `ft check`'
          ' never hangs.'),
+    "FT0132": Code('invalid regular expression',
+         'A regular expression that Python\'s `re` cannot compile, in a metric that matches with '
+         'one (`regex("...")`, `refusal_rate(patterns = [...])`); the message is re\'s own, with '
+         'the position in the pattern.'),
     "FT0140": Code('unsafe export target',
          'An export `to` that could replace what ftlang did not write: the project folder '
          'or one above it, the home folder or one above it, the `.ft/` cache, a folder '

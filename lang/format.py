@@ -11,9 +11,12 @@ The layout, in short (docs/language.md has the long form):
 - numbers and short strings are kept exactly as written (`1e-4` stays `1e-4`); a
   `\"\"\"long string\"\"\"` keeps its text and its inner indentation, re-indented under its
   statement;
-- every comment is kept, in order: a comment on its own line stays on its own line
-  before the statement that follows it, a trailing comment stays at the end of its
-  statement's last line (one inside a value that the layout reflows moves above it).
+- every comment is kept, in order, in its block (lang/format_comments.py): a comment on
+  its own line stays on its own line before what follows it (before the `}` if nothing
+  does), a trailing comment at the end of its statement's last line, or after the `}`
+  it followed; one inside a value the layout reflows, a `use` list or a preset's
+  parameters moves above its statement or item;
+- parentheses only where precedence needs them, and around a negated negative: `-(-1)`.
 
 `format_source(format_source(x)) == format_source(x)`, and parsing the result gives
 the same AST as parsing `x`, spans aside (tests/test_fmt.py checks both).
@@ -22,10 +25,10 @@ the same AST as parsing `x`, spans aside (tests/test_fmt.py checks both).
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 from typing import Any
 
 from ftlang.lang import ast
+from ftlang.lang.format_comments import Comments, Entry
 
 INDENT = "  "
 WIDTH = 100
@@ -80,85 +83,32 @@ def format_module(module: ast.Module) -> str:
     return _Formatter(module).render()
 
 
-@dataclass
-class _Entry:
-    """One logical line group of output: a comment, or a rendered item/statement."""
-
-    lines: list[str]  # without indentation for the first line's prefix; already laid out
-    blank_before: bool = False
-    align: tuple[str, str] | None = None  # (name, "= value") for a one-line attribute
-    trailing: str | None = None  # a comment to append to the last line
-
-
-class _Formatter:
+class _Formatter(Comments):
     def __init__(self, module: ast.Module) -> None:
-        self.source_lines = ast.source_lines(module.source)
+        super().__init__(module)
         self.module = module
-        self.comments = sorted(module.comments, key=lambda c: (c.line, c.col))
-        self.next_comment = 0
-
-    # ---- comments ---------------------------------------------------------------
-
-    def _peek(self) -> ast.Comment | None:
-        return self.comments[self.next_comment] if self.next_comment < len(self.comments) else None
-
-    def take_before(self, line: int) -> list[ast.Comment]:
-        """Comments on lines before `line`, in order."""
-        out = []
-        while (c := self._peek()) is not None and c.line < line:
-            out.append(c)
-            self.next_comment += 1
-        return out
-
-    def take_trailing(self, line: int) -> ast.Comment | None:
-        c = self._peek()
-        if c is not None and c.line == line and not c.own_line:
-            self.next_comment += 1
-            return c
-        return None
-
-    def has_comment_within(self, first: int, last: int) -> bool:
-        """Whether a not-yet-written comment lies on lines first..last."""
-        c = self._peek()
-        return c is not None and first <= c.line <= last
-
-    def blank_between(self, after_line: int, before_line: int) -> bool:
-        """Whether the source has an empty line strictly between the two lines."""
-        for i in range(max(after_line, 0) + 1, before_line):
-            if i - 1 < len(self.source_lines) and not self.source_lines[i - 1].strip():
-                return True
-        return False
-
-    def comment_entries(self, comments: list[ast.Comment], prev_line: int) -> tuple[list[_Entry], int]:
-        entries = []
-        for c in comments:
-            entries.append(_Entry([c.text], blank_before=self.blank_between(prev_line, c.line)))
-            prev_line = c.line
-        return entries, prev_line
 
     # ---- top level --------------------------------------------------------------
 
     def render(self) -> str:
-        entries: list[_Entry] = []
+        entries: list[Entry] = []
         prev_line = 0
         forced_after = False  # the previous item spans several lines: a blank line follows it
         m = self.module
         if m.version is not None:
             lead, prev_line = self.comment_entries(self.take_before(m.version.span.line), prev_line)
             entries += lead
-            v = _Entry([f"ft {m.version.text}"], blank_before=bool(lead) and self.blank_between(
+            v = Entry([f"ft {m.version.text}"], blank_before=bool(lead) and self.blank_between(
                 prev_line, m.version.span.line))
-            v.trailing = self._trailing_text(m.version.span.end_line)
+            v.trailing = self.trailing_text(m.version.span.end_line)
             entries.append(v)
             prev_line = m.version.span.end_line
         for item in m.items:
             first, last = _item_lines(item)
-            lead_comments = self.take_before(first)
-            lead, lead_end = self.comment_entries(lead_comments, prev_line)
+            lead, blank = self.lead_entries(first, _item_inner_end(item), prev_line)
             body = self.item(item)
-            body.blank_before = self.blank_between(lead_end, first) if lead else \
-                self.blank_between(prev_line, first)
-            body.trailing = self._trailing_text(last)
+            body.blank_before = blank
+            body.trailing = self.trailing_text(last)
             multi = len(body.lines) > 1 or isinstance(item, ast.Block | ast.Settings)
             group = lead + [body]
             if entries and (multi or forced_after):
@@ -175,23 +125,19 @@ class _Formatter:
         out = _join(entries, "")
         return out + "\n" if out else ""
 
-    def _trailing_text(self, line: int) -> str | None:
-        c = self.take_trailing(line)
-        return c.text if c else None
-
-    def item(self, item: ast.Item) -> _Entry:
+    def item(self, item: ast.Item) -> Entry:
         if isinstance(item, ast.Use):
-            return _Entry(self.use(item))
+            return Entry(self.use(item))
         if isinstance(item, ast.Block):
             head = f"{item.kind.name} {item.name.name}"
-            return _Entry(self.block_body(head, item.body, item.body_span, "", force_multi=True))
+            return Entry(self.block_body(head, item.body, item.body_span, "", force_multi=True))
         if isinstance(item, ast.Settings):
-            return _Entry(self.block_body(item.kind.name, item.body, item.body_span, "", force_multi=True))
+            return Entry(self.block_body(item.kind.name, item.body, item.body_span, "", force_multi=True))
         if isinstance(item, ast.Definition):
             head = f"{item.kind.name} {item.name.name} = "
-            return _Entry(self.expr_lines(item.value, "", head))
+            return Entry(self.expr_lines(item.value, "", head))
         if isinstance(item, ast.Preset):
-            return _Entry(self.preset(item))
+            return Entry(self.preset(item))
         raise AssertionError(type(item))
 
     def use(self, use: ast.Use) -> list[str]:
@@ -248,14 +194,17 @@ class _Formatter:
             if c is not None:
                 opening += "  " + c.text
         inner = indent + INDENT
-        entries: list[_Entry] = []
+        entries: list[Entry] = []
         prev_line = first
         for stmt in body:
             s_first, s_last = stmt.span.line, _stmt_last_line(stmt)
-            lead, lead_end = self.comment_entries(self.take_before(s_first), prev_line)
+            # Comments inside a sub-block stay in it; those inside a value go above it.
+            inner_end = s_first if isinstance(stmt, ast.SubBlock) else s_last
+            lead, blank = self.lead_entries(s_first, inner_end, prev_line)
             entries += lead
             e = self.stmt(stmt, inner)
-            e.blank_before = self.blank_between(lead_end if lead else prev_line, s_first)
+            e.blank_before = blank
+            e.trailing = self.trailing_text(s_last, _stmt_end_col(stmt))
             entries.append(e)
             prev_line = max(prev_line, s_last)
         tail, _ = self.comment_entries(self.take_before(last), prev_line)
@@ -280,21 +229,16 @@ class _Formatter:
                     return None
                 parts.append(f"{stmt.name} {{ {inner} }}" if inner else f"{stmt.name} {{}}")
                 continue
-            e = self.stmt(stmt, "", dry=True)
+            e = self.stmt(stmt, "")
             if len(e.lines) != 1:
                 return None
             parts.append(e.lines[0])
         return ", ".join(parts)
 
-    def stmt(self, stmt: ast.Stmt, indent: str, dry: bool = False) -> _Entry:
-        """A statement at `indent`. Comments inside a multi-line value move above it."""
-        s_last = _stmt_last_line(stmt)
+    def stmt(self, stmt: ast.Stmt, indent: str) -> Entry:
+        """A statement at `indent`, without the comments around it (block_body places them)."""
         if isinstance(stmt, ast.SubBlock):
-            lines = self.block_body(stmt.name, stmt.body, stmt.span, indent, force_multi=False)
-            e = _Entry(lines)
-            e.trailing = self._trailing_text(s_last)
-            return e
-        hoisted: list[ast.Comment] = [] if dry else self.take_before(s_last)
+            return Entry(self.block_body(stmt.name, stmt.body, stmt.span, indent, force_multi=False))
         if isinstance(stmt, ast.Attr):
             lines = self.expr_lines(stmt.value, indent, f"{stmt.name} = ")
             align = (stmt.name, lines[0][len(stmt.name) + 1:]) if len(lines) == 1 else None
@@ -306,15 +250,7 @@ class _Formatter:
             lines, align = self.expr_lines(stmt.expr, indent, "assert "), None
         else:
             raise AssertionError(type(stmt))
-        e = _Entry(lines, align=align)
-        if not dry:
-            e.trailing = self._trailing_text(s_last)
-            if hoisted:
-                # Written above the statement, at its indent.
-                e.lines = [hoisted[0].text] + [indent + c.text for c in hoisted[1:]] + \
-                    [indent + e.lines[0]] + e.lines[1:]
-                e.align = None
-        return e
+        return Entry(lines, align=align)
 
     # ---- expressions ------------------------------------------------------------
 
@@ -374,7 +310,9 @@ class _Formatter:
             text = f"{left} {e.op} {right}"
             return f"({text})" if p < min_prec else text
         if isinstance(e, ast.Neg):
-            text = "-" + self.op_text(e.operand, indent, _UNARY)
+            operand = self.op_text(e.operand, indent, _UNARY)
+            # -(-1), not --1: a reader (and many a language) takes `--` for one operator.
+            text = f"-({operand})" if operand.startswith("-") else "-" + operand
             return f"({text})" if _UNARY < min_prec else text
         if isinstance(e, ast.Num):
             return e.text
@@ -446,17 +384,36 @@ def _item_lines(item: ast.Item) -> tuple[int, int]:
     return item.span.line, item.span.end_line
 
 
-def _stmt_last_line(stmt: ast.Stmt) -> int:
+def _item_inner_end(item: ast.Item) -> int:
+    """The line before which a comment inside a top-level item is written above it: none
+    for a block (its comments stay in its body), the `{` line for a preset's `{ body }`
+    form (comments among its parameters), the last line for the rest (values, `use` names)."""
+    if isinstance(item, ast.Block | ast.Settings):
+        return item.span.line
+    if isinstance(item, ast.Preset) and item.value is None:
+        return (item.body_span or item.span).line
+    return _item_lines(item)[1]
+
+
+def _stmt_value_span(stmt: ast.Stmt) -> ast.Span:
     if isinstance(stmt, ast.Attr):
-        return stmt.value.span.end_line
+        return stmt.value.span
     if isinstance(stmt, ast.Sql):
-        return stmt.text.span.end_line
+        return stmt.text.span
     if isinstance(stmt, ast.Assert):
-        return stmt.expr.span.end_line
-    return stmt.span.end_line
+        return stmt.expr.span
+    return stmt.span
 
 
-def _join(entries: list[_Entry], indent: str) -> str:
+def _stmt_last_line(stmt: ast.Stmt) -> int:
+    return _stmt_value_span(stmt).end_line
+
+
+def _stmt_end_col(stmt: ast.Stmt) -> int:
+    return _stmt_value_span(stmt).end_col
+
+
+def _join(entries: list[Entry], indent: str) -> str:
     """Entries as text at `indent`, with aligned `=` in runs of one-line attributes."""
     widths: list[int] = [0] * len(entries)
     i = 0

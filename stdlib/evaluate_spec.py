@@ -7,6 +7,7 @@ ftlang.stdlib.metrics (text metrics, custom Python metrics), ftlang.stdlib.gener
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -45,7 +46,8 @@ _METRICS = (
     Metric(Signature("contains", _NORMALIZE, "Share of generations that contain the reference completion."),
            higher_is_better=True, generates=True),
     Metric(Signature("regex", (
-        Attr("pattern", "str", "", "a Python regular expression; empty: each reference is the pattern"),
+        Attr("pattern", "str", "", "a Python regular expression; empty: each reference is the pattern",
+             regex=True),
         Attr("fullmatch", "bool", False, "the pattern must match the whole (stripped) generation"),
         Attr("ignore_case", "bool", False, "match case-insensitively"),
     ), "Share of generations the pattern matches. With a capturing group, the group's text "
@@ -114,7 +116,8 @@ def higher_is_better(metric: str) -> bool | None:
 # ---- compile-time hooks --------------------------------------------------------------------
 
 def rules(b: BlockView) -> list[Diagnostic]:
-    """Each `assert` compares `model.metric` values of this eval's models and metrics."""
+    """`models` is not empty; each `assert` compares `model.metric` values of this eval's models
+    and metrics (one of numbers only is always true or always false: an error too)."""
     models: set[str] | None = {r.node.split(".", 1)[1] for r in b.params.get("models") or []
                                if isinstance(getattr(r, "node", None), str)}
     metrics: set[str] | None = {metric_key(c) for c in b.params.get("metrics") or [] if hasattr(c, "name")}
@@ -125,9 +128,51 @@ def rules(b: BlockView) -> list[Diagnostic]:
     if b.given("metrics") and "metrics" not in b.params:
         metrics = None
     out: list[Diagnostic] = []
+    if b.params.get("models") == []:  # required, and given as an empty list
+        out.append(error("FT0105", f"eval `{b.name}` evaluates no model", b.at("models"), "an empty list",
+                         help="list the models to compare: models = [base, sft]"))
+        models = None  # every assert would only repeat it
     for expr in b.asserts:
         _check_assert(expr, models, metrics, b, out)
+        if _constant(expr):
+            out.append(_always(expr, models, metrics))
     return out + safety_spec.rules(b)
+
+
+def _constant(expr: Any) -> bool:
+    """Whether the expression is made of numbers only (`1 > 2`): it compares no metric."""
+    if isinstance(expr, ast.Num):
+        return True
+    if isinstance(expr, ast.Neg):
+        return _constant(expr.operand)
+    return isinstance(expr, ast.BinOp) and _constant(expr.left) and _constant(expr.right)
+
+
+def _fold(expr: Any) -> float:
+    """A constant expression's value, as the run would evaluate it (runtime/asserts.py)."""
+    if isinstance(expr, ast.Num):
+        return float(expr.value)
+    if isinstance(expr, ast.Neg):
+        return -_fold(expr.operand)
+    a, b = _fold(expr.left), _fold(expr.right)
+    ops = {"+": a + b, "-": a - b, "*": a * b, "/": a / b if b else math.inf,
+           ">=": float(a >= b), "<=": float(a <= b), ">": float(a > b), "<": float(a < b),
+           "==": float(a == b), "!=": float(a != b)}
+    return ops[expr.op]
+
+
+def _always(expr: Any, models: set[str] | None, metrics: set[str] | None) -> Diagnostic:
+    """FT0118 for an assert that compares no metric: always false (or true) after any eval."""
+    try:
+        state: str | None = "true" if _fold(expr) else "false"
+    except (OverflowError, KeyError):  # an integer past the float range, an unknown operator
+        state = None
+    model = min(models) if models else "sft"
+    metric = min(metrics) if metrics else "exact_match"
+    return error("FT0118", "the assertion compares no metric" + (f": it is always {state}" if state else ""),
+                 expr.span, f"always {state}" if state else "numbers only",
+                 help=f"an assert checks measured values: compare `model.metric`, e.g. "
+                      f"assert {model}.{metric} > 0.5")
 
 
 def _check_assert(expr: Any, models: set[str] | None, metrics: set[str] | None, b: BlockView,
@@ -168,12 +213,13 @@ def needs(p: Mapping[str, Any]) -> list[Need]:
 SPEC = StepSpec(
     kind="eval", version=3, output="metrics", run="ftlang.stdlib.evaluate:run",
     signature=Signature("eval", (
-        Attr("models", "list[model]", REQUIRED, "models to compare side by side"),
+        Attr("models", "list[model]", REQUIRED, "models to compare side by side", unique=True),
         Attr("data", "dataset", REQUIRED, "held-out rows with prompt and completion; `assert` lines "
              "read the metrics measured on it"),
         Attr("extra_data", "list[dataset]", None, "more datasets measured the same way (a general "
-             "held-out set for a forgetting check); tables show model x dataset"),
-        Attr("metrics", "list[call[metric]]", ["loss", "perplexity", "exact_match"], "what to measure"),
+             "held-out set for a forgetting check); tables show model x dataset", unique=True),
+        Attr("metrics", "list[call[metric]]", ["loss", "perplexity", "exact_match"], "what to measure",
+             unique=True),
         Attr("template", "template", None, "overrides each model's own training template"),
         Attr("prompt_field", "str", "prompt", "column holding the prompt"),
         Attr("completion_field", "str", "completion", "column holding the reference"),

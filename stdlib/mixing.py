@@ -74,7 +74,7 @@ def summary(meta: Mapping[str, Any]) -> str:
 SPEC = StepSpec(
     kind="mix", version=1, output="dataset", run="ftlang.stdlib.mixing:run",
     signature=Signature("mix", (
-        Attr("from", "list[dataset]", REQUIRED, "the datasets to mix"),
+        Attr("from", "list[dataset]", REQUIRED, "the datasets to mix", unique=True),
         Attr("ratios", "list[float]", REQUIRED, "the fraction of the mixed rows each dataset "
              "gives, in the order of `from`; they sum to 1"),
         Attr("rows", "int", None, "rows in the mixture; default: the most every dataset can give "

@@ -24,6 +24,7 @@ from ftlang.stdlib.spec import (
     StepError,
     StepSpec,
     error,
+    points,
     warning,
 )
 
@@ -53,6 +54,11 @@ def rules(b: BlockView) -> list[Diagnostic]:
     """Exactly one source; a hub model pinned to a commit (warnings otherwise)."""
     given = [k for k in SOURCES if b.given(k)]
     p = b.params
+    init = p.get("init")
+    if isinstance(init, Call) and init.name == "tiny" and given == ["init"]:
+        bad = _tiny_heads(init, b)
+        if bad is not None:
+            return [bad]
     if len(given) != 1:
         where = [Label(b.spans[k], f"`{k}`", False) for k in given[1:]]
         return [Diagnostic(
@@ -74,6 +80,35 @@ def rules(b: BlockView) -> list[Diagnostic]:
                         b.spans["revision"], "moves when the repository changes",
                         help="pin a commit hash: the cache key sees only this string, not what it points at")]
     return []
+
+
+def _tiny_heads(init: Call, b: BlockView) -> Diagnostic | None:
+    """tiny(): heads must divide hidden into an even head size (rotary embeddings), at every
+    point of a sweep; the error points at `heads` where it is written, else at `hidden`."""
+    for hidden in points(init.args.get("hidden")):
+        for heads in points(init.args.get("heads")):
+            if not (isinstance(hidden, int) and isinstance(heads, int) and heads >= 1) \
+                    or (hidden % heads == 0 and (hidden // heads) % 2 == 0):
+                continue
+            on_heads = b.given("init.heads") or not b.given("init.hidden")
+            span = b.spans.get("init.heads" if on_heads else "init.hidden", b.at("init"))
+            if hidden % heads:
+                message = f"tiny(): hidden = {hidden} is not divisible by heads = {heads}"
+                label = f"does not divide hidden = {hidden}" if on_heads else f"not divisible by heads = {heads}"
+            else:
+                message = (f"tiny(): the head size hidden / heads = {hidden // heads} must be even "
+                           "(rotary embeddings)")
+                label = f"{hidden} / {heads} = {hidden // heads}, an odd head size"
+            extra = (Label(b.spans["init.hidden"], f"hidden = {hidden}", False),) \
+                if on_heads and b.given("init.hidden") else ()
+            # the nearest head count that fits (the larger of two as near)
+            near = range(1, min(hidden, 2 * heads + 8, 4096) + 1)
+            fits = sorted((h for h in near if hidden % h == 0 and (hidden // h) % 2 == 0),
+                          key=lambda h: (abs(h - heads), -h))
+            return error("FT0114", message, span, label, extra=extra,
+                         help=f"e.g. heads = {fits[0]}: hidden / heads must be a whole, even number" if fits
+                         else "hidden / heads must be a whole, even number: make hidden even")
+    return None
 
 
 SPEC = StepSpec(

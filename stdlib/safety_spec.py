@@ -16,7 +16,7 @@ from ftlang.stdlib.spec import REQUIRED, Attr, BlockView, Call, Metric, Signatur
 SAFETY_METRICS = (
     Metric(Signature("refusal_rate", (
         Attr("patterns", "list[str]", None, "regular expressions (case-insensitive) that mark a refusal; "
-             "default: common English refusal phrases (stdlib/safety.py REFUSAL_PATTERNS)"),
+             "default: common English refusal phrases (stdlib/safety.py REFUSAL_PATTERNS)", regex=True),
         Attr("judge", "model", None, "a causal LM asked whether each response refuses (Yes/No logits); "
              "a response counts when a pattern matches or the judge says Yes"),
     ), "Share of responses that refuse (measure it on a red-team prompt set). "

@@ -83,6 +83,8 @@ class Attr:
     le: float | None = None  # inclusive upper bound
     choices: tuple[str, ...] = ()
     warn_above: float | None = None  # legal, but above this a value is most likely a mistake
+    unique: bool = False  # list[T]: an entry given twice is an error (FT0108): a repeat means nothing
+    regex: bool = False  # str: a Python regular expression, compiled when checked (FT0132)
 
     def __post_init__(self) -> None:
         parse_type(self.type)  # a malformed type fails where it is declared, at import
@@ -149,7 +151,9 @@ class BlockView:
     name: str
     span: Any  # the block name's lang.ast.Span: where block-level diagnostics point
     params: Mapping[str, Any]  # checked values, defaults filled; an invalid value is absent
-    spans: Mapping[str, Any]  # attribute -> its span, only for attributes written in the block
+    # attribute -> its span, only for attributes written in the block; also `attr.arg` -> the value
+    # of each named argument of a call written there (init.heads), and `split.by`
+    spans: Mapping[str, Any]
     asserts: tuple[Any, ...] = ()  # the lang.ast expressions of its `assert` statements
     lookup: Callable[[str], Written | None] = _nothing  # another block by name; None: no such block
     describe: Callable[[Any], str] = repr  # an expression in words ("a string"), for messages

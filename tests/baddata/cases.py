@@ -127,6 +127,10 @@ _LONG_SUM = _OK_DATASET + "\ntrain t {\n  lr = " + " + ".join(["1e-9"] * 3000) +
 _FLAT_LIST = _OK_DATASET + (
     "\nmodel m {\n  init = tiny(hidden = 32, layers = 1, heads = 2, vocab = 256, context = 64, data = d)\n}\n"
     "\neval e {\n  models = [" + ", ".join(["m"] * 3000) + "]\n  data = d\n}\n")
+_FLAT_PATTERNS = _OK_DATASET + (
+    "\nmodel m {\n  init = tiny(hidden = 32, layers = 1, heads = 2, vocab = 256, context = 64, data = d)\n}\n"
+    "\ntrain t {\n  from = m\n  data = d\n  method = full\n  trainable = ["
+    + ", ".join(f'"layer{i}.*"' for i in range(3000)) + "]\n}\n")
 
 CASES: list[Case] = [
     Case("csv_unclosed_quote", "run", "pipeline.ft", "data/unclosed_quote.csv", 1,
@@ -183,7 +187,10 @@ CASES: list[Case] = [
     Case("ft_sum_3000_terms", "check", "pipeline.ft", "pipeline.ft", 2,
          ("error[FT0130]", "pipeline.ft:8:8", "3000 terms"), _ft_text(_LONG_SUM), forbid=("RecursionError",)),
     Case("ft_flat_list_3000", "check", "pipeline.ft", "pipeline.ft", 0, ("pipeline.ft: ok",),
-         _ft_text(_FLAT_LIST)),
+         _ft_text(_FLAT_PATTERNS)),
+    # one mistake repeated 2999 times is one diagnostic, not 2999 copies of a 9000-column line
+    Case("ft_flat_list_3000_repeats", "check", "pipeline.ft", "pipeline.ft", 2,
+         ("error[FT0108]", "`m` is listed 3000 times in `models`", "1 error found"), _ft_text(_FLAT_LIST)),
 ]
 
 
