@@ -1,6 +1,7 @@
 """Runs a program's nodes as their inputs become ready: one at a time in this process
-(`--jobs 1`, the default, exactly as before), or several at once, each in its own worker
-process (`--jobs N`) or as a Ray task (`--executor ray`), with a shared remote cache.
+(`--jobs 1`, the default, exactly as before), or several at once, each in a worker
+process (`--jobs N`; a worker is kept warm for the next job of the same environment:
+runtime/warmpool.py) or as a Ray task (`--executor ray`), with a shared remote cache.
 
 A node's key is computed once its inputs are committed, so early cutoff falls out: a node
 that reruns and yields the same bytes leaves its dependants' keys unchanged. Everything
@@ -21,7 +22,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ftlang.compiler.ir import Program, refs_in
 from ftlang.runtime import ledger, resources
@@ -44,6 +45,9 @@ from ftlang.runtime.keys import components, node_key
 from ftlang.runtime.planner import decide
 from ftlang.runtime.store import Entry, Store
 from ftlang.stdlib import distributed
+
+if TYPE_CHECKING:
+    from ftlang.runtime.warmpool import WarmPool
 
 
 @dataclass
@@ -118,6 +122,11 @@ class Scheduler:
         self.ready: list[_Ready] = []
         self.pool = resources.Pool(options.jobs)
         self.ray_gpus = 0
+        self.warm: WarmPool | None = None  # --jobs N: workers kept warm across jobs
+        if self.parallel and options.executor != "ray":
+            from ftlang.runtime.warmpool import WarmPool
+
+            self.warm = WarmPool()
 
     # ---- the loop ---------------------------------------------------------------
     def run(self) -> RunResult:
@@ -156,6 +165,8 @@ class Scheduler:
             raise fatal.error from None
         finally:
             self._stop_all()
+            if self.warm is not None:
+                self.warm.close()
             try:
                 self.stat.save()
             except OSError as exc:  # only a shortcut: the next run re-hashes the sources
@@ -408,7 +419,8 @@ class Scheduler:
             else:
                 from ftlang.runtime.worker import run_job
 
-                meta = run_job(job, tmp / "job.pkl", log=log, progress=progress, cancel=self.cancel)
+                meta = run_job(job, tmp / "job.pkl", log=log, progress=progress, cancel=self.cancel,
+                               pool=self.warm)
             self.events.put(("done", nid, meta, None))
         except BaseException as exc:  # noqa: BLE001 - handed to the driver, which decides
             self.events.put(("done", nid, None, exc))

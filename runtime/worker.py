@@ -25,10 +25,13 @@ import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ftlang.runtime.display import REDRAW_SECONDS
 from ftlang.stdlib.spec import StepContext, StepError
+
+if TYPE_CHECKING:
+    from ftlang.runtime.warmpool import WarmPool
 
 POLL_S = 0.2  # how often the driver reads new events while the worker runs
 
@@ -124,48 +127,82 @@ def run_in_worker(job: Job, *, rank: int = 0) -> int:
 
 def run_job(job: Job, job_file: Path, *, log: Callable[[str], None],
             progress: Callable[..., None], launcher: Sequence[str] = (),
-            stdout: Path | None = None, cancel: Any = None) -> dict[str, Any]:
+            stdout: Path | None = None, cancel: Any = None, pool: WarmPool | None = None) -> dict[str, Any]:
     """The driver's side: start the worker (behind `launcher`, e.g. torchrun's argv), forward
     its events, return the step's meta. A StepError in the worker is raised here as one;
     a crash is a WorkerError naming the log. Ctrl-C or an exception here kills the whole
     process group, so no worker outlives the run. `cancel` (a threading.Event) does the same
-    from another thread: the scheduler sets it to stop every job of a parallel run."""
+    from another thread: the scheduler sets it to stop every job of a parallel run. With
+    `pool` (and no launcher), a warm worker of that pool runs the job (runtime/warmpool.py)."""
     job.events.parent.mkdir(parents=True, exist_ok=True)
     job.events.write_text("")
     job.write(job_file)
+    out_path = stdout or job.events.with_suffix(".log")
+    outcome: dict[str, Any] = {}
+    if pool is not None and not launcher:
+        out_path.write_bytes(b"")
+        proc = pool.take(job.env, out_path)
+        rc = _serve_one(proc, job, job_file, outcome, log, progress, cancel)
+        if "exit" in outcome and rc in (0, 2):  # ended cleanly: the worker takes the next job
+            pool.give(proc, job.env)
+        return _result(outcome, rc, out_path)
     argv = [*launcher, *([] if launcher else [sys.executable]), "-m", "ftlang.runtime.worker",
             str(job_file)]
-    out_path = stdout or job.events.with_suffix(".log")
     env = {**os.environ, **job.env}
     if not launcher:  # the worker's parent is this process: see main()
         env["FT_DRIVER_PID"] = str(os.getpid())
     with open(out_path, "wb") as out:
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env,
                                 start_new_session=True)
-        offset = 0
-        outcome: dict[str, Any] = {}
-        try:
-            while True:
-                rc = proc.poll()
-                offset = _forward(job.events, offset, outcome, log, progress)
-                if rc is not None:
-                    break
-                if cancel is not None and cancel.is_set():
-                    raise KeyboardInterrupt
-                time.sleep(POLL_S)
-        except BaseException:
-            stop_group(proc)
-            raise
+        rc = _follow(proc, job, outcome, log, progress, cancel)
+    return _result(outcome, rc, out_path)
+
+
+def _serve_one(proc: subprocess.Popen[bytes], job: Job, job_file: Path, outcome: dict[str, Any],
+               log: Callable[[str], None], progress: Callable[..., None], cancel: Any) -> int:
+    """One job on a serving worker: its exit code, from its `exit` event, or the process's
+    own if it died. Ctrl-C or `cancel` kills the worker's group, as for a one-job worker."""
+    try:
+        assert proc.stdin is not None
+        proc.stdin.write((json.dumps(str(job_file)) + "\n").encode())
+        proc.stdin.flush()
+    except OSError:  # it died while idle: the job reports nothing, as a crash does
+        return proc.wait()
+    return _follow(proc, job, outcome, log, progress, cancel)
+
+
+def _follow(proc: subprocess.Popen[bytes], job: Job, outcome: dict[str, Any], log: Callable[[str], None],
+            progress: Callable[..., None], cancel: Any) -> int:
+    """Forward the job's events until it ends (an `exit` event from a serving worker, or the
+    process's exit); its exit code. Ctrl-C or `cancel` kills the process group."""
+    offset = 0
+    try:
+        while True:
+            died = proc.poll()
+            offset = _forward(job.events, offset, outcome, log, progress)
+            if "exit" in outcome:
+                return int(outcome["exit"])
+            if died is not None:
+                return died
+            if cancel is not None and cancel.is_set():
+                raise KeyboardInterrupt
+            time.sleep(POLL_S)
+    except BaseException:
+        stop_group(proc)
+        raise
+
+
+def _result(outcome: dict[str, Any], rc: int, out_path: Path) -> dict[str, Any]:
+    """The step's meta from a worker's events, or the error they (or their absence) mean."""
     if "result" in outcome:
-        if proc.returncode != 0:  # rank 0 finished but another rank failed
-            raise WorkerError(f"a worker exited with status {proc.returncode} after the step ended",
-                              out_path)
+        if rc != 0:  # rank 0 finished but another rank failed
+            raise WorkerError(f"a worker exited with status {rc} after the step ended", out_path)
         return outcome["result"]
     if outcome.get("step_error"):
         raise StepError(outcome["error"], hint=outcome.get("hint"))
     if "error" in outcome:
         raise WorkerError(outcome["error"], out_path)
-    raise WorkerError(f"the worker exited with status {proc.returncode} and reported nothing"
+    raise WorkerError(f"the worker exited with status {rc} and reported nothing"
                       f"{_last_line(out_path)}", out_path)
 
 
@@ -214,12 +251,56 @@ def _last_line(path: Path) -> str:
     return f": {lines[-1].strip()[:200]}" if lines else ""
 
 
+def serve(jobs: Any) -> int:
+    """`--serve` (runtime/warmpool.py): jobs read from `jobs`, one JSON-quoted job file per
+    line, run one after the other in this process, each with its own environment (this
+    process's, plus the job's), working folder and log; an `exit` event ends each. A job that
+    did not end cleanly (a result or a StepError) ends the worker: nothing it left is reused."""
+    import gc
+
+    base, cwd = dict(os.environ), os.getcwd()
+    for line in jobs:
+        if not line.strip():
+            continue
+        job: Job = pickle.loads(Path(json.loads(line)).read_bytes())
+        os.environ.clear()
+        os.environ.update({**base, **job.env})
+        _redirect(job.events.with_suffix(".log"))
+        rc = run_in_worker(job)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.chdir(cwd)
+        _emit(job.events, {"exit": rc})
+        if rc not in (0, 2):
+            return rc
+        gc.collect()
+    return 0
+
+
+def _redirect(log: Path) -> None:
+    """This process's stdout and stderr (and its children's) to `log`, appended."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     _die_with_parent()
     driver = os.environ.pop("FT_DRIVER_PID", "")
     if driver and os.getppid() != int(driver):
         return 143  # the driver died while this process was starting, before the line above
+    if args[:1] == ["--serve"]:
+        # Jobs come on the pipe; a step (or a process it starts) sees /dev/null as stdin,
+        # so nothing it runs can read the next job's line.
+        jobs = os.fdopen(os.dup(0), "r", encoding="utf-8")
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.close(null)
+        return serve(jobs)
     job: Job = pickle.loads(Path(args[0]).read_bytes())
     os.environ.update(job.env)
     if job.logs is not None:  # torchrun: this rank's stdout and stderr to its own log
@@ -231,7 +312,26 @@ def main(argv: list[str] | None = None) -> int:
         os.close(fd)
     # The local rank 0 of each machine reports the result its driver commits.
     rank = int(os.environ.get("LOCAL_RANK", os.environ.get("RANK", "0")))
-    return run_in_worker(job, rank=rank)
+    rc = run_in_worker(job, rank=rank)
+    if rc == 0:
+        _leave_process_group()
+    return rc
+
+
+def _leave_process_group() -> None:
+    """Under torchrun, after the step: wait for every rank, then leave the process group.
+    A rank that exits while gloo's threads still talk to another one (rank 0 saving the
+    model) can abort in the C++ runtime ("terminate called without an active exception",
+    signal 6) and fail a step that succeeded. Only after a success: a rank that failed
+    exits at once, and torchrun stops the others."""
+    dist = sys.modules.get("torch.distributed")  # never imported here for a one-process step
+    if dist is None or not dist.is_available() or not dist.is_initialized():
+        return
+    try:
+        dist.barrier()
+        dist.destroy_process_group()
+    except Exception:  # noqa: BLE001 - the step's result is already reported
+        pass
 
 
 if __name__ == "__main__":

@@ -106,16 +106,18 @@ def test_threads_and_gpus_are_split_between_jobs() -> None:
 
 
 def _workers(project_dir: Path) -> list[int]:
-    """Worker processes (python -m ftlang.runtime.worker) running a job of this project."""
+    """Worker processes (python -m ftlang.runtime.worker) of this project's run: one-job
+    workers name the job file, warm ones (`--serve`) run in the project's folder."""
     out = []
     for d in Path("/proc").iterdir():
         if not d.name.isdigit():
             continue
         try:
             cmd = (d / "cmdline").read_bytes().split(b"\0")
+            here = os.readlink(d / "cwd") == str(project_dir)
         except OSError:
             continue
-        if b"ftlang.runtime.worker" in cmd and any(str(project_dir).encode() in c for c in cmd):
+        if b"ftlang.runtime.worker" in cmd and (here or any(str(project_dir).encode() in c for c in cmd)):
             out.append(int(d.name))
     return out
 
