@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ftlang.compiler.ir import Node, Program
+from ftlang.lang.ast import Span
 
 
 @dataclass
@@ -74,6 +75,12 @@ def _check(c: Compilation) -> None:
     from ftlang.compiler import check
 
     c.nodes = check.check_blocks(c.ctx)
+    if not c.module.items:  # an empty file "checks ok, 0 steps": say so, it is rarely meant
+        at = c.module.version.span if c.module.version is not None else Span(c.file, 1, 1, 1, 1)
+        c.ctx.warn("FT0133", f"{Path(c.file).name} declares nothing: no dataset, model or step", at,
+                   "nothing after this" if c.module.version is not None else "empty",
+                   help='start with a dataset: dataset d { source = jsonl("data/rows.jsonl") }, or '
+                        "name the pipeline's .ft file")
 
 
 def _contracts(c: Compilation) -> None:

@@ -130,6 +130,9 @@ CODES: dict[str, Code] = {
          'A regular expression that Python\'s `re` cannot compile, in a metric that matches with '
          'one (`regex("...")`, `refusal_rate(patterns = [...])`); the message is re\'s own, with '
          'the position in the pattern.'),
+    "FT0133": Code('the file declares nothing',
+         'A warning: the .ft file is empty, or holds only comments and its `ft` version line, so '
+         '`ft run` has nothing to do; usually the wrong file was named.'),
     "FT0140": Code('unsafe export target',
          'An export `to` that could replace what ftlang did not write: the project folder '
          'or one above it, the home folder or one above it, the `.ft/` cache, a folder '

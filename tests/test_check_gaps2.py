@@ -188,3 +188,24 @@ def test_literal_that_underflows_in_an_assert(project: Path) -> None:
 
 def test_small_and_zero_literals_pass(project: Path) -> None:
     passes(project, "train t {\n  from = base\n  data = tasks\n  lr = 5e-300\n  warmup = 0.0e-400\n}\n")
+
+
+# 7 ---- a file that declares nothing ---------------------------------------------------------
+
+@pytest.mark.parametrize("text, where", [
+    ("", "p.ft:1:1"),
+    ("# a pipeline, one day\n\n", "p.ft:1:1"),
+    ("ft 0.1\n# nothing yet\n", "p.ft:1:1"),
+])
+def test_a_file_that_declares_nothing_is_a_warning_not_a_silent_ok(project: Path, text: str, where: str) -> None:
+    (project / "p.ft").write_text(text)
+    for command in ("check", "run"):
+        r = run_ft(command, "p.ft", cwd=project, timeout=120)
+        assert r.returncode == 0, r.stderr  # a warning: an empty library file is not wrong
+        assert "warning[FT0133]: p.ft declares nothing" in r.stderr and f"--> {where}" in r.stderr, r.stderr
+
+
+def test_a_file_of_definitions_only_gets_no_such_warning(project: Path) -> None:
+    (project / "p.ft").write_text('ft 0.1\ntemplate qa = plain(separator = "\\n")\n')
+    r = run_ft("check", "p.ft", cwd=project, timeout=120)
+    assert r.returncode == 0 and "FT0133" not in r.stderr, r.stderr

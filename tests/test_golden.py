@@ -40,7 +40,7 @@ def test_err_fixture_diagnostics(path: Path) -> None:
         expected_file.write_text(got)
     assert expected_file.exists(), f"missing {expected_file.name}; run with FT_UPDATE_GOLDEN=1"
     assert got == expected_file.read_text()
-    assert "error[FT" in got and "Traceback" not in got
+    assert ("error[FT" in got or "warning[FT" in got) and "Traceback" not in got
 
 
 def test_every_error_fixture_has_a_distinct_story() -> None:
