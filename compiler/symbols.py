@@ -3,6 +3,7 @@ and local files, with import cycles reported), unknown kinds, duplicate names.""
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -218,23 +219,47 @@ class _Loader:
         return lib
 
     def shown(self, path: Path) -> str:
-        """How an imported file is named in diagnostics. Relative to the working folder, as
-        the main file is, when that is the project folder (the main file's name has no folder
-        part: `sub/lib.ft`). When the main file is named through a relative folder (`ft check
-        ../m2.ft`), its absolute path: a cwd-relative name would not do, as runtime/progcache.py
-        and the language server (lsp_features.uri_of) read a relative name against the project
-        folder, where it names another file (a cached compile would go stale on edits of the
-        real one). A main file shown absolute (outside the working folder, as in an editor):
-        relative to its folder, which that name shows."""
+        """How an imported file is named in diagnostics: as the main file is. A main file
+        named through a folder (`ft check sub/p.ft`): its imports through the same folder
+        the name starts from (`sub/lib.ft`, so the name opens from the working folder). A
+        main file named through `..` (`ft check ../m2.ft`): absolute (the working folder
+        cannot be read back from the name). A main file named alone or absolute (an
+        editor): relative to its folder, else absolute. `source_path` reads a name back."""
         if path == self.main_path:
             return self.main_shown  # an import back to the main file: one name for one file
-        folder = Path(self.main_shown).parent
-        if str(folder) != "." and not folder.is_absolute():
+        base = source_base(self.main_shown, self.project)
+        if base is None:
             return str(path)
+        if base != self.project:
+            return os.path.relpath(path, base)
         try:
             return str(path.relative_to(self.project))
         except ValueError:
             return str(path)
+
+
+def source_base(main_shown: str, project: Path) -> Path | None:
+    """The folder a compile's relative source names start from: the project (the main
+    file's folder) when the main file's name has no folder part or is absolute; the folder
+    its name starts from when it has one (`sub/p.ft` in .../sub: ...); None when the name
+    goes through `..` (then other files are named absolute)."""
+    folder = Path(main_shown).parent
+    if folder.is_absolute() or str(folder) == ".":
+        return project
+    if ".." in folder.parts:
+        return None
+    base = project.resolve()
+    for _ in folder.parts:
+        base = base.parent
+    return base
+
+
+def source_path(name: str, main_shown: str, project: Path) -> Path:
+    """The file a source name in diagnostics (_Loader.shown) stands for (runtime/progcache.py
+    and the language server read names back with it)."""
+    if Path(name).is_absolute():
+        return Path(name)
+    return (source_base(main_shown, project) or project) / name
 
 
 def _missing(path: Path) -> bool:

@@ -111,7 +111,9 @@ def uri_of(file: str, doc: Document) -> str:
         from importlib import resources
 
         return Path(str(resources.files("ftlang.stdlib").joinpath(file[8:-1] + ".ft"))).resolve().as_uri()
-    return (doc.path.resolve().parent / file).resolve().as_uri()
+    from ftlang.compiler.symbols import source_path
+
+    return source_path(file, doc.shown, doc.path.resolve().parent).resolve().as_uri()
 
 
 # ---- what the cursor is in: signatures along the open brackets ----------------------------------

@@ -137,11 +137,13 @@ def _env_names(sources: dict[str, str]) -> list[str] | None:
 
 def _facts(program: Program, main: str) -> dict[str, Any] | None:
     """Everything besides the main text that the compile of `program` read."""
+    from ftlang.compiler.symbols import source_path
+
     used = {}
     for name, text in program.sources.items():
         if name == main or name.startswith("<"):
             continue  # the main file is checked by its own digest; <stdlib.x> is in the package
-        p = Path(name) if os.path.isabs(name) else program.project / name
+        p = source_path(name, main, program.project)
         used[str(p)] = hashlib.sha256(text.encode()).hexdigest()
     env = _env_names(program.sources)
     if env is None:

@@ -179,6 +179,24 @@ def test_used_file_name_resolves_from_the_working_folder(project: Path) -> None:
         shown = _shown_file(r.stderr)
         assert (cwd / shown).resolve() == (sub / "lib.ft").resolve(), (cwd, shown)
     assert _shown_file(run_ft("check", "m2.ft", cwd=project).stderr) == "sub/lib.ft"
+    # named as the main file is: through the folder its name starts from, not absolute
+    shown = _shown_file(run_ft("check", f"{project.name}/m2.ft", cwd=project.parent).stderr)
+    assert shown == f"{project.name}/sub/lib.ft"
+
+
+def test_used_file_cache_does_not_go_stale_from_a_parent_folder(project: Path) -> None:
+    good = "ft 0.1\ntemplate z = chatml()\n"
+    sub = _two_files(project, good)
+    (project / ".ft").mkdir()
+    decoy = project / project.name / "sub"  # where a project-relative reading of the name points
+    decoy.mkdir(parents=True)
+    (decoy / "lib.ft").write_text(good)
+    main = f"{project.name}/m2.ft"
+    assert run_ft("check", main, cwd=project.parent).returncode == 0
+    assert run_ft("check", main, cwd=project.parent).returncode == 0  # now served from the cache
+    (sub / "lib.ft").write_text("ft 0.1\ntemplate z = chatml(system = 3)\n")
+    r = run_ft("check", main, cwd=project.parent)
+    assert r.returncode != 0 and "FT0106" in r.stderr, r.stderr
 
 
 def test_used_file_cache_does_not_go_stale_from_another_folder(project: Path) -> None:
