@@ -167,7 +167,8 @@ class Remote:
             self._get(self._object_path(remote.digest), tar, f"downloading {remote.digest[:12]}")
             self.transfer.down += tar.stat().st_size
             out = tmp / "out"
-            _unpack(tar, out)
+            _unpack(tar, out, f"remote {self.url}: object {remote.digest[:12]} of {remote.node}",
+                    "not used (the node runs here instead)")
             files = tree_files(out)
             if tree_digest(files) != remote.digest or files != remote.files:
                 raise RemoteError(f"remote {self.url}: object {remote.digest[:12]} of {remote.node} does not "
@@ -247,7 +248,7 @@ class Remote:
             tar = tmp / "ckpt.tar"
             self._get(self._ckpt(key, scope, f"{name}.tar"), tar, f"downloading {name}")
             self.transfer.down += tar.stat().st_size
-            _unpack(tar, tmp / "out")
+            _unpack(tar, tmp / "out", f"remote {self.url}: checkpoint {name} of {key[:12]}", "not used")
             dest_parent.mkdir(parents=True, exist_ok=True)
             final = dest_parent / name
             if not final.exists():
@@ -318,14 +319,17 @@ def _pack(folder: Path, tar_path: Path) -> None:
                 tf.add(full, arcname=full.relative_to(folder).as_posix(), recursive=False)
 
 
-def _unpack(tar_path: Path, dest: Path) -> None:
-    """The "data" filter refuses absolute paths, `..`, links out of the tree and devices."""
+def _unpack(tar_path: Path, dest: Path, what: str, then: str) -> None:
+    """The "data" filter refuses absolute paths, `..`, links out of the tree and devices.
+    An error names the download (`what`) and what happens instead (`then`), in one line, as
+    a digest mismatch does."""
     dest.mkdir(parents=True, exist_ok=True)
     try:
         with tarfile.open(tar_path, "r") as tf:
             tf.extractall(dest, filter="data")
     except tarfile.TarError as exc:  # a truncated or garbled tar (an OSError stays one)
-        raise RemoteError(f"a downloaded object cannot be unpacked ({exc})", "corrupt") from None
+        reason = " ".join(str(exc).split()) or type(exc).__name__  # one line, whatever tarfile says
+        raise RemoteError(f"{what} cannot be unpacked ({reason}); {then}", "corrupt") from None
 
 
 def human(n: int) -> str:

@@ -74,6 +74,24 @@ def test_a_corrupt_remote_object_is_never_committed(tmp_path: Path) -> None:
     assert not list((b / ".ft" / "tmp").iterdir())
 
 
+def test_a_truncated_remote_object_is_one_line_naming_it_and_the_node_runs_here(tmp_path: Path) -> None:
+    remote = tmp_path / "team-cache"
+    a = project(tmp_path / "a", branches(1))
+    assert run_ft("run", "p.ft", "--remote", str(remote), cwd=a).returncode == 0
+    for tar in (remote / "objects").glob("*.tar"):
+        tar.write_bytes(tar.read_bytes()[: tar.stat().st_size // 3])  # a download cut short
+    b = project(tmp_path / "b", branches(1))
+    r = run_ft("run", "p.ft", "--remote", str(remote), cwd=b)
+    assert r.returncode == 0, r.stderr
+    warnings = [ln for ln in r.stderr.splitlines() if ln.strip().startswith("warning")]
+    assert len(warnings) == 2, r.stderr  # one line per node, nothing of tarfile's own layout
+    for line in warnings:
+        assert f"remote {remote}: object " in line and "cannot be unpacked (unexpected end of data); " \
+            "not used (the node runs here instead)" in line, line
+    assert sorted(ran(r.stderr)) == ["curate.c0", "dataset.tasks"]
+    assert objects(a) == objects(b) and not list((b / ".ft" / "tmp").iterdir())
+
+
 def test_concurrent_writers_of_one_key_are_safe(tmp_path: Path) -> None:
     store = Store(tmp_path / "local" / ".ft")
     store.ensure()
