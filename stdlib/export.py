@@ -60,7 +60,9 @@ SPEC = StepSpec(
              "that measures it with an `assert`, and is not published when one fails"),
         Attr("merge", "bool", True, "merge adapters into the base weights"),
         Attr("to", "outpath", REQUIRED, "folder the exported model is copied to; ftlang replaces it "
-             "only if it published it and it is unchanged since", semantic=False),
+             "only if it published it and it is unchanged since: a rerun after you edited a file "
+             "there fails and keeps your edit (move it, or delete the folder to publish again)",
+             semantic=False),
         Attr("allow_outside", "bool", False, "allow a `to` outside the project folder", semantic=False),
         Attr("format", "call[format]", "safetensors", "safetensors, or gguf(quant = \"q8_0\" | \"f16\") "
              "for llama-family models (one llama.cpp file)"),
