@@ -167,6 +167,8 @@ class Scheduler:
             self._stop_all()
             if self.warm is not None:
                 self.warm.close()
+                if self.display.verbose and self.warm.jobs:
+                    self.display.text(f"{self.warm.jobs} jobs ran in {self.warm.started} worker processes")
             try:
                 self.stat.save()
             except OSError as exc:  # only a shortcut: the next run re-hashes the sources

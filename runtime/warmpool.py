@@ -43,7 +43,8 @@ class WarmPool:
     def __init__(self) -> None:
         self._idle: dict[Key, list[subprocess.Popen[bytes]]] = {}
         self._lock = threading.Lock()
-        self.started = 0  # workers spawned: what the tests and the benchmark read
+        self.started = 0  # workers spawned
+        self.jobs = 0  # jobs given to a worker (`ft run -v` says both)
         self._asks: queue.Queue[tuple[dict[str, str], Path, queue.Queue[object]] | None] = queue.Queue()
         self._spawner = threading.Thread(target=self._spawn_loop, name="ft-warm-spawner", daemon=True)
         self._spawner.start()
@@ -53,6 +54,7 @@ class WarmPool:
         `log` (the job's log: an import error shows there)."""
         key = key_of(env)
         with self._lock:
+            self.jobs += 1
             idle = self._idle.get(key, [])
             while idle:
                 proc = idle.pop()

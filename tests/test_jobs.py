@@ -58,6 +58,15 @@ def test_jobs_2_runs_branches_at_once_with_the_same_artifacts_as_jobs_1(tmp_path
     assert "nothing to do: 4 steps cached" in again.stderr
 
 
+def test_jobs_2_reuses_its_two_workers_for_four_jobs(tmp_path: Path) -> None:
+    # the dataset, then three branches two at a time: each job after the first two runs in a
+    # worker that a finished job left warm (runtime/warmpool.py), not in a new process
+    p = project(tmp_path, branches(3))
+    r = run_ft("run", "p.ft", "--jobs", "2", "-v", cwd=p)
+    assert r.returncode == 0, r.stderr
+    assert "4 jobs ran in 2 worker processes" in r.stderr, r.stderr
+
+
 def test_jobs_0_is_a_usage_error(tmp_path: Path) -> None:
     p = project(tmp_path, branches(1))
     r = run_ft("run", "p.ft", "--jobs", "0", cwd=p)
