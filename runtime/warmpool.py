@@ -11,8 +11,8 @@ itself. A warm worker pays it once per slot instead of once per job; steps alrea
 one process under `--jobs 1`, so nothing a step leaves behind is new to them.
 
 A worker is reused only for a job with the same environment (threads and devices are
-fixed when torch starts), and only after a job that ended cleanly (a result or a
-StepError); any other end retires it. Each worker is its own process group: the driver
+fixed when torch starts), only after a job that ended cleanly (a result or a StepError),
+and only if that job saw no GPU (`give`); any other end retires it. Each worker is its own process group: the driver
 kills a job by killing its worker's group (worker.stop_group), as for a one-job worker.
 
 Workers are started by one thread that lives as long as the pool: a worker asks the kernel
@@ -81,20 +81,31 @@ class WarmPool:
                 answer.put(exc)
 
     def give(self, proc: subprocess.Popen[bytes], env: dict[str, str]) -> None:
-        """A worker whose job ended cleanly, back to the idle set."""
+        """A worker whose job ended cleanly, back to the idle set; one that saw a GPU ends
+        instead: idle, it would keep its CUDA context and torch's cached blocks on that GPU,
+        memory a job granted the same GPU in another worker would miss (and a GPU step is
+        long against an import)."""
         if proc.poll() is not None:
+            return
+        if env.get("CUDA_VISIBLE_DEVICES"):
+            self._end([proc])
             return
         with self._lock:
             self._idle.setdefault(key_of(env), []).append(proc)
 
     def close(self) -> None:
         """End every idle worker: its stdin closes, it exits; one that does not is killed."""
-        from ftlang.runtime.worker import stop_group
-
         with self._lock:
             procs = [p for group in self._idle.values() for p in group]
             self._idle.clear()
         self._asks.put(None)
+        self._end(procs)
+
+    @staticmethod
+    def _end(procs: list[subprocess.Popen[bytes]]) -> None:
+        """Close each worker's stdin (it exits after its loop); kill one that does not."""
+        from ftlang.runtime.worker import stop_group
+
         for proc in procs:
             try:
                 if proc.stdin is not None:

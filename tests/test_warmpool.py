@@ -87,3 +87,14 @@ def test_a_worker_started_by_a_job_thread_outlives_that_thread(pool: WarmPool, t
     t.start()
     t.join()
     assert _run(pool, tmp_path, 2)["pid"] == got[0]["pid"]
+
+
+def test_a_worker_that_saw_a_gpu_is_not_kept(pool: WarmPool, tmp_path: Path) -> None:
+    # Idle, it would hold its CUDA context and cached blocks on a GPU another job is granted.
+    gpu = {"CUDA_VISIBLE_DEVICES": "0"}
+    first, second = _run(pool, tmp_path, 1, env=gpu), _run(pool, tmp_path, 2, env=gpu)
+    assert first["pid"] != second["pid"] and pool.started == 2
+    assert not Path(f"/proc/{first['pid']}").exists() or \
+        "zombie" in Path(f"/proc/{first['pid']}/status").read_text().lower()
+    cpu = {"CUDA_VISIBLE_DEVICES": ""}  # a CPU job's grant on a machine with GPUs
+    assert _run(pool, tmp_path, 3, env=cpu)["pid"] == _run(pool, tmp_path, 4, env=cpu)["pid"]
