@@ -209,3 +209,13 @@ def test_a_file_of_definitions_only_gets_no_such_warning(project: Path) -> None:
     (project / "p.ft").write_text('ft 0.1\ntemplate qa = plain(separator = "\\n")\n')
     r = run_ft("check", "p.ft", cwd=project, timeout=120)
     assert r.returncode == 0 and "FT0133" not in r.stderr, r.stderr
+
+
+def test_a_slow_set_up_statement_is_cut_off_and_the_check_goes_on(project: Path) -> None:
+    # ft check runs a curate's set-up statements on empty tables; one that would run for hours
+    # is interrupted after sqlrules.BIND_SECONDS (the step will say what it says), never hangs.
+    (project / "p.ft").write_text(HEAD + 'curate c {\n  from = tasks\n  sql """\n'
+                                  "    CREATE TEMP TABLE big AS SELECT sum(i % 7) AS s FROM range(100000000000) t(i);\n"
+                                  '    SELECT prompt, completion FROM tasks\n  """\n}\n')
+    r = run_ft("check", "p.ft", cwd=project, timeout=60)
+    assert r.returncode == 0 and "p.ft: ok" in r.stdout + r.stderr, r.stderr
