@@ -1,4 +1,4 @@
-"""`ft run --jobs N`: independent nodes at once, each in its own process; same artifacts,
+"""`ft run --jobs N`: independent nodes at once, each in a worker process (kept warm); same artifacts,
 same failure semantics, readable output, no orphan after Ctrl-C or SIGKILL."""
 
 from __future__ import annotations
