@@ -2,40 +2,22 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from ftlang.compiler.ir import AssertIR
 from ftlang.lang import ast
 from ftlang.lang.diagnostics import Diagnostic, Label
+from ftlang.stdlib.evaluate_spec import assert_value
 
 COMPARISONS = (">=", "<=", ">", "<", "==", "!=")
-
-
-def value(expr: Any, metrics: dict[str, dict[str, Any]]) -> float:
-    """The number an expression stands for; `model.metric` reads the metrics table."""
-    if isinstance(expr, ast.Num):
-        return float(expr.value)
-    if isinstance(expr, ast.Ref):
-        model, metric = expr.parts
-        return float(metrics[model][metric])
-    if isinstance(expr, ast.Neg):
-        return -value(expr.operand, metrics)
-    if isinstance(expr, ast.BinOp):
-        a, b = value(expr.left, metrics), value(expr.right, metrics)
-        ops = {"+": a + b, "-": a - b, "*": a * b, "/": a / b if b else math.inf,
-               ">=": float(a >= b), "<=": float(a <= b), ">": float(a > b), "<": float(a < b),
-               "==": float(a == b), "!=": float(a != b)}
-        return ops[expr.op]
-    raise ValueError(f"cannot evaluate {type(expr).__name__}")
 
 
 def evaluate(expr: Any, metrics: dict[str, dict[str, Any]]) -> tuple[bool, str]:
     """(holds, the values compared); raises KeyError/ValueError when it cannot be evaluated."""
     if isinstance(expr, ast.BinOp) and expr.op in COMPARISONS:
-        left, right = value(expr.left, metrics), value(expr.right, metrics)
-        return bool(value(expr, metrics)), f"{left:.4g} {expr.op} {right:.4g}"
-    v = value(expr, metrics)
+        left, right = assert_value(expr.left, metrics), assert_value(expr.right, metrics)
+        return bool(assert_value(expr, metrics)), f"{left:.4g} {expr.op} {right:.4g}"
+    v = assert_value(expr, metrics)
     return bool(v), f"the value is {v:.4g}"
 
 

@@ -148,23 +148,30 @@ def _constant(expr: Any) -> bool:
     return isinstance(expr, ast.BinOp) and _constant(expr.left) and _constant(expr.right)
 
 
-def _fold(expr: Any) -> float:
-    """A constant expression's value, as the run would evaluate it (runtime/asserts.py)."""
+def assert_value(expr: Any, metrics: Mapping[str, Mapping[str, Any]]) -> float:
+    """The number an `assert` expression stands for; `model.metric` reads the metrics table
+    (runtime/asserts.py evaluates assertions with it after the eval; `rules` folds a
+    constant one with an empty table)."""
     if isinstance(expr, ast.Num):
         return float(expr.value)
+    if isinstance(expr, ast.Ref):
+        model, metric = expr.parts
+        return float(metrics[model][metric])
     if isinstance(expr, ast.Neg):
-        return -_fold(expr.operand)
-    a, b = _fold(expr.left), _fold(expr.right)
-    ops = {"+": a + b, "-": a - b, "*": a * b, "/": a / b if b else math.inf,
-           ">=": float(a >= b), "<=": float(a <= b), ">": float(a > b), "<": float(a < b),
-           "==": float(a == b), "!=": float(a != b)}
-    return ops[expr.op]
+        return -assert_value(expr.operand, metrics)
+    if isinstance(expr, ast.BinOp):
+        a, b = assert_value(expr.left, metrics), assert_value(expr.right, metrics)
+        ops = {"+": a + b, "-": a - b, "*": a * b, "/": a / b if b else math.inf,
+               ">=": float(a >= b), "<=": float(a <= b), ">": float(a > b), "<": float(a < b),
+               "==": float(a == b), "!=": float(a != b)}
+        return ops[expr.op]
+    raise ValueError(f"cannot evaluate {type(expr).__name__}")
 
 
 def _always(expr: Any, models: set[str] | None, metrics: set[str] | None) -> Diagnostic:
     """FT0118 for an assert that compares no metric: always false (or true) after any eval."""
     try:
-        state: str | None = "true" if _fold(expr) else "false"
+        state: str | None = "true" if assert_value(expr, {}) else "false"
     except (OverflowError, KeyError):  # an integer past the float range, an unknown operator
         state = None
     model = min(models) if models else "sft"
