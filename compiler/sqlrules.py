@@ -122,7 +122,7 @@ class SqlChecker:
                 con.execute(f"CREATE TEMP VIEW {_quote(name)} AS SELECT {select} WHERE false")
             stmts = sqlpolicy.statements(sql, con)
             if len(stmts) > 1:  # only set-up statements run; binding the query runs nothing. A timer
-                # is a thread: one per curate was a third of a 100-curate file's SQL checks.
+                # is a thread, whose start cost more than binding a short query.
                 timer = threading.Timer(BIND_SECONDS, con.interrupt)
                 timer.start()
             for pos, stmt in stmts[:-1]:

@@ -6,14 +6,14 @@ ftlang.runtime.worker --serve` process with exactly that environment, idle or ne
 the jobs written to its stdin one after the other (worker.serve).
 
 Why: a worker process that trains imports torch, transformers and peft first: seconds of
-CPU per job (12 s wall measured on a loaded 2-core machine), more than a short step
-itself. A warm worker pays it once per slot instead of once per job; steps already share
+CPU per job, more than a short step itself (bench/bench_jobs.py shows the difference). A warm worker pays it once per slot instead of once per job; steps already share
 one process under `--jobs 1`, so nothing a step leaves behind is new to them.
 
 A worker is reused only for a job with the same environment (threads and devices are
 fixed when torch starts), only after a job that ended cleanly (a result or a StepError),
-and only if that job saw no GPU (`give`); any other end retires it. Each worker is its own process group: the driver
-kills a job by killing its worker's group (worker.stop_group), as for a one-job worker.
+and only if that job saw no GPU (`give`); any other end retires it. Each worker is its own
+process group: the driver kills a job by killing its worker's group (worker.stop_group),
+as for a one-job worker.
 
 Workers are started by one thread that lives as long as the pool: a worker asks the kernel
 for SIGTERM when its parent dies (worker._die_with_parent), and for Linux the parent is the

@@ -265,7 +265,7 @@ def serve(jobs: Any) -> int:
         job: Job = pickle.loads(Path(json.loads(line)).read_bytes())
         os.environ.clear()
         os.environ.update({**base, **job.env})
-        _redirect(job.events.with_suffix(".log"))
+        _redirect(job.events.with_suffix(".log"), append=True)  # the driver created it empty
         rc = run_in_worker(job)
         sys.stdout.flush()
         sys.stderr.flush()
@@ -277,11 +277,11 @@ def serve(jobs: Any) -> int:
     return 0
 
 
-def _redirect(log: Path) -> None:
-    """This process's stdout and stderr (and its children's) to `log`, appended."""
+def _redirect(log: Path, *, append: bool) -> None:
+    """This process's stdout and stderr (and its children's) to `log`."""
     sys.stdout.flush()
     sys.stderr.flush()
-    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC), 0o644)
     os.dup2(fd, 1)
     os.dup2(fd, 2)
     os.close(fd)
@@ -305,11 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.update(job.env)
     if job.logs is not None:  # torchrun: this rank's stdout and stderr to its own log
         name = re.sub(r"[^\w.=-]+", "_", job.node)  # as runtime.launch names it
-        log = job.logs / f"{name}.rank{os.environ.get('RANK', '0')}.log"
-        fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        os.dup2(fd, 1)
-        os.dup2(fd, 2)
-        os.close(fd)
+        _redirect(job.logs / f"{name}.rank{os.environ.get('RANK', '0')}.log", append=False)
     # The local rank 0 of each machine reports the result its driver commits.
     rank = int(os.environ.get("LOCAL_RANK", os.environ.get("RANK", "0")))
     rc = run_in_worker(job, rank=rank)
